@@ -1,0 +1,36 @@
+# The two commands: `make demo` (the main job) and `make test` (the tests).
+# Both create .venv and install what they need; nothing is installed by hand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Real datasets: BANDITOPS_DATA_DIR if set, else ../shared/data beside the checkout.
+export BANDITOPS_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: demo test lint bench install clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "banditops needs Python >= 3.11; run e.g. make PYTHON=python3.11 ..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/banditops demo
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/policies.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -1,0 +1,229 @@
+"""Guardrails: decide when a live version is rolled back, and record why.
+
+A version is rolled back when its recent production reward is significantly below the best
+live version's, by more than ``margin``. The semantics follow Flagger / Argo Rollouts:
+
+- no data is never a pass: a version with fewer than ``min_samples`` recent rewards gets no
+  verdict (it is neither cleared nor rolled back), and neither does a comparison against a
+  best version that lacks data;
+- NaN never counts as 0: rewards are validated before they get here, and a statistic that
+  cannot be computed gives no verdict;
+- the best live version is never rolled back, so the last live version never is;
+- every rollback carries its evidence (counts, means, p-value or posterior probability).
+
+Checks run every ``check_every`` rewards. Each check compares k - 1 versions with the best,
+so the error level is Bonferroni-corrected (``(1 - confidence) / (k - 1)`` per comparison).
+Repeated checks are still sequential tests, and the best is picked after looking (winner's
+curse): ``confidence`` stays high (default 0.99) and ``margin`` (default 0.05) keeps
+near-equal versions out of the guardrail's hands: the policy routes around a slightly worse
+version anyway; the guardrail is for clearly bad ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from scipy.special import ndtr, stdtr
+
+from banditops.errors import InvalidParameterError
+from banditops.policies.base import check_number, check_window
+
+METHODS = ("welch", "bayes")
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """A guardrail's verdict that ``version`` must stop serving."""
+
+    version: str
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Window:
+    """The last ``size`` rewards of one version, with running sums."""
+
+    size: int | None
+    rewards: deque[float] = field(default_factory=deque)
+    n: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+
+    def add(self, reward: float) -> None:
+        self.rewards.append(reward)
+        self.n += 1
+        self.total += reward
+        self.total_sq += reward * reward
+        if self.size is not None and self.n > self.size:
+            old = self.rewards.popleft()
+            self.n -= 1
+            self.total -= old
+            self.total_sq -= old * old
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.n
+
+    @property
+    def variance(self) -> float:
+        """Unbiased sample variance (needs n >= 2)."""
+        return max((self.total_sq - self.total * self.total / self.n) / (self.n - 1), 0.0)
+
+
+class Guardrail:
+    """Roll back a live version whose reward is significantly below the best live version's.
+
+    Parameters
+    ----------
+    confidence
+        Required confidence that the version is worse, in (0.5, 1).
+    min_samples
+        Recent rewards a version (and the best) needs before it can be judged.
+    margin
+        How much worse than the best (in reward units) counts as degraded.
+    method
+        ``"welch"``: one-sided Welch t-test, rolls back when p < 1 - confidence.
+        ``"bayes"``: posterior probability, under Beta(1 + successes, 1 + failures)
+        posteriors (normal approximation), that the version's mean is below the best's
+        minus margin; rolls back when it exceeds ``confidence``.
+    window
+        Only the last ``window`` rewards of each version count (None: all since release),
+        so a version that degrades after a long good run is caught.
+    check_every
+        Run the check every this many rewards (amortises its cost).
+
+    >>> g = Guardrail(min_samples=50, check_every=1)
+    >>> for i in range(200):
+    ...     _ = g.observe("good", 1.0 if i % 10 else 0.0, ["good", "bad"])
+    ...     verdicts = g.observe("bad", 1.0 if i % 2 else 0.0, ["good", "bad"])
+    ...     if verdicts: break
+    >>> i + 1, verdicts[0].version  # judged as soon as both have min_samples rewards
+    (50, 'bad')
+    """
+
+    def __init__(self, confidence: float = 0.99, min_samples: int = 200, margin: float = 0.05,
+                 method: str = "welch", window: int | None = 1000, check_every: int = 10) -> None:
+        self.confidence = check_number("confidence", confidence, low=0.5, high=1.0,
+                                       low_open=True, high_open=True)
+        self.min_samples = check_window("min_samples", min_samples)
+        if self.min_samples < 2:
+            raise InvalidParameterError("min_samples must be at least 2 (a variance needs two)")
+        self.margin = check_number("margin", margin, low=0.0, high=1.0)
+        if method not in METHODS:
+            raise InvalidParameterError(f"method must be one of {METHODS}, got {method!r}")
+        self.method = method
+        self.window = None if window is None else check_window("window", window)
+        if self.window is not None and self.window < self.min_samples:
+            raise InvalidParameterError(
+                f"window ({self.window}) must be at least min_samples ({self.min_samples})"
+            )
+        self.check_every = check_window("check_every", check_every)
+        self._windows: dict[str, _Window] = {}
+        self._since_check = 0
+
+    def params(self) -> dict[str, Any]:
+        return {"confidence": self.confidence, "min_samples": self.min_samples,
+                "margin": self.margin, "method": self.method, "window": self.window,
+                "check_every": self.check_every}
+
+    def observe(self, version: str, reward: float, live: Iterable[str]) -> list[Rollback]:
+        """Record a (validated) reward; every ``check_every`` calls, check the live versions."""
+        window = self._windows.get(version)
+        if window is None:
+            window = self._windows[version] = _Window(self.window)
+        window.add(reward)
+        self._since_check += 1
+        if self._since_check < self.check_every:
+            return []
+        self._since_check = 0
+        return self.check(live)
+
+    def forget(self, version: str) -> None:
+        """Drop a version's rewards (it was rolled back, retired or re-registered)."""
+        self._windows.pop(version, None)
+
+    def check(self, live: Iterable[str]) -> list[Rollback]:
+        """Verdicts for the live versions now; at most all but the best are rolled back."""
+        judged = [(name, w) for name in live
+                  if (w := self._windows.get(name)) is not None and w.n >= self.min_samples]
+        if len(judged) < 2:
+            return []
+        best_name, best = max(judged, key=lambda item: item[1].mean)
+        error_level = (1.0 - self.confidence) / (len(judged) - 1)  # Bonferroni over comparisons
+        verdicts = []
+        for name, window in judged:
+            if name == best_name:
+                continue
+            evidence = self._compare(window, best, error_level)
+            if evidence is None:
+                continue
+            evidence.update(best_version=best_name)
+            if evidence["rollback"]:
+                del evidence["rollback"]
+                verdicts.append(Rollback(name, self._reason(name, best_name, evidence), evidence))
+        return verdicts
+
+    def _compare(self, window: _Window, best: _Window,
+                 error_level: float) -> dict[str, Any] | None:
+        """Evidence that ``window``'s mean is below ``best``'s minus margin, or None."""
+        gap = window.mean - (best.mean - self.margin)
+        evidence: dict[str, Any] = {
+            "method": self.method, "n": window.n, "mean": window.mean,
+            "best_n": best.n, "best_mean": best.mean, "margin": self.margin,
+            "confidence": self.confidence, "error_level": error_level,
+        }
+        if self.method == "welch":
+            var_v, var_b = window.variance / window.n, best.variance / best.n
+            se2 = var_v + var_b
+            if se2 == 0.0:  # no spread at all: the gap is exact
+                p_value = 0.0 if gap < 0.0 else 1.0
+            else:
+                df = se2 * se2 / (var_v * var_v / (window.n - 1) + var_b * var_b / (best.n - 1))
+                p_value = float(stdtr(df, gap / math.sqrt(se2)))
+            if math.isnan(p_value):
+                return None
+            evidence["p_value"] = p_value
+            evidence["rollback"] = p_value < error_level
+        else:
+            mean_v, var_v = _beta_moments(window)
+            mean_b, var_b = _beta_moments(best)
+            probability = float(ndtr((mean_b - self.margin - mean_v) / math.sqrt(var_v + var_b)))
+            if math.isnan(probability):
+                return None
+            evidence["probability"] = probability
+            evidence["rollback"] = probability > 1.0 - error_level
+        return evidence
+
+    def _reason(self, name: str, best: str, evidence: dict[str, Any]) -> str:
+        stat = (f"p = {evidence['p_value']:.2g}" if "p_value" in evidence
+                else f"P(worse) = {evidence['probability']:.3f}")
+        return (f"{name} reward {evidence['mean']:.3f} over its last {evidence['n']} is "
+                f"below {best}'s {evidence['best_mean']:.3f} by more than {self.margin:g} "
+                f"({stat}, confidence {self.confidence:g})")
+
+    def state(self) -> dict[str, Any]:
+        return {"params": self.params(), "since_check": self._since_check,
+                "windows": {name: list(w.rewards) for name, w in self._windows.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Guardrail:
+        guardrail = cls(**state["params"])
+        guardrail._since_check = int(state["since_check"])
+        for name, rewards in state["windows"].items():
+            window = guardrail._windows[name] = _Window(guardrail.window)
+            for reward in rewards:
+                window.add(float(reward))
+        return guardrail
+
+
+def _beta_moments(window: _Window) -> tuple[float, float]:
+    """Mean and variance of Beta(1 + successes, 1 + failures) for a window of rewards."""
+    a = 1.0 + window.total
+    b = 1.0 + window.n - window.total
+    total = a + b
+    return a / total, a * b / (total * total * (total + 1.0))

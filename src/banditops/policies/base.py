@@ -1,0 +1,315 @@
+"""The interface every deployment policy implements, and the arm bookkeeping they share.
+
+A policy is a pure decision rule over named arms (model versions). It knows nothing about
+models, HTTP or storage: ``select`` names the arm for the next request, ``update`` feeds it
+a reward in [0, 1], ``probabilities`` gives the chance each live arm is chosen next (the
+propensity that gets logged), and ``state`` / ``from_state`` round-trip it through plain,
+JSON-safe data, including the random generator, so a restored policy makes exactly the same
+next choices.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from banditops.errors import (
+    DuplicateArmError,
+    InvalidParameterError,
+    InvalidStateError,
+    NoArmsError,
+    UnknownArmError,
+)
+
+STATE_FORMAT = 1
+MAX_ARM_NAME = 200
+
+
+@dataclass(slots=True)
+class ArmInfo:
+    """What a policy knows of an arm besides its rewards."""
+
+    validation_score: float | None
+    released_at: float
+    order: int  # insertion order; breaks ties between equal release times
+
+
+def check_seed(seed: object) -> int | None:
+    if seed is None or (isinstance(seed, int) and not isinstance(seed, bool)):
+        return seed  # type: ignore[return-value]
+    raise InvalidParameterError(f"seed must be an int or None, got {seed!r}")
+
+
+def check_number(name: str, value: object, *, low: float, high: float,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """Validate a numeric parameter against an interval and return it as float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidParameterError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if not math.isfinite(value) or too_low or too_high:
+        left, right = ("(" if low_open else "["), (")" if high_open else "]")
+        raise InvalidParameterError(f"{name} must be in {left}{low}, {high}{right}, got {value!r}")
+    return value
+
+
+def check_window(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidParameterError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class ColdStart:
+    """Arms with no reward yet, and when each was last served to get one.
+
+    Under delayed feedback, "serve an untried arm until its first reward arrives" would send
+    it every request of the feedback delay. Instead an untried arm is served once, then again
+    every ``retry`` decisions (in case that decision expires) until its first reward arrives.
+    """
+
+    __slots__ = ("decisions", "retry", "waiting")
+
+    def __init__(self, retry: int) -> None:
+        self.retry = check_window("cold_start_retry", retry)
+        self.waiting: dict[str, int] = {}  # name -> decision number when last served (-1: never)
+        self.decisions = 0
+
+    def add(self, name: str) -> None:
+        self.waiting.setdefault(name, -1)
+
+    def discard(self, name: str) -> None:
+        self.waiting.pop(name, None)
+
+    def due(self, decision: int) -> str | None:
+        """The untried arm that decision number ``decision`` must serve, if any."""
+        for name, last in self.waiting.items():
+            if last < 0 or decision - last >= self.retry:
+                return name
+        return None
+
+    def next_due(self) -> str | None:
+        """Count a new decision; return (and mark served) the untried arm it must serve."""
+        self.decisions += 1
+        if not self.waiting:
+            return None
+        name = self.due(self.decisions)
+        if name is not None:
+            self.waiting[name] = self.decisions
+        return name
+
+    def state(self) -> dict[str, Any]:
+        return {"waiting": dict(self.waiting), "decisions": self.decisions}
+
+    def load(self, state: dict[str, Any], arms: dict[str, Any]) -> None:
+        self.waiting = {str(k): int(v) for k, v in state["waiting"].items() if k in arms}
+        self.decisions = int(state["decisions"])
+
+
+class Policy(ABC):
+    """Base class: arm registry, seeding, validation and state plumbing.
+
+    Subclasses set ``key`` (the name used in configs and saved state) and implement
+    ``select``, ``update``, ``probabilities``, ``params`` and the two stats hooks.
+    """
+
+    key: ClassVar[str] = ""
+    _registry: ClassVar[dict[str, type[Policy]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("key"):
+            Policy._registry[cls.key] = cls
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        self.seed = check_seed(seed)
+        self._rng = random.Random(seed)
+        self._arms: dict[str, ArmInfo] = {}
+        self._next_order = 0
+
+    # ------------------------------------------------------------------ arms
+    @property
+    def arms(self) -> list[str]:
+        """Live arms, in the order they were added."""
+        return list(self._arms)
+
+    def arm_info(self, name: str) -> ArmInfo:
+        return self._require_arm(name)
+
+    def add_arm(self, name: str, *, validation_score: float | None = None,
+                released_at: float | None = None) -> None:
+        """Make ``name`` a live arm. ``released_at`` orders releases (default: add order)."""
+        if not isinstance(name, str) or not name or len(name) > MAX_ARM_NAME:
+            raise InvalidParameterError(
+                f"arm name must be a non-empty string of at most {MAX_ARM_NAME} characters, "
+                f"got {name!r}"
+            )
+        if name in self._arms:
+            raise DuplicateArmError(
+                f"arm {name!r} exists already; remove it first or pick a new name")
+        if validation_score is not None:
+            validation_score = check_number("validation_score", validation_score,
+                                            low=-math.inf, high=math.inf)
+        released = (float(self._next_order) if released_at is None
+                    else check_number("released_at", released_at, low=-math.inf, high=math.inf))
+        self._arms[name] = ArmInfo(validation_score, released, self._next_order)
+        self._next_order += 1
+        self._on_add(name)
+
+    def remove_arm(self, name: str) -> None:
+        """Stop routing to ``name``; its statistics are dropped."""
+        self._require_arm(name)
+        del self._arms[name]
+        self._on_remove(name)
+
+    def _require_arm(self, name: str) -> ArmInfo:
+        try:
+            return self._arms[name]
+        except (KeyError, TypeError):
+            raise UnknownArmError(
+                f"unknown arm {name!r}; live arms: {sorted(self._arms) or 'none'}"
+            ) from None
+
+    def _require_any_arm(self) -> None:
+        if not self._arms:
+            raise NoArmsError("the policy has no live arm; add_arm() first")
+
+    def _prior(self, name: str, weight: float) -> tuple[float, float]:
+        """(pseudo-count, pseudo-reward sum) that a validation score contributes to an arm.
+
+        Used by the policies that accept ``prior_weight``: an arm with a validation score
+        in [0, 1] starts as if it had ``weight`` rewards equal to that score.
+        """
+        score = self._arms[name].validation_score
+        if weight <= 0.0 or score is None:
+            return 0.0, 0.0
+        if not 0.0 <= score <= 1.0:
+            raise InvalidParameterError(
+                f"validation_score of {name!r} is {score}; a prior needs a score in [0, 1]"
+            )
+        return weight, weight * score
+
+    def _on_add(self, name: str) -> None:  # noqa: B027 (optional hook)
+        """Initialise per-arm statistics (hook)."""
+
+    def _on_remove(self, name: str) -> None:  # noqa: B027 (optional hook)
+        """Drop per-arm statistics (hook)."""
+
+    # ------------------------------------------------------------ decisions
+    @abstractmethod
+    def select(self) -> str:
+        """Name of the arm that serves the next request."""
+
+    @abstractmethod
+    def update(self, name: str, reward: float) -> None:
+        """Learn from a reward in [0, 1] observed for arm ``name``."""
+
+    @abstractmethod
+    def probabilities(self) -> dict[str, float]:
+        """Chance that each live arm is chosen by the next ``select`` (sums to 1)."""
+
+    def propensity(self, name: str) -> float:
+        """Chance that ``name`` is chosen next; subclasses override when cheaper."""
+        self._require_arm(name)
+        return self.probabilities()[name]
+
+    def choose(self) -> tuple[str, float]:
+        """``select()`` and the chance the chosen arm had, in one call (what a Deployment logs).
+
+        The chance is taken before selecting: ``select`` may change what comes next.
+        Subclasses override this where the propensity is cheaper to get.
+        """
+        probabilities = self.probabilities()
+        name = self.select()
+        return name, probabilities[name]
+
+    def take_notices(self) -> list[dict[str, Any]]:
+        """Noteworthy decisions made since the last call (e.g. an A/B test concluded)."""
+        return []
+
+    # ---------------------------------------------------------------- state
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments (without ``seed``), JSON-safe."""
+
+    @abstractmethod
+    def _stats_state(self) -> dict[str, Any]:
+        """Learned statistics, JSON-safe."""
+
+    @abstractmethod
+    def _load_stats(self, stats: dict[str, Any]) -> None:
+        """Restore what ``_stats_state`` returned (arms are already registered)."""
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this policy is, as plain data."""
+        version, internal, gauss_next = self._rng.getstate()
+        return {
+            "format": STATE_FORMAT,
+            "policy": self.key,
+            "params": self.params(),
+            "seed": self.seed,
+            "arms": [
+                {"name": name, "validation_score": info.validation_score,
+                 "released_at": info.released_at, "order": info.order}
+                for name, info in self._arms.items()
+            ],
+            "next_order": self._next_order,
+            "rng": [version, list(internal), gauss_next],
+            "stats": self._stats_state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Policy:
+        """Rebuild a policy from :meth:`state`; called on ``Policy`` it picks the class."""
+        if not isinstance(state, dict):
+            raise InvalidStateError(f"policy state must be a dict, got {type(state).__name__}")
+        if state.get("format") != STATE_FORMAT:
+            raise InvalidStateError(
+                f"unsupported policy state format {state.get('format')!r}; expected {STATE_FORMAT}"
+            )
+        key = state.get("policy")
+        target = Policy._registry.get(key) if isinstance(key, str) else None
+        if target is None:
+            raise InvalidStateError(
+                f"unknown policy {key!r} in state; known: {sorted(Policy._registry)}"
+            )
+        if cls is not Policy and target is not cls:
+            raise InvalidStateError(f"state is of policy {key!r}, not {cls.key!r}")
+        try:
+            policy = target(**state["params"], seed=state["seed"])
+            for arm in state["arms"]:
+                policy._arms[arm["name"]] = ArmInfo(
+                    arm["validation_score"], float(arm["released_at"]), int(arm["order"])
+                )
+                policy._on_add(arm["name"])
+            policy._next_order = int(state["next_order"])
+            version, internal, gauss_next = state["rng"]
+            policy._rng.setstate((version, tuple(internal), gauss_next))
+            policy._load_stats(state["stats"])
+        except InvalidParameterError as error:
+            raise InvalidStateError(f"invalid parameters in {key!r} state: {error}") from None
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidStateError(f"malformed {key!r} state: {error!r}") from None
+        return policy
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({params}{', ' if params else ''}seed={self.seed!r})"
+
+
+def make_policy(name: str, /, **params: Any) -> Policy:
+    """Build a policy from its key (as in configs), e.g. ``make_policy("ucb1", c=0.5)``."""
+    cls = Policy._registry.get(name)
+    if cls is None:
+        raise InvalidParameterError(f"unknown policy {name!r}; known: {sorted(Policy._registry)}")
+    try:
+        return cls(**params)
+    except TypeError as error:
+        raise InvalidParameterError(f"bad parameters for policy {name!r}: {error}") from None
+
+
+def policy_names() -> list[str]:
+    return sorted(Policy._registry)

@@ -1,0 +1,239 @@
+"""Upper-confidence-bound policies: serve the arm whose optimistic estimate is highest.
+
+``UCB1`` (Auer et al., 2002) uses every reward since an arm was added; ``SlidingWindowUCB``
+(Garivier & Moulines, 2011) only the last ``window`` rewards of the whole deployment, so it
+forgets a version's good past when its production performance drifts down.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+from banditops.policies.base import ColdStart, Policy, check_number, check_window
+from banditops.rewards import validate_reward
+
+DEFAULT_C = math.sqrt(2.0)
+# Garivier & Moulines pad with sqrt(xi log(min(t, window)) / n) and use xi = 0.6: inside a
+# window there are few rewards per arm, and the UCB1 constant (xi = 2) would over-explore.
+SLIDING_WINDOW_C = math.sqrt(0.6)
+
+
+class UCB1(Policy):
+    """Index ``mean + c * sqrt(ln t / n)``; deterministic given the rewards seen.
+
+    ``t`` counts all rewards of live arms (plus prior pseudo-counts), ``n`` those of the arm.
+    ``c = sqrt(2)`` is the textbook constant for rewards in [0, 1]; smaller values explore less.
+
+    Cold start: with ``prior_weight = 0`` an arm with no reward yet is served once, then every
+    ``cold_start_retry`` decisions until its first reward arrives (the textbook "infinite
+    index" would send it all traffic for the whole feedback delay); until then it is out of
+    the index comparison. With ``prior_weight = w > 0`` an arm with a validation score starts
+    with ``w`` pseudo-rewards equal to it. Ties go to the arm added first.
+
+    >>> p = UCB1(c=0.1)
+    >>> for arm in ("a", "b"): p.add_arm(arm)
+    >>> p.select()  # untried arms first
+    'a'
+    >>> for _ in range(20): p.update("a", 0.2); p.update("b", 0.8)
+    >>> p.select(), p.probabilities()
+    ('b', {'a': 0.0, 'b': 1.0})
+    """
+
+    key = "ucb1"
+
+    def __init__(self, c: float = DEFAULT_C, *, prior_weight: float = 0.0,
+                 cold_start_retry: int = 100, seed: int | None = None) -> None:
+        super().__init__(seed=seed)
+        self.c = check_number("c", c, low=0.0, high=1e6)
+        self.prior_weight = check_number("prior_weight", prior_weight, low=0.0, high=1e9)
+        self._cold = ColdStart(cold_start_retry)
+        self._counts: dict[str, float] = {}  # only arms with a reward (or prior)
+        self._sums: dict[str, float] = {}
+        self._total = 0.0
+
+    def _on_add(self, name: str) -> None:
+        count, total = self._prior(name, self.prior_weight)
+        if count:
+            self._counts[name], self._sums[name] = count, total
+            self._total += count
+        else:
+            self._cold.add(name)
+
+    def _on_remove(self, name: str) -> None:
+        self._total -= self._counts.pop(name, 0.0)
+        self._sums.pop(name, None)
+        self._cold.discard(name)
+
+    def select(self) -> str:
+        due = self._cold.next_due()
+        return due if due is not None else self._best_index()
+
+    def _best_index(self) -> str:
+        if not self._counts:  # every arm still waits for its first reward
+            self._require_any_arm()
+            return next(iter(self._arms))
+        sums, c = self._sums, self.c
+        log_t = math.log(self._total) if self._total > 1.0 else 0.0
+        best, best_index = "", -math.inf
+        for name, count in self._counts.items():
+            index = sums[name] / count + c * math.sqrt(log_t / count)
+            if index > best_index:
+                best, best_index = name, index
+        return best
+
+    def _next_choice(self) -> str:
+        """What the next select() returns, without counting a decision."""
+        cold = self._cold
+        due = cold.due(cold.decisions + 1) if cold.waiting else None
+        return due if due is not None else self._best_index()
+
+    def update(self, name: str, reward: float) -> None:
+        reward = validate_reward(reward)
+        counts = self._counts
+        if name in counts:
+            counts[name] += 1.0
+            self._sums[name] += reward
+        else:
+            self._require_arm(name)
+            counts[name], self._sums[name] = 1.0, reward
+            self._cold.discard(name)
+        self._total += 1.0
+
+    def probabilities(self) -> dict[str, float]:
+        chosen = self._next_choice() if self._arms else None
+        return {name: 1.0 if name == chosen else 0.0 for name in self._arms}
+
+    def propensity(self, name: str) -> float:
+        self._require_arm(name)
+        return 1.0 if name == self._next_choice() else 0.0
+
+    def choose(self) -> tuple[str, float]:
+        return self.select(), 1.0  # deterministic: the chosen arm always had probability 1
+
+    def params(self) -> dict[str, Any]:
+        return {"c": self.c, "prior_weight": self.prior_weight,
+                "cold_start_retry": self._cold.retry}
+
+    def _stats_state(self) -> dict[str, Any]:
+        return {"counts": dict(self._counts), "sums": dict(self._sums),
+                "cold_start": self._cold.state()}
+
+    def _load_stats(self, stats: dict[str, Any]) -> None:
+        self._counts = {n: float(v) for n, v in stats["counts"].items() if n in self._arms}
+        self._sums = {n: float(stats["sums"][n]) for n in self._counts}
+        self._cold.load(stats["cold_start"], self._arms)
+        self._total = sum(self._counts.values())
+
+
+class SlidingWindowUCB(Policy):
+    """UCB over the last ``window`` rewards of the deployment (all arms together).
+
+    Index ``mean_w + c * sqrt(ln min(t, window) / n_w)`` (default ``c = sqrt(0.6)``, as in
+    Garivier & Moulines), where ``mean_w`` and ``n_w`` count only
+    rewards inside the window. An arm with no reward in the window (new, or starved for a
+    whole window) is served once, then every ``cold_start_retry`` decisions until a reward is
+    back in the window: this periodic re-check is what lets the policy notice that a
+    neglected version has become good again. Validation priors are not supported: a prior
+    would never leave the window.
+
+    >>> p = SlidingWindowUCB(window=50, c=0.1)
+    >>> for arm in ("a", "b"): p.add_arm(arm)
+    >>> for _ in range(25): p.update("a", 0.9); p.update("b", 0.1)
+    >>> p.select()
+    'a'
+    >>> for _ in range(25): p.update("a", 0.0); p.update("b", 0.6)  # "a" degrades
+    >>> p.select()
+    'b'
+    """
+
+    key = "sliding-window-ucb"
+
+    def __init__(self, window: int = 1000, c: float = SLIDING_WINDOW_C, *,
+                 cold_start_retry: int = 100, seed: int | None = None) -> None:
+        super().__init__(seed=seed)
+        self.window = check_window("window", window)
+        self.c = check_number("c", c, low=0.0, high=1e6)
+        self._cold = ColdStart(cold_start_retry)
+        self._history: deque[tuple[str, float]] = deque()
+        self._counts: dict[str, int] = {}
+        self._sums: dict[str, float] = {}
+
+    def _on_add(self, name: str) -> None:
+        self._counts[name], self._sums[name] = 0, 0.0
+        self._cold.add(name)
+
+    def _on_remove(self, name: str) -> None:
+        del self._counts[name], self._sums[name]  # its window entries are skipped when they expire
+        self._cold.discard(name)
+
+    def select(self) -> str:
+        due = self._cold.next_due()
+        return due if due is not None else self._best_index()
+
+    def _next_choice(self) -> str:
+        cold = self._cold
+        due = cold.due(cold.decisions + 1) if cold.waiting else None
+        return due if due is not None else self._best_index()
+
+    def _best_index(self) -> str:
+        if not self._counts:
+            self._require_any_arm()
+        sums, c = self._sums, self.c
+        log_t = math.log(len(self._history)) if len(self._history) > 1 else 0.0
+        best, best_index = next(iter(self._counts)), -math.inf
+        for name, count in self._counts.items():
+            if not count:
+                continue  # waiting in the cold-start queue
+            index = sums[name] / count + c * math.sqrt(log_t / count)
+            if index > best_index:
+                best, best_index = name, index
+        return best
+
+    def update(self, name: str, reward: float) -> None:
+        reward = validate_reward(reward)
+        counts = self._counts
+        if name not in counts:
+            self._require_arm(name)
+        if not counts[name]:
+            self._cold.discard(name)
+        counts[name] += 1
+        self._sums[name] += reward
+        history = self._history
+        history.append((name, reward))
+        if len(history) > self.window:
+            old, old_reward = history.popleft()
+            if old in counts:
+                remaining = counts[old] - 1
+                counts[old] = remaining
+                # Reset exactly at zero so float error cannot accumulate forever.
+                self._sums[old] = self._sums[old] - old_reward if remaining else 0.0
+                if not remaining:
+                    self._cold.add(old)
+
+    def probabilities(self) -> dict[str, float]:
+        chosen = self._next_choice() if self._arms else None
+        return {name: 1.0 if name == chosen else 0.0 for name in self._arms}
+
+    def propensity(self, name: str) -> float:
+        self._require_arm(name)
+        return 1.0 if name == self._next_choice() else 0.0
+
+    def choose(self) -> tuple[str, float]:
+        return self.select(), 1.0  # deterministic: the chosen arm always had probability 1
+
+    def params(self) -> dict[str, Any]:
+        return {"window": self.window, "c": self.c, "cold_start_retry": self._cold.retry}
+
+    def _stats_state(self) -> dict[str, Any]:
+        return {"history": [[name, reward] for name, reward in self._history],
+                "cold_start": self._cold.state()}
+
+    def _load_stats(self, stats: dict[str, Any]) -> None:
+        self._history = deque((str(name), float(reward)) for name, reward in stats["history"])
+        for name, reward in self._history:
+            if name in self._counts:
+                self._counts[name] += 1
+                self._sums[name] += reward
+        self._cold.load(stats["cold_start"], self._arms)

@@ -1,0 +1,223 @@
+"""Deployment: decision/feedback bookkeeping, rollback, quarantine, clear errors."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from banditops import Deployment, Guardrail, cost_matrix
+from banditops.errors import (
+    DuplicateArmError,
+    DuplicateFeedbackError,
+    ExpiredDecisionError,
+    InvalidParameterError,
+    InvalidRewardError,
+    ModelError,
+    UnknownArmError,
+    UnknownDecisionError,
+)
+from banditops.policies import UCB1, EpsilonGreedy, Latest, ThompsonSampling
+
+
+class Constant:
+    """A model that always predicts ``value`` (scikit-learn style ``predict``)."""
+
+    def __init__(self, value):
+        self.value = value
+        self.calls = 0
+
+    def predict(self, rows):
+        self.calls += 1
+        return np.full(len(rows), self.value)
+
+
+class Broken:
+    def predict(self, rows):
+        raise RuntimeError("feature pipeline exploded")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_decision_and_feedback_bookkeeping_under_delayed_feedback():
+    deployment = Deployment(EpsilonGreedy(epsilon=0.2, seed=1))
+    deployment.register("zero", Constant(0), validation_score=0.6)
+    deployment.register("one", Constant(1), validation_score=0.7)
+    rng = random.Random(0)
+    decisions, delay = [], 20
+    for i in range(600):
+        decision = deployment.predict([rng.random()])
+        decisions.append(decision)
+        assert decision.prediction == (0 if decision.version == "zero" else 1)
+        assert isinstance(decision.prediction, int)  # numpy scalars are made plain
+        assert 0.0 < decision.propensity <= 1.0
+        if i >= delay:  # ground truth arrives 20 requests late
+            late = decisions[i - delay]
+            assert deployment.feedback(late.id, 1) == float(late.prediction == 1)
+    assert len({d.id for d in decisions}) == 600
+    assert deployment.pending_count == delay
+    # Cold start under delay: each new version got one forced request, not the whole delay.
+    assert [d.version for d in decisions[:2]] == ["zero", "one"]
+    assert decisions[0].propensity == decisions[1].propensity == 1.0
+    reports = {r.name: r for r in deployment.versions()}
+    for name, report in reports.items():
+        served = [d for d in decisions if d.version == name]
+        assert report.decisions == len(served)
+        assert report.feedbacks == len([d for d in served if d not in decisions[-delay:]])
+        assert report.status == "live"
+    assert reports["one"].reward_mean == 1.0 and reports["zero"].reward_mean == 0.0
+    assert reports["one"].ci_low > 0.98 and reports["zero"].ci_high < 0.2
+    assert reports["one"].traffic_share == pytest.approx(0.9)  # 1 - eps + eps / 2
+    assert reports["one"].decisions > 500  # the policy learned
+    assert [e.kind for e in deployment.events()] == ["registered", "registered"]
+
+
+def test_feedback_errors_are_clear_and_lose_nothing():
+    clock = FakeClock()
+    deployment = Deployment(Latest(), max_pending=3, pending_ttl=60.0, clock=clock)
+    deployment.register("v1", Constant(1))
+    first = deployment.predict([0])
+    assert deployment.feedback(first.id, 1) == 1.0
+    with pytest.raises(DuplicateFeedbackError, match="already received feedback"):
+        deployment.feedback(first.id, 1)
+    with pytest.raises(UnknownDecisionError, match="unknown decision id 'nope'"):
+        deployment.feedback("nope", 1)
+    with pytest.raises(UnknownDecisionError, match="must be a string"):
+        deployment.feedback(42, 1)
+    # A label the reward function cannot use: clear error, and the decision stays pending.
+    strict = Deployment(Latest(), reward=lambda label, pred: {"yes": 1.0}[label])
+    strict.register("v1", Constant(1))
+    decision = strict.predict([0])
+    with pytest.raises(InvalidParameterError, match="reward function failed for label 'maybe'"):
+        strict.feedback(decision.id, "maybe")
+    out_of_range = Deployment(Latest(), reward=lambda label, pred: 2.0)
+    out_of_range.register("v1", Constant(1))
+    with pytest.raises(InvalidRewardError):
+        out_of_range.feedback(out_of_range.predict([0]).id, 1)
+    assert strict.feedback(decision.id, "yes") == 1.0
+    # Expiry by age and by count.
+    old = deployment.predict([0])
+    clock.now += 61
+    fresh = [deployment.predict([0]) for _ in range(4)]  # the 4th evicts fresh[0]
+    with pytest.raises(ExpiredDecisionError, match="expired"):
+        deployment.feedback(old.id, 1)
+    with pytest.raises(ExpiredDecisionError):
+        deployment.feedback(fresh[0].id, 1)
+    assert deployment.feedback(fresh[3].id, 0) == 0.0
+    (report,) = deployment.versions()
+    assert report.expired == 2 and report.feedbacks == 2 and report.decisions == 6
+
+
+def test_raising_model_is_quarantined_and_traffic_served_elsewhere():
+    deployment = Deployment(Latest())
+    deployment.register("good", Constant(1))
+    deployment.register("bad", Broken())  # newest: Latest sends everything to it
+    seen = []
+    deployment.subscribe(seen.append)
+    decision = deployment.predict([0])
+    assert decision.version == "good" and decision.prediction == 1
+    assert decision.propensity == 1.0
+    assert deployment.live_versions == ["good"]
+    status = {r.name: r.status for r in deployment.versions()}
+    assert status == {"good": "live", "bad": "quarantined"}
+    (event,) = seen
+    assert event.kind == "quarantined" and "feature pipeline exploded" in event.reason
+    assert all(deployment.predict([0]).version == "good" for _ in range(20))
+
+
+def test_when_every_version_fails_nothing_is_quarantined():
+    deployment = Deployment(UCB1())
+    deployment.register("a", Broken())
+    deployment.register("b", Broken())
+    with pytest.raises(ModelError, match="every live version failed"):
+        deployment.predict([0])
+    assert deployment.live_versions == ["a", "b"]  # the input, not the models, may be at fault
+
+
+def test_guardrail_rolls_back_a_degraded_version_through_feedback():
+    guardrail = Guardrail(min_samples=100, check_every=10)
+    deployment = Deployment(EpsilonGreedy(epsilon=0.5, seed=3), guardrail=guardrail)
+    deployment.register("good", Constant(1))
+    deployment.register("bad", Constant(0))
+    rolled_at = None
+    for i in range(2000):
+        decision = deployment.predict([i])
+        deployment.feedback(decision.id, 1)
+        if rolled_at is None and "bad" not in deployment.live_versions:
+            rolled_at = i
+    assert rolled_at is not None and rolled_at < 400
+    rollback = next(e for e in deployment.events() if e.kind == "rolled_back")
+    assert rollback.version == "bad" and rollback.evidence["p_value"] < 0.01
+    assert rollback.evidence["n"] >= 100
+    bad = next(r for r in deployment.versions() if r.name == "bad")
+    assert bad.status == "rolled_back" and bad.traffic_share == 0.0
+    assert bad.decisions < 300  # no traffic after the rollback
+
+
+def test_version_management_errors():
+    deployment = Deployment(ThompsonSampling(seed=0))
+    with pytest.raises(InvalidParameterError, match="no predict"):
+        deployment.register("v1", object())
+    deployment.register("v1", Constant(1))
+    with pytest.raises(DuplicateArmError, match="registered already"):
+        deployment.register("v1", Constant(1))
+    with pytest.raises(InvalidParameterError, match="last live version"):
+        deployment.rollback("v1")
+    with pytest.raises(UnknownArmError, match="unknown version 'v9'"):
+        deployment.rollback("v9")
+    deployment.register("v2", Constant(0))
+    deployment.rollback("v2", "looked wrong")
+    with pytest.raises(InvalidParameterError, match="not live"):
+        deployment.rollback("v2")
+    deployment.reinstate("v2")
+    assert deployment.live_versions == ["v1", "v2"]
+    deployment.retire("v2")
+    kinds = [(e.kind, e.version) for e in deployment.events()]
+    assert kinds[-3:] == [("rolled_back", "v2"), ("reinstated", "v2"), ("retired", "v2")]
+    with pytest.raises(InvalidParameterError, match="must be a banditops Policy"):
+        Deployment("ucb1")
+    with pytest.raises(InvalidParameterError, match="reward must be"):
+        Deployment(UCB1(), reward="f1")
+
+
+def test_sklearn_pipeline_with_feature_dicts_and_cost_matrix():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"amount": rng.normal(size=400), "age": rng.normal(size=400)})
+    labels = (frame["amount"] > 0.5).astype(int)
+    model = LogisticRegression().fit(frame, labels)
+    fraud = cost_matrix(tp=1.0, fp=0.9, fn=0.0, tn=1.0)
+    deployment = Deployment(UCB1(), reward=fraud)
+    deployment.register("lr", model, validation_score=0.9)
+    deployment.register("always-no", Constant(0))
+    decisions = deployment.predict_batch(frame.head(50))
+    assert len(decisions) == 50
+    for decision, (_, row) in zip(decisions, frame.head(50).iterrows(), strict=True):
+        if decision.version == "lr":
+            expected = model.predict(row.to_frame().T)[0]
+            assert decision.prediction == expected
+    rewards = [deployment.feedback(d.id, int(y))
+               for d, y in zip(decisions, labels.head(50), strict=True)]
+    assert set(rewards) <= {0.0, 0.9, 1.0}
+
+
+def test_ab_test_results_become_events():
+    from banditops.policies import ABTest
+
+    deployment = Deployment(ABTest(min_samples=30, seed=2))
+    deployment.register("champion", Constant(0))
+    deployment.register("challenger", Constant(1))
+    for i in range(200):
+        deployment.feedback(deployment.predict([i]).id, 1)
+    policy_events = [e for e in deployment.events() if e.kind == "policy"]
+    assert len(policy_events) == 1
+    assert policy_events[0].evidence["promoted"] is True
+    assert all(deployment.predict([0]).version == "challenger" for _ in range(10))

@@ -1,0 +1,305 @@
+"""The suite every policy passes, plus the statistical behaviour of each bandit."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from banditops.errors import (
+    DuplicateArmError,
+    InvalidParameterError,
+    InvalidRewardError,
+    InvalidStateError,
+    NoArmsError,
+    UnknownArmError,
+)
+from banditops.policies import (
+    UCB1,
+    ABTest,
+    DiscountedThompsonSampling,
+    EpsilonGreedy,
+    GaussianThompsonSampling,
+    Latest,
+    Policy,
+    SlidingWindowUCB,
+    ThompsonSampling,
+    ValidationChampion,
+    make_policy,
+)
+
+FACTORIES: dict[str, Callable[[int], Policy]] = {
+    "latest": lambda s: Latest(seed=s),
+    "validation-champion": lambda s: ValidationChampion(seed=s),
+    "ab-test": lambda s: ABTest(min_samples=50, seed=s),
+    "epsilon-greedy": lambda s: EpsilonGreedy(seed=s),
+    "epsilon-greedy-decay": lambda s: EpsilonGreedy(0.2, decay=0.999, prior_weight=5, seed=s),
+    "ucb1": lambda s: UCB1(seed=s),
+    "ucb1-prior": lambda s: UCB1(c=0.5, prior_weight=10, seed=s),
+    "sliding-window-ucb": lambda s: SlidingWindowUCB(seed=s),
+    "sliding-window-ucb-small": lambda s: SlidingWindowUCB(window=150, c=0.3, seed=s),
+    "thompson": lambda s: ThompsonSampling(seed=s),
+    "thompson-prior": lambda s: ThompsonSampling(prior_weight=20, seed=s),
+    "gaussian-thompson": lambda s: GaussianThompsonSampling(seed=s),
+    "discounted-thompson": lambda s: DiscountedThompsonSampling(seed=s),
+    "discounted-thompson-fast": lambda s: DiscountedThompsonSampling(gamma=0.9, seed=s),
+}
+BANDITS = ["epsilon-greedy", "ucb1", "thompson", "gaussian-thompson", "sliding-window-ucb",
+           "discounted-thompson"]
+
+
+def play(policy: Policy, means: dict[str, float], rounds: int, rng: random.Random,
+         fractional: bool = False) -> list[str]:
+    """Immediate-feedback Bernoulli (or fractional) bandit; returns the arms chosen."""
+    chosen = []
+    for _ in range(rounds):
+        arm = policy.select()
+        mean = means[arm]
+        reward = (mean + rng.uniform(-0.1, 0.1) if fractional
+                  else float(rng.random() < mean))
+        policy.update(arm, min(1.0, max(0.0, reward)))
+        chosen.append(arm)
+    return chosen
+
+
+def with_arms(policy: Policy, names=("a", "b", "c")) -> Policy:
+    for i, name in enumerate(names):
+        policy.add_arm(name, validation_score=0.5 + 0.1 * i)
+    return policy
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def factory(request) -> Callable[[int], Policy]:
+    return FACTORIES[request.param]
+
+
+# ------------------------------------------------------------- shared suite
+def test_state_round_trip_gives_identical_next_selections(factory):
+    policy = with_arms(factory(11))
+    means = {"a": 0.3, "b": 0.5, "c": 0.7}
+    play(policy, means, 300, random.Random(1), fractional=True)
+    policy.probabilities()
+    restored = Policy.from_state(json.loads(json.dumps(policy.state())))
+    assert type(restored) is type(policy)
+    assert restored.params() == policy.params()
+    assert play(restored, means, 300, random.Random(2)) == play(policy, means, 300,
+                                                                random.Random(2))
+
+
+def test_arms_added_and_removed_at_run_time(factory):
+    policy = with_arms(factory(3))
+    rng = random.Random(0)
+    play(policy, {"a": 0.3, "b": 0.5, "c": 0.7}, 200, rng)
+    policy.remove_arm("c")
+    assert policy.arms == ["a", "b"]
+    assert set(play(policy, {"a": 0.3, "b": 0.5}, 200, rng)) <= {"a", "b"}
+    policy.add_arm("d", validation_score=0.99)
+    chosen = play(policy, {"a": 0.3, "b": 0.5, "d": 0.9}, 2000, rng)
+    assert "d" in chosen  # every policy gives a new (better, newer, best-validated) arm traffic
+    with pytest.raises(UnknownArmError, match="'c'"):
+        policy.update("c", 1.0)
+    with pytest.raises(UnknownArmError):
+        policy.remove_arm("c")
+
+
+def test_probabilities_sum_to_one_over_live_arms(factory):
+    policy = with_arms(factory(5))
+    rng = random.Random(4)
+    for step in range(6):
+        probabilities = policy.probabilities()
+        assert set(probabilities) == set(policy.arms)
+        assert all(0.0 <= p <= 1.0 for p in probabilities.values())
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-9)
+        play(policy, {"a": 0.2, "b": 0.6, "c": 0.4, "d": 0.8}, 97, rng)
+        if step == 2:
+            policy.remove_arm("a")
+            policy.add_arm("d")
+
+
+def test_probabilities_match_observed_selection_frequencies(factory):
+    """The logged propensity is what the policy actually does: check it empirically."""
+    policy = with_arms(factory(8))
+    play(policy, {"a": 0.45, "b": 0.5, "c": 0.55}, 120, random.Random(3))
+    expected = policy.probabilities()
+    draws = 4000
+    counts = Counter(policy.select() for _ in range(draws))
+    for arm, probability in expected.items():
+        assert counts[arm] / draws == pytest.approx(probability, abs=0.04), (arm, expected)
+    name, propensity = policy.choose()
+    assert propensity == pytest.approx(policy.probabilities()[name], abs=1e-12)
+
+
+def test_clear_errors(factory):
+    policy = factory(0)
+    with pytest.raises(NoArmsError, match="add_arm"):
+        policy.select()
+    policy.add_arm("a")
+    with pytest.raises(DuplicateArmError, match="'a' exists"):
+        policy.add_arm("a")
+    for bad_name in ("", None, 3, "x" * 201):
+        with pytest.raises(InvalidParameterError, match="arm name"):
+            policy.add_arm(bad_name)
+    with pytest.raises(InvalidParameterError, match="validation_score"):
+        policy.add_arm("b", validation_score=float("nan"))
+    for bad_reward in (1.5, -0.1, float("nan"), "1", None, float("inf")):
+        with pytest.raises(InvalidRewardError, match=r"\[0, 1\]"):
+            policy.update("a", bad_reward)
+    with pytest.raises(UnknownArmError, match="live arms"):
+        policy.update("nope", 1.0)
+
+
+@pytest.mark.parametrize(("key", "params", "message"), [
+    ("epsilon-greedy", {"epsilon": 1.5}, "epsilon"),
+    ("epsilon-greedy", {"decay": 0.0}, "decay"),
+    ("ucb1", {"c": -1}, "c must be"),
+    ("ucb1", {"c": "big"}, "c must be a number"),
+    ("sliding-window-ucb", {"window": 0}, "window"),
+    ("discounted-thompson", {"gamma": 0.0}, "gamma"),
+    ("thompson", {"prior_weight": -1}, "prior_weight"),
+    ("ab-test", {"alpha": 1.0}, "alpha"),
+    ("ab-test", {"split": 0}, "split"),
+    ("ab-test", {"test": "chi2"}, "test must be one of"),
+    ("ab-test", {"min_samples": 2.5}, "min_samples"),
+    ("nope", {}, "unknown policy"),
+    ("ucb1", {"window": 3}, "bad parameters"),
+    ("thompson", {"seed": "x"}, "seed"),
+])
+def test_invalid_parameters_are_rejected(key, params, message):
+    with pytest.raises(InvalidParameterError, match=message):
+        make_policy(key, **params)
+
+
+def test_from_state_rejects_bad_states():
+    state = with_arms(UCB1()).state()
+    with pytest.raises(InvalidStateError, match="unknown policy"):
+        Policy.from_state({**state, "policy": "nope"})
+    with pytest.raises(InvalidStateError, match="format"):
+        Policy.from_state({**state, "format": 99})
+    with pytest.raises(InvalidStateError, match="not 'thompson'"):
+        ThompsonSampling.from_state(state)
+    with pytest.raises(InvalidStateError, match="malformed"):
+        Policy.from_state({**state, "stats": {}})
+    with pytest.raises(InvalidStateError, match="dict"):
+        Policy.from_state([1, 2])
+
+
+def test_prior_needs_validation_score_in_unit_interval():
+    policy = UCB1(prior_weight=5)
+    with pytest.raises(InvalidParameterError, match="a prior needs a score in"):
+        policy.add_arm("a", validation_score=3.0)
+
+
+# ---------------------------------------------------------- static policies
+def test_latest_and_champion_ignore_rewards():
+    latest, champion = with_arms(Latest()), with_arms(ValidationChampion())
+    for _ in range(100):
+        latest.update("c", 0.0)
+        champion.update("c", 0.0)
+        champion.update("a", 1.0)
+    assert latest.select() == "c"  # newest, however badly it does
+    assert champion.select() == "c"  # best validation score (0.7)
+    latest.add_arm("old", released_at=-5.0)
+    assert latest.select() == "c"
+    champion.add_arm("unscored")
+    assert champion.select() == "c"
+
+
+# -------------------------------------------------------- statistical tests
+@pytest.mark.parametrize("key", BANDITS)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_bandits_find_the_best_arm(key, seed):
+    """Bernoulli arms (0.3, 0.5, 0.7), 5,000 rounds: the best arm in >= 80% of the last 2,000."""
+    policy = with_arms(FACTORIES[key](seed))
+    chosen = play(policy, {"a": 0.3, "b": 0.5, "c": 0.7}, 5000, random.Random(100 + seed))
+    share = chosen[-2000:].count("c") / 2000
+    assert share >= 0.80, f"{key} seed {seed}: best arm share {share:.2%}"
+
+
+def rounds_to_move_away(policy: Policy, seed: int, drop_at: int = 3000,
+                        horizon: int = 3000) -> tuple[int, float]:
+    """Best arm 'c' drops from 0.7 to 0.1 at ``drop_at``: rounds until a trailing 100-round
+    share of 'c' falls below 20%, and the share of 'c' in rounds 800..1000 after the drop."""
+    rng = random.Random(seed)
+    play(policy, {"a": 0.3, "b": 0.5, "c": 0.7}, drop_at, rng)
+    after = play(policy, {"a": 0.3, "b": 0.5, "c": 0.1}, horizon, rng)
+    moved = next((t for t in range(100, horizon)
+                  if after[t - 100:t].count("c") < 20), horizon)
+    return moved, after[800:1000].count("c") / 200
+
+
+def test_drift_aware_policies_move_away_fast_and_faster_than_ucb1():
+    seeds = range(5)
+    ucb1 = [rounds_to_move_away(with_arms(UCB1(seed=s)), s)[0] for s in seeds]
+    for make in (lambda s: SlidingWindowUCB(seed=s), lambda s: DiscountedThompsonSampling(seed=s)):
+        results = [rounds_to_move_away(with_arms(make(s)), s) for s in seeds]
+        moved = [m for m, _ in results]
+        late_share = sum(share for _, share in results) / len(results)
+        assert max(moved) <= 1000, moved
+        assert late_share <= 0.20, late_share
+        assert sum(moved) * 2 <= sum(ucb1), (moved, ucb1)  # at least twice as fast
+
+
+# ------------------------------------------------------------------ A/B test
+def run_ab(seed: int, champion_mean: float, challenger_mean: float, fractional=False,
+           min_samples: int = 500) -> dict:
+    policy = ABTest(min_samples=min_samples, alpha=0.05, seed=seed)
+    policy.add_arm("champion")
+    policy.add_arm("challenger")
+    rng = random.Random(10_000 + seed)  # never the policy's own stream
+    means = {"champion": champion_mean, "challenger": challenger_mean}
+    while policy.challenger is not None:
+        arm = policy.select()
+        if fractional:
+            reward = min(1.0, max(0.0, rng.gauss(means[arm], 0.2)))
+        else:
+            reward = float(rng.random() < means[arm])
+        policy.update(arm, reward)
+    (notice,) = policy.take_notices()
+    assert notice["kind"] == "ab_test_concluded"
+    assert notice["champion_n"] >= min_samples and notice["challenger_n"] >= min_samples
+    assert policy.champion == ("challenger" if notice["promoted"] else "champion")
+    return notice
+
+
+@pytest.mark.slow
+def test_ab_test_error_rates_over_many_seeds():
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import proportion_effectsize
+
+    seeds = range(300)
+    equal = [run_ab(s, 0.5, 0.5) for s in seeds]
+    assert all(n["test"] == "z" for n in equal)
+    false_promotions = sum(n["promoted"] for n in equal) / len(equal)
+    # Two-sided 5% test, promotion only in one direction: about 2.5% expected.
+    assert 0.0 < false_promotions <= 0.06, false_promotions
+    better = [run_ab(s, 0.5, 0.6) for s in seeds]
+    power = NormalIndPower().power(proportion_effectsize(0.6, 0.5), nobs1=500, alpha=0.05)
+    observed = sum(n["promoted"] for n in better) / len(better)
+    assert observed == pytest.approx(power, abs=0.06), (observed, power)
+
+
+@pytest.mark.slow
+def test_ab_test_uses_welch_for_fractional_rewards():
+    equal = [run_ab(s, 0.5, 0.5, fractional=True, min_samples=200) for s in range(200)]
+    assert all(n["test"] == "welch" for n in equal)
+    assert sum(n["promoted"] for n in equal) / len(equal) <= 0.06
+    better = [run_ab(s, 0.5, 0.58, fractional=True, min_samples=200) for s in range(100)]
+    assert sum(n["promoted"] for n in better) / len(better) >= 0.8
+
+
+def test_ab_test_queues_later_challengers_and_handles_removal():
+    policy = ABTest(min_samples=10, seed=0)
+    for name in ("v1", "v2", "v3"):
+        policy.add_arm(name)
+    assert (policy.champion, policy.challenger) == ("v1", "v2")
+    assert policy.probabilities() == {"v1": 0.5, "v2": 0.5, "v3": 0.0}
+    policy.remove_arm("v2")  # challenger withdrawn: next in queue is tested
+    assert policy.challenger == "v3"
+    assert policy.take_notices()[0]["kind"] == "ab_test_abandoned"
+    policy.remove_arm("v1")  # champion rolled back mid-test: challenger takes over
+    assert (policy.champion, policy.challenger) == ("v3", None)
+    assert policy.select() == "v3"
+    assert policy.take_notices()[0]["kind"] == "champion_replaced"
