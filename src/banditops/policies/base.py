@@ -93,12 +93,12 @@ class ColdStart:
 
     def next_due(self) -> str | None:
         """Count a new decision; return (and mark served) the untried arm it must serve."""
-        self.decisions += 1
+        self.decisions = decision = self.decisions + 1
         if not self.waiting:
             return None
-        name = self.due(self.decisions)
+        name = self.due(decision)
         if name is not None:
-            self.waiting[name] = self.decisions
+            self.waiting[name] = decision
         return name
 
     def state(self) -> dict[str, Any]:

@@ -45,35 +45,35 @@ class EpsilonGreedy(Policy):
             "decay", decay, low=0.0, high=1.0, low_open=True)
         self.prior_weight = check_number("prior_weight", prior_weight, low=0.0, high=1e9)
         self._current_epsilon = self.epsilon
-        self._counts: dict[str, float] = {}
-        self._sums: dict[str, float] = {}
-        self._means: dict[str, float] = {}  # -inf while an arm has no reward
+        self._stats: dict[str, list[float]] = {}  # name -> [count, sum, mean]; mean -inf untried
         self._names: list[str] = []
         self._best: str | None = None
+        self._best_stats: list[float] = [0.0, 0.0, -math.inf]
 
     def _on_add(self, name: str) -> None:
         count, total = self._prior(name, self.prior_weight)
-        self._counts[name] = count
-        self._sums[name] = total
-        self._means[name] = total / count if count else -math.inf
+        self._stats[name] = [count, total, total / count if count else -math.inf]
         self._names.append(name)
         if not count:
             self._cold.add(name)
         self._rescan()
 
     def _on_remove(self, name: str) -> None:
-        del self._counts[name], self._sums[name], self._means[name]
+        del self._stats[name]
         self._names.remove(name)
         self._cold.discard(name)
         self._rescan()
 
     def _rescan(self) -> None:
-        means = self._means
-        self._best = max(means, key=means.__getitem__) if means else None
+        stats = self._stats
+        self._best = max(stats, key=lambda n: stats[n][2]) if stats else None
+        self._best_stats = stats[self._best] if self._best else [0.0, 0.0, -math.inf]
 
     def select(self) -> str:
-        due = self._cold.next_due()
-        if due is not None:
+        cold = self._cold
+        cold.decisions += 1
+        if cold.waiting and (due := cold.due(cold.decisions)) is not None:
+            cold.waiting[due] = cold.decisions
             return due
         best = self._best
         if best is None:
@@ -93,24 +93,22 @@ class EpsilonGreedy(Policy):
         return name, explore + (1.0 - self._current_epsilon if name == self._best else 0.0)
 
     def update(self, name: str, reward: float) -> None:
-        reward = validate_reward(reward)
-        if name not in self._counts:
+        if type(reward) is not float or not 0.0 <= reward <= 1.0:
+            reward = validate_reward(reward)  # converts or raises; the line above is the fast path
+        stats = self._stats.get(name)
+        if stats is None:
             self._require_arm(name)
-        count = self._counts[name] + 1.0
-        total = self._sums[name] + reward
-        self._counts[name] = count
-        self._sums[name] = total
-        mean = total / count
-        previous = self._means[name]
-        self._means[name] = mean
+            return
+        count = stats[0] = stats[0] + 1.0
+        total = stats[1] = stats[1] + reward
+        previous, stats[2] = stats[2], total / count
         if self._cold.waiting:
             self._cold.discard(name)
-        best = self._best
-        if name == best:
-            if mean < previous:
+        if stats is self._best_stats:
+            if stats[2] < previous:
                 self._rescan()
-        elif mean > self._means[best]:  # type: ignore[index]
-            self._best = name
+        elif stats[2] > self._best_stats[2]:
+            self._best, self._best_stats = name, stats
         if self.decay is not None:
             self._current_epsilon *= self.decay
 
@@ -127,7 +125,7 @@ class EpsilonGreedy(Policy):
         return explore + (1.0 - self._current_epsilon if name == self._best else 0.0)
 
     def propensity(self, name: str) -> float:
-        if name not in self._counts:
+        if name not in self._stats:
             self._require_arm(name)
         return self._probability(name)
 
@@ -136,16 +134,17 @@ class EpsilonGreedy(Policy):
                 "cold_start_retry": self._cold.retry}
 
     def _stats_state(self) -> dict[str, Any]:
-        return {"counts": dict(self._counts), "sums": dict(self._sums),
+        return {"counts": {n: v[0] for n, v in self._stats.items()},
+                "sums": {n: v[1] for n, v in self._stats.items()},
                 "cold_start": self._cold.state(), "best": self._best,
                 "current_epsilon": self._current_epsilon}
 
     def _load_stats(self, stats: dict[str, Any]) -> None:
         for name in self._arms:
             count, total = float(stats["counts"][name]), float(stats["sums"][name])
-            self._counts[name], self._sums[name] = count, total
-            self._means[name] = total / count if count else -math.inf
+            self._stats[name] = [count, total, total / count if count else -math.inf]
         self._cold.load(stats["cold_start"], self._arms)
-        self._best = stats["best"] if stats["best"] in self._arms else self._best
+        if stats["best"] in self._arms:  # ties: keep the leader the saved policy had
+            self._best, self._best_stats = stats["best"], self._stats[stats["best"]]
         self._current_epsilon = check_number("current_epsilon", stats["current_epsilon"],
                                              low=0.0, high=1.0)

@@ -10,7 +10,9 @@ traffic quickly.
 Propensities have no closed form here. They are estimated by Monte Carlo from
 ``propensity_samples`` joint posterior draws, smoothed as ``(wins + 0.5) / (draws + 0.5 k)`` so
 that a chosen arm never gets propensity 0, and cached: the estimate is refreshed after
-``propensity_refresh`` rewards or any change of the arm set, so its cost is amortised.
+``propensity_refresh`` rewards (for the converging posteriors of ``ThompsonSampling`` and
+``GaussianThompsonSampling``: after the larger of that and 5% of all rewards so far) or any
+change of the arm set, so its cost is amortised.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ _MAX_BATCH = 256
 
 class _PosteriorSampling(Policy):
     """Shared machinery: per-arm sampling and the cached Monte-Carlo propensity."""
+
+    _converges = True  # a posterior that only accumulates changes ever more slowly
 
     def __init__(self, *, propensity_samples: int, propensity_refresh: int,
                  seed: int | None) -> None:
@@ -60,8 +64,11 @@ class _PosteriorSampling(Policy):
 
     def _invalidate(self) -> None:
         self._updates += 1
-        if self._cached is not None and self._updates - self._cached_at >= self.propensity_refresh:
-            self._cached = None
+        if self._cached is not None:
+            age = self._updates - self._cached_at
+            if age >= self.propensity_refresh and (
+                    not self._converges or age * 20 >= self._cached_at):
+                self._cached = None
 
     def probabilities(self) -> dict[str, float]:
         if self._cached is None:
@@ -152,7 +159,8 @@ class ThompsonSampling(_PosteriorSampling):
         return rng.beta(alpha[:, None], beta[:, None], (len(alpha), size))
 
     def update(self, name: str, reward: float) -> None:
-        reward = validate_reward(reward)
+        if type(reward) is not float or not 0.0 <= reward <= 1.0:
+            reward = validate_reward(reward)
         if name not in self._alpha:
             self._require_arm(name)
         if reward != 1.0 and reward != 0.0:  # Bernoulli trick for fractional rewards
@@ -202,6 +210,7 @@ class DiscountedThompsonSampling(_PosteriorSampling):
     """
 
     key = "discounted-thompson"
+    _converges = False
 
     def __init__(self, gamma: float = 0.99, *, prior_weight: float = 0.0,
                  propensity_samples: int = 2000, propensity_refresh: int = 50,
@@ -232,7 +241,8 @@ class DiscountedThompsonSampling(_PosteriorSampling):
         return rng.beta(alpha[:, None], beta[:, None], (len(alpha), size))
 
     def update(self, name: str, reward: float) -> None:
-        reward = validate_reward(reward)
+        if type(reward) is not float or not 0.0 <= reward <= 1.0:
+            reward = validate_reward(reward)
         if name not in self._successes:
             self._require_arm(name)
         if reward != 1.0 and reward != 0.0:

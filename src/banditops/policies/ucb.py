@@ -90,7 +90,8 @@ class UCB1(Policy):
         return due if due is not None else self._best_index()
 
     def update(self, name: str, reward: float) -> None:
-        reward = validate_reward(reward)
+        if type(reward) is not float or not 0.0 <= reward <= 1.0:
+            reward = validate_reward(reward)
         counts = self._counts
         if name in counts:
             counts[name] += 1.0
