@@ -20,7 +20,37 @@ DEFAULT_C = math.sqrt(2.0)
 SLIDING_WINDOW_C = math.sqrt(0.6)
 
 
-class UCB1(Policy):
+class _IndexPolicy(Policy):
+    """Deterministic index policies: untried arms by the cold-start rule, else the best index."""
+
+    _cold: ColdStart
+
+    def _best_index(self) -> str:
+        raise NotImplementedError
+
+    def select(self) -> str:
+        due = self._cold.next_due()
+        return due if due is not None else self._best_index()
+
+    def _next_choice(self) -> str:
+        """What the next select() returns, without counting a decision."""
+        cold = self._cold
+        due = cold.due(cold.decisions + 1) if cold.waiting else None
+        return due if due is not None else self._best_index()
+
+    def probabilities(self) -> dict[str, float]:
+        chosen = self._next_choice() if self._arms else None
+        return {name: 1.0 if name == chosen else 0.0 for name in self._arms}
+
+    def propensity(self, name: str) -> float:
+        self._require_arm(name)
+        return 1.0 if name == self._next_choice() else 0.0
+
+    def choose(self) -> tuple[str, float]:
+        return self.select(), 1.0  # deterministic: the chosen arm always had probability 1
+
+
+class UCB1(_IndexPolicy):
     """Index ``mean + c * sqrt(ln t / n)``; deterministic given the rewards seen.
 
     ``t`` counts all rewards of live arms (plus prior pseudo-counts), ``n`` those of the arm.
@@ -66,10 +96,6 @@ class UCB1(Policy):
         self._sums.pop(name, None)
         self._cold.discard(name)
 
-    def select(self) -> str:
-        due = self._cold.next_due()
-        return due if due is not None else self._best_index()
-
     def _best_index(self) -> str:
         if not self._counts:  # every arm still waits for its first reward
             self._require_any_arm()
@@ -83,11 +109,6 @@ class UCB1(Policy):
                 best, best_index = name, index
         return best
 
-    def _next_choice(self) -> str:
-        """What the next select() returns, without counting a decision."""
-        cold = self._cold
-        due = cold.due(cold.decisions + 1) if cold.waiting else None
-        return due if due is not None else self._best_index()
 
     def update(self, name: str, reward: float) -> None:
         if type(reward) is not float or not 0.0 <= reward <= 1.0:
@@ -101,17 +122,6 @@ class UCB1(Policy):
             counts[name], self._sums[name] = 1.0, reward
             self._cold.discard(name)
         self._total += 1.0
-
-    def probabilities(self) -> dict[str, float]:
-        chosen = self._next_choice() if self._arms else None
-        return {name: 1.0 if name == chosen else 0.0 for name in self._arms}
-
-    def propensity(self, name: str) -> float:
-        self._require_arm(name)
-        return 1.0 if name == self._next_choice() else 0.0
-
-    def choose(self) -> tuple[str, float]:
-        return self.select(), 1.0  # deterministic: the chosen arm always had probability 1
 
     def params(self) -> dict[str, Any]:
         return {"c": self.c, "prior_weight": self.prior_weight,
@@ -128,7 +138,7 @@ class UCB1(Policy):
         self._total = sum(self._counts.values())
 
 
-class SlidingWindowUCB(Policy):
+class SlidingWindowUCB(_IndexPolicy):
     """UCB over the last ``window`` rewards of the deployment (all arms together).
 
     Index ``mean_w + c * sqrt(ln min(t, window) / n_w)`` (default ``c = sqrt(0.6)``, as in
@@ -169,15 +179,6 @@ class SlidingWindowUCB(Policy):
         del self._counts[name], self._sums[name]  # its window entries are skipped when they expire
         self._cold.discard(name)
 
-    def select(self) -> str:
-        due = self._cold.next_due()
-        return due if due is not None else self._best_index()
-
-    def _next_choice(self) -> str:
-        cold = self._cold
-        due = cold.due(cold.decisions + 1) if cold.waiting else None
-        return due if due is not None else self._best_index()
-
     def _best_index(self) -> str:
         if not self._counts:
             self._require_any_arm()
@@ -212,17 +213,6 @@ class SlidingWindowUCB(Policy):
                 self._sums[old] = self._sums[old] - old_reward if remaining else 0.0
                 if not remaining:
                     self._cold.add(old)
-
-    def probabilities(self) -> dict[str, float]:
-        chosen = self._next_choice() if self._arms else None
-        return {name: 1.0 if name == chosen else 0.0 for name in self._arms}
-
-    def propensity(self, name: str) -> float:
-        self._require_arm(name)
-        return 1.0 if name == self._next_choice() else 0.0
-
-    def choose(self) -> tuple[str, float]:
-        return self.select(), 1.0  # deterministic: the chosen arm always had probability 1
 
     def params(self) -> dict[str, Any]:
         return {"window": self.window, "c": self.c, "cold_start_retry": self._cold.retry}
