@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import Counter, deque
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -21,15 +20,10 @@ from banditops import Deployment, Event, Guardrail
 from banditops.policies import ThompsonSampling
 from banditops.simulation.datasets import load_adult
 from banditops.simulation.models import PrecomputedModel, make_model
+from banditops.simulation.scenarios import serving_cache_bug
 
 TRAIN_ROWS = 8_000
 VALIDATION_ROWS = 2_000
-CACHE_BUG_OFFSET = 97  # the broken release sees the features of the request 97 rows later
-
-
-def serving_cache_bug(predictions: np.ndarray) -> np.ndarray:
-    """What a model serves when its feature cache hands it another request's features."""
-    return np.roll(predictions, -CACHE_BUG_OFFSET)
 
 
 def run_demo(data_dir: str | Path | None = None, *, requests: int = 12_000, delay: int = 50,
