@@ -1,0 +1,93 @@
+"""The continuous-training pipeline a replay runs: when versions are released, on what data.
+
+The stream is cut into chunks of ``chunk_size`` rows in time order. Release r happens at
+the start of chunk ``1 + r * release_every``; it is trained on the most recent
+``train_window`` rows whose labels have *arrived* by then (labels arrive ``delay`` rows after
+their request), minus the last ``validation_fraction`` of them, which give its validation
+score. Families cycle through :data:`~banditops.simulation.models.FAMILIES`. Each version
+predicts every row it may serve once, in one batch; a release the scenario marks faulty
+serves those predictions through the serving cache bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from banditops.errors import InvalidParameterError
+from banditops.simulation.models import FAMILIES, make_model
+from banditops.simulation.scenarios import Scenario, serving_cache_bug
+
+
+@dataclass(frozen=True)
+class Release:
+    """One model version as the pipeline released it."""
+
+    index: int
+    name: str
+    family: str
+    row: int  # first stream row it can serve
+    train_rows: tuple[int, int]  # [start, end) of its training rows
+    validation_rows: tuple[int, int]
+    validation_score: float
+    faulty: bool
+    predictions: np.ndarray  # for stream rows row..n-1, as served in production
+
+    def prediction(self, row: int) -> int:
+        return int(self.predictions[row - self.row])
+
+
+def release_rows(n: int, chunk_size: int, release_every: int) -> list[int]:
+    """Stream rows at which releases happen."""
+    return list(range(chunk_size, n, chunk_size * release_every))
+
+
+def build_releases(scenario: Scenario, *, chunk_size: int, release_every: int = 2,
+                   train_window: int = 8000, validation_fraction: float = 0.2,
+                   delay: int = 0, families: Sequence[str] = FAMILIES, seed: int = 0,
+                   class_weight: str | None = None,
+                   progress: Callable[[Release], None] | None = None) -> list[Release]:
+    """Train and release every version of a replay (see the module docstring)."""
+    n = len(scenario.labels)
+    if chunk_size < 50 or chunk_size * 2 > n:
+        raise InvalidParameterError(
+            f"chunk_size must be at least 50 and at most half the stream ({n} rows), "
+            f"got {chunk_size}")
+    if release_every < 1 or train_window < 50 or not 0.0 < validation_fraction < 0.5:
+        raise InvalidParameterError("release_every >= 1, train_window >= 50 and "
+                                    "0 < validation_fraction < 0.5 are required")
+    if delay < 0 or delay >= chunk_size:
+        raise InvalidParameterError(f"delay must be in [0, chunk_size), got {delay}")
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        raise InvalidParameterError(f"unknown model families {unknown}; known: {FAMILIES}")
+    features, labels = scenario.features, scenario.labels
+    releases = []
+    for index, row in enumerate(release_rows(n, chunk_size, release_every)):
+        labelled_end = row - delay  # labels of later requests have not arrived yet
+        start = max(0, labelled_end - train_window)
+        split = labelled_end - max(1, int((labelled_end - start) * validation_fraction))
+        family = families[index % len(families)]
+        train_labels = labels[start:split]
+        if len(np.unique(train_labels)) < 2:
+            raise InvalidParameterError(
+                f"release {index} would train on rows {start}-{split} with one class only; "
+                "use a larger train_window or chunk_size")
+        model = make_model(family, features.iloc[start:split], seed=seed + index,
+                           class_weight=class_weight)
+        model.fit(features.iloc[start:split], train_labels)
+        validation_score = float(
+            (model.predict(features.iloc[split:labelled_end]) == labels[split:labelled_end])
+            .mean())
+        predictions = np.asarray(model.predict(features.iloc[row:]), dtype=int)
+        faulty = scenario.is_faulty_release(index)
+        if faulty:
+            predictions = serving_cache_bug(predictions)
+        release = Release(index, f"v{index + 1}-{family}", family, row, (start, split),
+                          (split, labelled_end), validation_score, faulty, predictions)
+        releases.append(release)
+        if progress is not None:
+            progress(release)
+    return releases
