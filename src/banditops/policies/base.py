@@ -136,9 +136,6 @@ class Policy(ABC):
         """Live arms, in the order they were added."""
         return list(self._arms)
 
-    def arm_info(self, name: str) -> ArmInfo:
-        return self._require_arm(name)
-
     def add_arm(self, name: str, *, validation_score: float | None = None,
                 released_at: float | None = None) -> None:
         """Make ``name`` a live arm. ``released_at`` orders releases (default: add order)."""

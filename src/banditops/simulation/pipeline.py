@@ -35,9 +35,6 @@ class Release:
     faulty: bool
     predictions: np.ndarray  # for stream rows row..n-1, as served in production
 
-    def prediction(self, row: int) -> int:
-        return int(self.predictions[row - self.row])
-
 
 def release_rows(n: int, chunk_size: int, release_every: int) -> list[int]:
     """Stream rows at which releases happen."""
