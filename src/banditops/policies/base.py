@@ -91,11 +91,20 @@ class ColdStart:
                 return name
         return None
 
+    def peek(self) -> str | None:
+        """The untried arm the next decision will serve, if any (no side effect)."""
+        return self.due(self.decisions + 1) if self.waiting else None
+
     def next_due(self) -> str | None:
-        """Count a new decision; return (and mark served) the untried arm it must serve."""
-        self.decisions = decision = self.decisions + 1
+        """Count a new decision; return (and mark served) the untried arm it must serve.
+
+        Decisions are counted only while some arm waits: the count exists to space out
+        retries, and an arm that starts waiting is served at once whatever the count.
+        Callers may skip the call entirely while ``waiting`` is empty (the hot path).
+        """
         if not self.waiting:
             return None
+        self.decisions = decision = self.decisions + 1
         name = self.due(decision)
         if name is not None:
             self.waiting[name] = decision

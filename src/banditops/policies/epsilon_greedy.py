@@ -71,9 +71,7 @@ class EpsilonGreedy(Policy):
 
     def select(self) -> str:
         cold = self._cold
-        cold.decisions += 1
-        if cold.waiting and (due := cold.due(cold.decisions)) is not None:
-            cold.waiting[due] = cold.decisions
+        if cold.waiting and (due := cold.next_due()) is not None:
             return due
         best = self._best
         if best is None:
@@ -85,7 +83,7 @@ class EpsilonGreedy(Policy):
         return best  # type: ignore[return-value]
 
     def choose(self) -> tuple[str, float]:
-        due = self._cold.due(self._cold.decisions + 1) if self._cold.waiting else None
+        due = self._cold.peek()
         name = self.select()
         if due is not None:
             return name, 1.0
@@ -116,11 +114,9 @@ class EpsilonGreedy(Policy):
         return {name: self._probability(name) for name in self._names}
 
     def _probability(self, name: str) -> float:
-        cold = self._cold
-        if cold.waiting:
-            due = cold.due(cold.decisions + 1)  # as the next select() will see it
-            if due is not None:
-                return 1.0 if name == due else 0.0
+        due = self._cold.peek()
+        if due is not None:
+            return 1.0 if name == due else 0.0
         explore = self._current_epsilon / len(self._names)
         return explore + (1.0 - self._current_epsilon if name == self._best else 0.0)
 

@@ -29,13 +29,14 @@ class _IndexPolicy(Policy):
         raise NotImplementedError
 
     def select(self) -> str:
-        due = self._cold.next_due()
-        return due if due is not None else self._best_index()
+        cold = self._cold
+        if cold.waiting and (due := cold.next_due()) is not None:
+            return due
+        return self._best_index()
 
     def _next_choice(self) -> str:
         """What the next select() returns, without counting a decision."""
-        cold = self._cold
-        due = cold.due(cold.decisions + 1) if cold.waiting else None
+        due = self._cold.peek()
         return due if due is not None else self._best_index()
 
     def probabilities(self) -> dict[str, float]:
@@ -108,7 +109,6 @@ class UCB1(_IndexPolicy):
             if index > best_index:
                 best, best_index = name, index
         return best
-
 
     def update(self, name: str, reward: float) -> None:
         if type(reward) is not float or not 0.0 <= reward <= 1.0:
