@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Real datasets: BANDITOPS_DATA_DIR if set, else ../shared/data beside the checkout.
 export BANDITOPS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo live-demo test lint bench install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: the replay experiment on both real datasets (results/ holds the report).
 demo: $(STAMP)
+	$(BIN)/banditops experiment --out results
+
+live-demo: $(STAMP)
 	$(BIN)/banditops demo
 
 test: $(STAMP)
@@ -31,6 +35,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/policies.py
+	$(BIN)/python benchmarks/experiment.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache

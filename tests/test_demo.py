@@ -13,15 +13,16 @@ from banditops.demo import run_demo
 
 def test_demo_rolls_back_the_broken_release(data_dir):
     output = io.StringIO()
-    deployment = run_demo(data_dir, requests=5000, console=Console(file=output, width=150))
+    deployment = run_demo(data_dir, requests=12_000, console=Console(file=output, width=150))
     reports = {r.name: r for r in deployment.versions()}
     assert reports["v4"].status == "rolled_back"
-    assert reports["v4"].decisions < 200  # of the 2,000 requests after its release
-    rollback = next(e for e in deployment.events() if e.kind == "rolled_back")
-    assert rollback.version == "v4" and rollback.evidence["mean"] < 0.75
+    assert reports["v4"].decisions < 200  # of the 9,000 requests after its release
+    rollback = next(e for e in deployment.events()
+                    if e.kind == "rolled_back" and e.version == "v4")
+    assert rollback.evidence["mean"] < 0.75
     assert "rolled_back v4" in output.getvalue()
     served = sum(r.decisions for r in reports.values())
-    assert served == 5000
+    assert served == 12_000
 
 
 def test_cli_reports_missing_data_without_traceback(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ from rich.table import Table
 from banditops import Deployment, Event, Guardrail
 from banditops.policies import ThompsonSampling
 from banditops.simulation.datasets import load_adult
-from banditops.simulation.models import PrecomputedModel, make_model
+from banditops.simulation.models import PrecomputedModel, fit, make_model
 from banditops.simulation.scenarios import serving_cache_bug
 
 TRAIN_ROWS = 8_000
@@ -42,7 +42,7 @@ def run_demo(data_dir: str | Path | None = None, *, requests: int = 12_000, dela
     for name, family in (("v1", "logistic-regression"), ("v2", "naive-bayes"),
                          ("v3", "random-forest"), ("v4", "gradient-boosting")):
         model = make_model(family, features.iloc[train], seed=seed)
-        model.fit(features.iloc[train], labels[train])
+        fit(model, features.iloc[train], labels[train])
         score = float((model.predict(features.iloc[valid]) == labels[valid]).mean())
         served = model.predict(features.iloc[stream])
         if name == "v4":
@@ -52,8 +52,9 @@ def run_demo(data_dir: str | Path | None = None, *, requests: int = 12_000, dela
 
     deployment = Deployment(
         ThompsonSampling(prior_weight=20, seed=seed), reward="accuracy",
-        # A bandit starves a bad version fast, so the guardrail must judge on little data.
-        guardrail=Guardrail(min_samples=30, check_every=5),
+        # A bandit starves a bad version fast (about 100 requests here), so the guardrail
+        # must judge on little data: 95% confidence, Bonferroni-corrected over the versions.
+        guardrail=Guardrail(min_samples=30, check_every=5, confidence=0.95),
     )
 
     def announce(event: Event) -> None:

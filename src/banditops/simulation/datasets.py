@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from banditops.errors import BanditOpsError
@@ -152,3 +153,131 @@ def load(name: str, data_dir: str | Path | None = None) -> Dataset:
     except KeyError:
         raise BanditOpsError(f"unknown dataset {name!r}; known: {sorted(LOADERS)}") from None
     return loader(data_dir)
+
+
+@dataclass(frozen=True)
+class CsvReport:
+    """What loading a user's table skipped, and why (a few examples of each reason)."""
+
+    rows_read: int
+    rows_used: int
+    problems: dict[str, list[str]]  # reason -> examples
+
+    @property
+    def skipped(self) -> int:
+        return self.rows_read - self.rows_used
+
+    def describe(self) -> str:
+        if not self.skipped:
+            return f"{self.rows_used:,} rows, none skipped"
+        lines = [f"{self.rows_used:,} of {self.rows_read:,} rows used; {self.skipped:,} skipped:"]
+        for reason, examples in self.problems.items():
+            lines.append(f"  - {reason}: e.g. {'; '.join(examples[:3])}")
+        return "\n".join(lines)
+
+
+NUMERIC_SHARE = 0.9  # a text column whose values are at least this often numbers is numeric
+MIN_CSV_ROWS = 200
+
+
+def _binary_target(values: pd.Series, target: str, positive: str | None) -> pd.Series:
+    """0/1 labels (NaN where the target is missing); positive class from ``positive``."""
+    text = values.astype("string").str.strip()
+    text = text.mask(text == "")
+    present = text.dropna().unique().tolist()
+    if positive is not None:
+        if str(positive) not in present:
+            raise BanditOpsError(
+                f"--positive {positive!r} never occurs in column {target!r}; its values "
+                f"include {sorted(present)[:10]}")
+        return (text == str(positive)).astype("Float64").mask(text.isna())
+    if len(present) != 2:
+        raise BanditOpsError(
+            f"column {target!r} has {len(present)} distinct values ({sorted(present)[:10]}); "
+            "the target must be binary, or name the positive class with --positive VALUE")
+    for positive_value in ("1", "1.0", "true", "True", "yes", "Yes"):
+        if positive_value in present:
+            return (text == positive_value).astype("Float64").mask(text.isna())
+    raise BanditOpsError(
+        f"column {target!r} has values {sorted(present)}; say which is the positive class "
+        "with --positive VALUE")
+
+
+def load_csv(path: str | Path, target: str, *, positive: str | None = None,
+             order_by: list[str] | None = None) -> tuple[Dataset, CsvReport]:
+    """Any table as a binary stream: mixed columns, missing values imputed later by the models.
+
+    Unusable rows (a malformed line, a missing target or ordering value, text in a numeric
+    column, an infinite number) are skipped and reported, never fatal. Rows are replayed in
+    file order, or sorted by ``order_by`` (as numbers when they are numbers, else as text).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"CSV file {path} not found")
+    malformed: list[str] = []
+
+    def bad_line(fields: list[str]) -> None:
+        malformed.append(",".join(fields)[:80])
+        return None
+
+    try:
+        frame = pd.read_csv(path, engine="python", on_bad_lines=bad_line, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise BanditOpsError(f"cannot read {path} as CSV: {error}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    order_by = list(order_by or [])
+    missing = [c for c in [target, *order_by] if c not in frame.columns]
+    if missing:
+        raise BanditOpsError(f"column(s) {missing} not in {path}; columns: {list(frame.columns)}")
+    problems: dict[str, list[str]] = {}
+    if malformed:
+        problems["malformed line (wrong number of fields)"] = malformed
+    usable = pd.Series(True, index=frame.index)
+
+    def reject(mask: pd.Series, reason: str) -> None:
+        new = mask & usable
+        if new.any():
+            problems.setdefault(reason, []).extend(
+                f"data row {i + 1}" for i in frame.index[new][:5])
+            usable[new] = False
+
+    labels = _binary_target(frame.pop(target), target, positive)
+    reject(labels.isna(), f"missing target {target!r}")
+    for column in order_by:
+        reject(frame[column].isna(), f"missing ordering value {column!r}")
+    for column in list(frame.columns):
+        values = frame[column]
+        if values.isna().all():
+            frame = frame.drop(columns=column)  # nothing to learn from
+            continue
+        if pd.api.types.is_numeric_dtype(values):
+            reject(pd.Series(np.isinf(values.astype(float)), index=frame.index),
+                   f"infinite number in {column!r}")
+            continue
+        text = values.astype("string").str.strip()
+        numbers = pd.to_numeric(text, errors="coerce")
+        present = text.notna() & (text != "")
+        if present.any() and (numbers.notna() & present).sum() >= NUMERIC_SHARE * present.sum():
+            reject(present & numbers.isna(), f"text in numeric column {column!r}")
+            reject(pd.Series(np.isinf(numbers.astype(float)), index=frame.index).fillna(False),
+                   f"infinite number in {column!r}")
+            frame[column] = numbers.astype(float)
+        else:
+            frame[column] = text.astype(object).where(present, np.nan)
+    rows_read = len(frame) + len(malformed)
+    frame, labels = frame[usable], labels[usable].astype(int)
+    if order_by:
+        keys = pd.DataFrame({c: (pd.to_numeric(frame[c], errors="coerce")
+                                 if pd.to_numeric(frame[c], errors="coerce").notna().all()
+                                 else frame[c].astype(str)) for c in order_by})
+        order = keys.sort_values(order_by, kind="stable").index
+        frame, labels = frame.loc[order], labels.loc[order]
+    frame, labels = frame.reset_index(drop=True), labels.reset_index(drop=True)
+    report = CsvReport(rows_read, len(frame), problems)
+    if len(frame) < MIN_CSV_ROWS or labels.nunique() < 2:
+        raise BanditOpsError(
+            f"{path} leaves {len(frame)} usable rows with {int(labels.sum())} positives; a "
+            f"replay needs at least {MIN_CSV_ROWS} rows and both classes.\n{report.describe()}")
+    if frame.shape[1] == 0:
+        raise BanditOpsError(f"{path} has no feature columns besides {target!r}")
+    return Dataset(path.stem, frame, labels, f"{path.name}: predict {target}"), report

@@ -8,28 +8,36 @@ request would dominate the run, so each version predicts every row once, in one 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.naive_bayes import GaussianNB
+from sklearn.model_selection import FixedThresholdClassifier
+from sklearn.naive_bayes import BernoulliNB
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder, StandardScaler
 
 from banditops.errors import InvalidParameterError
 
 FAMILIES = ("logistic-regression", "gradient-boosting", "random-forest", "naive-bayes")
 
 
-def _preprocessor(features: pd.DataFrame, *, dense: bool) -> ColumnTransformer:
+def _preprocessor(features: pd.DataFrame, *, dense: bool, binned: bool = False
+                  ) -> ColumnTransformer:
+    """Impute, scale (or bin into quantiles) numbers; impute and one-hot encode categories."""
     numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])]
     categorical = [c for c in features.columns if c not in numeric]
+    scale = (KBinsDiscretizer(n_bins=8, encode="onehot", strategy="quantile",
+                              quantile_method="averaged_inverted_cdf")
+             if binned else StandardScaler())
     return ColumnTransformer([
-        ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+        ("numeric", make_pipeline(SimpleImputer(strategy="median"), scale), numeric),
         ("categorical", make_pipeline(
             SimpleImputer(strategy="constant", fill_value="missing"),
             OneHotEncoder(handle_unknown="ignore", min_frequency=20, sparse_output=not dense),
@@ -38,8 +46,20 @@ def _preprocessor(features: pd.DataFrame, *, dense: bool) -> ColumnTransformer:
 
 
 def make_model(family: str, features: pd.DataFrame, *, seed: int = 0,
-               class_weight: str | None = None) -> Pipeline:
-    """An unfitted pipeline of the given family for these (mixed-type) features."""
+               class_weight: str | None = None, threshold: float = 0.5) -> BaseEstimator:
+    """An unfitted pipeline of the given family for these (mixed-type) features.
+
+    ``threshold``: predict the positive class when its probability exceeds it (see
+    :func:`banditops.rewards.decision_threshold`: 1/21 when a miss costs 20 false alarms).
+    """
+    model = _pipeline(family, features, seed=seed, class_weight=class_weight)
+    if threshold == 0.5:
+        return model
+    return FixedThresholdClassifier(model, threshold=threshold, response_method="predict_proba")
+
+
+def _pipeline(family: str, features: pd.DataFrame, *, seed: int,
+              class_weight: str | None) -> Pipeline:
     if family == "logistic-regression":
         estimator = LogisticRegression(max_iter=300, class_weight=class_weight)
         dense = False
@@ -53,11 +73,21 @@ def make_model(family: str, features: pd.DataFrame, *, seed: int = 0,
             class_weight=class_weight)
         dense = False
     elif family == "naive-bayes":
-        estimator = GaussianNB()
-        dense = True
+        # Bernoulli NB over quantile bins and one-hot categories: Gaussian NB on one-hot
+        # columns scored 0.56 on Adult, this 0.78.
+        return Pipeline([("prepare", _preprocessor(features, dense=False, binned=True)),
+                         ("model", BernoulliNB())])
     else:
         raise InvalidParameterError(f"unknown model family {family!r}; known: {FAMILIES}")
     return Pipeline([("prepare", _preprocessor(features, dense=dense)), ("model", estimator)])
+
+
+def fit(model: BaseEstimator, features: pd.DataFrame, labels: np.ndarray) -> BaseEstimator:
+    """Fit, silencing the binning notices about discrete columns (their bins merge; harmless)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Bins whose width", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Feature .* is constant", category=UserWarning)
+        return model.fit(features, labels)
 
 
 class PrecomputedModel:

@@ -4,20 +4,25 @@ The stream is cut into chunks of ``chunk_size`` rows in time order. Release r ha
 the start of chunk ``1 + r * release_every``; it is trained on the most recent
 ``train_window`` rows whose labels have *arrived* by then (labels arrive ``delay`` rows after
 their request), minus the last ``validation_fraction`` of them, which give its validation
-score. Families cycle through :data:`~banditops.simulation.models.FAMILIES`. Each version
-predicts every row it may serve once, in one batch; a release the scenario marks faulty
-serves those predictions through the serving cache bug.
+score (the replay's reward, so that on fraud a model that never flags anything does not
+look good). Models predict the positive class above the reward's cost-optimal probability
+threshold (:func:`~banditops.rewards.decision_threshold`). Families cycle through
+:data:`~banditops.simulation.models.FAMILIES`. Each version predicts every row it may serve
+once, in one batch; a release the scenario marks faulty serves those predictions through
+the serving cache bug.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from banditops.errors import InvalidParameterError
-from banditops.simulation.models import FAMILIES, make_model
+from banditops.rewards import RewardFunction, accuracy, decision_threshold, row_rewards
+from banditops.simulation.models import FAMILIES, fit, make_model
 from banditops.simulation.scenarios import Scenario, serving_cache_bug
 
 
@@ -34,6 +39,8 @@ class Release:
     validation_score: float
     faulty: bool
     predictions: np.ndarray  # for stream rows row..n-1, as served in production
+    fit_seconds: float = 0.0
+    predict_seconds: float = 0.0  # validation and serving predictions
 
 
 def release_rows(n: int, chunk_size: int, release_every: int) -> list[int]:
@@ -44,7 +51,7 @@ def release_rows(n: int, chunk_size: int, release_every: int) -> list[int]:
 def build_releases(scenario: Scenario, *, chunk_size: int, release_every: int = 2,
                    train_window: int = 8000, validation_fraction: float = 0.2,
                    delay: int = 0, families: Sequence[str] = FAMILIES, seed: int = 0,
-                   class_weight: str | None = None,
+                   class_weight: str | None = None, reward: RewardFunction = accuracy,
                    progress: Callable[[Release], None] | None = None) -> list[Release]:
     """Train and release every version of a replay (see the module docstring)."""
     n = len(scenario.labels)
@@ -73,17 +80,21 @@ def build_releases(scenario: Scenario, *, chunk_size: int, release_every: int = 
                 f"release {index} would train on rows {start}-{split} with one class only; "
                 "use a larger train_window or chunk_size")
         model = make_model(family, features.iloc[start:split], seed=seed + index,
-                           class_weight=class_weight)
-        model.fit(features.iloc[start:split], train_labels)
-        validation_score = float(
-            (model.predict(features.iloc[split:labelled_end]) == labels[split:labelled_end])
-            .mean())
+                           class_weight=class_weight, threshold=decision_threshold(reward))
+        started = time.perf_counter()
+        fit(model, features.iloc[start:split], train_labels)
+        fitted = time.perf_counter()
+        validation_score = float(row_rewards(
+            reward, labels[split:labelled_end],
+            np.asarray(model.predict(features.iloc[split:labelled_end]), dtype=int)).mean())
         predictions = np.asarray(model.predict(features.iloc[row:]), dtype=int)
+        predicted = time.perf_counter()
         faulty = scenario.is_faulty_release(index)
         if faulty:
             predictions = serving_cache_bug(predictions)
         release = Release(index, f"v{index + 1}-{family}", family, row, (start, split),
-                          (split, labelled_end), validation_score, faulty, predictions)
+                          (split, labelled_end), validation_score, faulty, predictions,
+                          fitted - started, predicted - fitted)
         releases.append(release)
         if progress is not None:
             progress(release)

@@ -1,0 +1,140 @@
+"""``banditops experiment``: load the data, run with a progress bar, print and write results."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from banditops.errors import BanditOpsError, InvalidParameterError
+from banditops.simulation.datasets import LOADERS, Dataset, load, load_csv
+from banditops.simulation.experiment import ExperimentResult, default_settings, run_experiment
+from banditops.simulation.report import verdicts, write_outputs
+from banditops.simulation.strategies import RECOMMENDED
+from banditops.simulation.stream import StreamSettings
+
+
+def _datasets(names: list[str] | None, csv: Path | None, target: str | None,
+              positive: str | None, order_by: str | None, rows: int | None,
+              data_dir: Path | None, console: Console) -> list[Dataset]:
+    if csv is None and (target or positive or order_by):
+        raise InvalidParameterError("--target, --positive and --order-by go with --csv PATH")
+    if csv is not None and not target:
+        raise InvalidParameterError("--csv needs --target COLUMN (the label to predict)")
+    unknown = [n for n in names or [] if n not in LOADERS]
+    if unknown:
+        raise InvalidParameterError(f"unknown dataset(s) {unknown}; known: {sorted(LOADERS)}")
+    chosen = list(dict.fromkeys(names or ([] if csv else list(LOADERS))))
+    datasets = [load(name, data_dir) for name in chosen]
+    if csv is not None:
+        columns = [c.strip() for c in order_by.split(",") if c.strip()] if order_by else None
+        data, report = load_csv(csv, target, positive=positive, order_by=columns)
+        console.print(f"{csv}: {report.describe()}")
+        datasets.append(data)
+    if rows is not None:
+        datasets = [d.head(rows) for d in datasets]
+    return datasets
+
+
+def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, target: str | None,
+                           positive: str | None, order_by: str | None,
+                           scenarios: list[str] | None, strategies: list[str] | None,
+                           granularity: str, seeds: int, out: Path, rows: int | None,
+                           chunk_size: int | None, delay: int | None, max_live: int,
+                           miss_cost: float, workers: int, data_dir: Path | None,
+                           console: Console) -> ExperimentResult:
+    started = time.perf_counter()
+    if out.exists() and not out.is_dir():
+        raise InvalidParameterError(f"--out {out} exists and is not a folder")
+    loaded = _datasets(datasets, csv, target, positive, order_by, rows, data_dir, console)
+    plan: list[tuple[Dataset, StreamSettings]] = []
+    for data in loaded:
+        settings = default_settings(data.name, len(data), miss_cost=miss_cost,
+                                    chunk_size=chunk_size, delay=delay, max_live=max_live)
+        if settings.chunk_size * 2 > len(data):
+            raise InvalidParameterError(
+                f"{data.name} has {len(data):,} rows: too few for chunks of "
+                f"{settings.chunk_size:,}; use a smaller --chunk-size")
+        plan.append((data, settings))
+        console.print(f"[bold]{data.name}[/bold]: {len(data):,} rows, "
+                      f"{int(data.labels.sum()):,} positives; chunks of "
+                      f"{settings.chunk_size:,}, labels {settings.delay} requests late, "
+                      f"reward {settings.reward_name}")
+    with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        try:
+            result = run_experiment(plan, scenarios=scenarios, strategies=strategies,
+                                    seeds=seeds, granularity=granularity, workers=workers,
+                                    progress=progress)
+        except BanditOpsError:
+            raise
+        except ValueError as error:  # e.g. a model cannot be trained on this table
+            raise BanditOpsError(f"the replay failed: {error}") from None
+    print_results(result, console)
+    paths = write_outputs(result, out)
+    result.seconds["total (wall)"] = time.perf_counter() - started
+    console.print(f"Wrote {', '.join(str(p) for p in paths)}")
+    console.print(f"Done in {result.seconds['total (wall)']:.0f} s (training "
+                  f"{result.seconds['training (wall)']:.0f} s, replay "
+                  f"{result.seconds['replay (wall)']:.0f} s).")
+    return result
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def print_results(result: ExperimentResult, console: Console) -> None:
+    for (dataset, scenario), group in result.summary.groupby(["dataset", "scenario"],
+                                                              sort=False):
+        table = Table(title=f"{dataset} / {scenario} ({group['seeds'].iloc[0]} seeds, "
+                            f"oracle reward {group['oracle_reward'].iloc[0]:.4f})",
+                      title_justify="left", caption_justify="left",
+                      caption="regret: share of the per-chunk oracle's reward missed; faulty: "
+                      "share of traffic to faulty versions; rb delay: requests each faulty "
+                      "version served")
+        for column in ("strategy", "reward ±95% CI", "regret", "faulty", "rb delay",
+                       "rollbacks", "switches", "accuracy", "F1"):
+            table.add_column(column, justify="left" if column == "strategy" else "right",
+                             no_wrap=True)
+        for _, row in group.sort_values("mean_reward", ascending=False).iterrows():
+            delay = row["rollback_delay"]
+            style = "bold cyan" if row["strategy"] == RECOMMENDED else None
+            table.add_row(
+                row["strategy"],
+                f"{row['mean_reward']:.4f} ± {(row['ci_high'] - row['ci_low']) / 2:.4f}",
+                _pct(row["regret"]),
+                _pct(row["faulty_traffic_share"]),
+                "-" if math.isnan(delay) else f"{delay:,.0f}", f"{row['rollbacks']:.1f}",
+                f"{row['switches']:.1f}", f"{row['accuracy']:.4f}", f"{row['f1']:.3f}",
+                style=style)
+        console.print(table)
+    verdict = verdicts(result)
+    if verdict.empty:
+        return
+    table = Table(title=f"Recommended strategy ({RECOMMENDED}) against the best of the six "
+                        "study strategies", title_justify="left", caption_justify="left",
+                  caption="significant: the best study strategy's mean lies above our 95% "
+                  "interval; faulty: our share of traffic to faulty versions")
+    for column in ("dataset", "scenario", "reward", "best of the six", "its reward",
+                   "difference", "significant", "regret", "faulty"):
+        table.add_column(column, no_wrap=column not in ("dataset", "scenario",
+                                                         "best of the six"))
+    for _, row in verdict.iterrows():
+        table.add_row(row["dataset"], row["scenario"], f"{row['reward']:.4f}",
+                      row["best study strategy"], f"{row['its reward']:.4f}",
+                      f"{row['difference']:+.4f}",
+                      "[red]worse[/red]" if row["significantly worse"] else "no",
+                      _pct(row["regret"]), _pct(row["faulty share"]))
+    console.print(table)

@@ -1,0 +1,255 @@
+"""The replay experiment: every strategy over every (dataset, scenario), over several seeds.
+
+Two phases, each spread over ``workers`` processes: first the training pipeline builds each
+(dataset, scenario) stream once (:mod:`~banditops.simulation.stream`); then every
+(stream, strategy, seed) is replayed (:mod:`~banditops.simulation.replay`) and scored
+(:mod:`~banditops.simulation.metrics`). The seed drives the strategies' randomness; the
+versions, and so the oracle, are the same for every strategy and seed.
+
+Defaults per dataset (all can be overridden):
+
+========================  ======  =====  ===========================================
+dataset                   chunk   delay  reward
+========================  ======  =====  ===========================================
+adult                     2,000   100    accuracy
+vehicle-insurance-fraud   1,000   50     cost matrix: a missed fraud costs 20 alarms
+any CSV                   n / 20  5%     accuracy
+========================  ======  =====  ===========================================
+
+A version is released every 2 chunks, trained on the latest 8,000 labelled rows; at most 4
+are live. On fraud, models flag a claim when its fraud probability exceeds 1/21, the
+threshold at which flagging pays under that cost matrix.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from banditops.errors import InvalidParameterError
+from banditops.rewards import accuracy, cost_matrix
+from banditops.simulation.datasets import Dataset
+from banditops.simulation.metrics import evaluate, mean_interval
+from banditops.simulation.replay import replay
+from banditops.simulation.scenarios import SCENARIOS
+from banditops.simulation.strategies import (
+    GRANULARITIES,
+    RECOMMENDED,
+    STRATEGIES,
+    STUDY,
+    resolve_strategies,
+)
+from banditops.simulation.stream import Stream, StreamSettings, VersionInfo, prepare_stream
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+DEFAULT_MISS_COST = 20.0
+
+
+def fraud_reward(miss_cost: float = DEFAULT_MISS_COST):
+    """Fraud reward: 1 for a right call, 0 for a missed fraud, 1 - 1/miss_cost for an alarm."""
+    if not miss_cost > 1:
+        raise InvalidParameterError(f"miss_cost must be > 1 false alarm, got {miss_cost}")
+    return cost_matrix(tp=1.0, fp=1.0 - 1.0 / miss_cost, fn=0.0, tn=1.0)
+
+
+def default_settings(dataset: str, n: int, *, miss_cost: float = DEFAULT_MISS_COST,
+                     chunk_size: int | None = None, delay: int | None = None,
+                     max_live: int = 4) -> StreamSettings:
+    """The documented defaults (module docstring), with optional overrides."""
+    if dataset == "adult":
+        settings = StreamSettings(2000, 100, accuracy, "accuracy")
+    elif dataset == "vehicle-insurance-fraud":
+        settings = StreamSettings(1000, 50, fraud_reward(miss_cost),
+                                  f"cost matrix (a missed fraud costs {miss_cost:g} false alarms)",
+                                  guardrail_margin=0.01)
+    else:
+        size = max(50, n // 20)
+        settings = StreamSettings(size, size // 20, accuracy, "accuracy")
+    if chunk_size is not None:
+        settings = replace(settings, chunk_size=chunk_size,
+                           delay=delay if delay is not None else min(settings.delay,
+                                                                     chunk_size // 2))
+    elif delay is not None:
+        settings = replace(settings, delay=delay)
+    return replace(settings, max_live=max_live)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the report needs of a stream, without its row arrays."""
+
+    dataset: str
+    scenario: str
+    description: str
+    reward_name: str
+    n: int
+    start: int
+    chunk_bounds: list[tuple[int, int]]
+    versions: list[VersionInfo]
+    oracle_chunks: np.ndarray
+
+    @classmethod
+    def of(cls, stream: Stream) -> StreamInfo:
+        return cls(stream.dataset, stream.scenario, stream.description,
+                   stream.settings.reward_name, stream.n, stream.start, stream.chunk_bounds(),
+                   stream.versions, stream.oracle_chunk_rewards())
+
+
+@dataclass
+class ExperimentResult:
+    runs: pd.DataFrame  # one row per (dataset, scenario, strategy, seed)
+    summary: pd.DataFrame  # one row per (dataset, scenario, strategy)
+    streams: dict[tuple[str, str], StreamInfo]
+    reward_chunks: dict[tuple[str, str, str], np.ndarray]  # mean over seeds, per chunk
+    traffic: dict[tuple[str, str], tuple[np.ndarray, list[tuple[int, int]]]]  # plot strategy
+    plot_strategy: str
+    granularity: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# Worker processes receive the streams once, when they start.
+_STREAMS: dict[tuple[str, str], Stream] = {}
+
+
+def _start_worker(streams: dict[tuple[str, str], Stream]) -> None:
+    """Receive the streams; one thread per process (two pools of OpenMP threads on two
+    cores made training four times slower)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    _STREAMS.update(streams)
+
+
+def _build(task: tuple[Dataset, str, StreamSettings, int]) -> Stream:
+    dataset, scenario, settings, seed = task
+    return prepare_stream(dataset.name, dataset.features, dataset.labels.to_numpy(), scenario,
+                          settings, seed=seed)
+
+
+def _run(task: tuple[tuple[str, str], str, int, str, bool]) -> dict:
+    key, strategy, seed, granularity, keep_traffic = task
+    stream = _STREAMS[key]
+    started = time.perf_counter()
+    result = replay(stream, STRATEGIES[strategy], seed, granularity)
+    metrics, series = evaluate(stream, result)
+    return {"key": key, "strategy": strategy, "seed": seed, "metrics": metrics.as_dict(),
+            "reward_chunks": series.reward,
+            "traffic": (series.counts, result.rollbacks) if keep_traffic else None,
+            "seconds": time.perf_counter() - started, "requests": stream.n - stream.start}
+
+
+def _pool(workers: int, streams: dict | None = None):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=_start_worker, initargs=(streams or {},))
+
+
+def _map(function, tasks: list, workers: int, streams: dict | None, phase: str,
+         progress: Progress | None):
+    """Results in task order, reporting progress as tasks finish."""
+    if progress:
+        progress(phase, 0, len(tasks))
+    if workers <= 1:
+        _STREAMS.update(streams or {})
+        results = []
+        for done, task in enumerate(tasks, 1):
+            results.append(function(task))
+            if progress:
+                progress(phase, done, len(tasks))
+        return results
+    with _pool(workers, streams) as pool:
+        results = []
+        for done, result in enumerate(pool.map(function, tasks, chunksize=1), 1):
+            results.append(result)
+            if progress:
+                progress(phase, done, len(tasks))
+        return results
+
+
+def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
+                   scenarios: list[str] | None = None, strategies: list[str] | None = None,
+                   seeds: int = 5, granularity: str = "request", workers: int = 2,
+                   plot_strategy: str = RECOMMENDED,
+                   progress: Progress | None = None) -> ExperimentResult:
+    """Build every stream, replay every strategy on it ``seeds`` times, and summarise."""
+    scenarios = list(dict.fromkeys(scenarios or SCENARIOS))
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        raise InvalidParameterError(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
+    if granularity not in GRANULARITIES:
+        raise InvalidParameterError(
+            f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    if not isinstance(seeds, int) or seeds < 1:
+        raise InvalidParameterError(f"seeds must be a positive integer, got {seeds}")
+    if not datasets:
+        raise InvalidParameterError("no dataset to replay")
+    chosen = [s.name for s in resolve_strategies(strategies)]
+    if plot_strategy not in chosen:
+        plot_strategy = chosen[0]
+    workers = max(1, min(workers, os.cpu_count() or 1))
+    seconds: dict[str, float] = {}
+
+    started = time.perf_counter()
+    build_tasks = [(data, scenario, settings, 0) for data, settings in datasets
+                   for scenario in scenarios]
+    built = _map(_build, build_tasks, workers, None, "training", progress)
+    streams = {(s.dataset, s.scenario): s for s in built}
+    seconds["training (wall)"] = time.perf_counter() - started
+    seconds["fitting versions (cpu, summed)"] = sum(s.fit_seconds for s in built)
+    seconds["predicting once per version (cpu, summed)"] = sum(s.predict_seconds for s in built)
+
+    started = time.perf_counter()
+    run_tasks = [(key, strategy, seed, granularity, seed == 0 and strategy == plot_strategy)
+                 for key in streams for strategy in chosen for seed in range(seeds)]
+    outputs = _map(_run, run_tasks, workers, streams, "replaying", progress)
+    seconds["replay (wall)"] = time.perf_counter() - started
+    seconds["replay (cpu, summed)"] = sum(o["seconds"] for o in outputs)
+    seconds["requests replayed"] = float(sum(o["requests"] for o in outputs))
+
+    rows, reward_chunks, traffic = [], {}, {}
+    for output in outputs:
+        dataset, scenario = output["key"]
+        rows.append({"dataset": dataset, "scenario": scenario, "strategy": output["strategy"],
+                     "group": STRATEGIES[output["strategy"]].group, "seed": output["seed"],
+                     **output["metrics"]})
+        reward_chunks.setdefault((dataset, scenario, output["strategy"]), []).append(
+            output["reward_chunks"])
+        if output["traffic"] is not None:
+            traffic[output["key"]] = output["traffic"]
+    runs = pd.DataFrame(rows)
+    return ExperimentResult(
+        runs=runs, summary=summarise(runs),
+        streams={key: StreamInfo.of(stream) for key, stream in streams.items()},
+        reward_chunks={k: np.mean(v, axis=0) for k, v in reward_chunks.items()},
+        traffic=traffic, plot_strategy=plot_strategy, granularity=granularity,
+        seconds=seconds)
+
+
+MEAN_COLUMNS = ["accuracy", "precision", "recall", "f1", "cost_per_1000", "oracle_reward",
+                "regret", "faulty_traffic_share", "rollback_delay", "rollbacks",
+                "healthy_rollbacks", "switches"]
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, scenario, strategy): reward mean and 95% CI, other means."""
+    rows = []
+    for (dataset, scenario, strategy), group in runs.groupby(
+            ["dataset", "scenario", "strategy"], sort=False):
+        mean, low, high = mean_interval(group["mean_reward"].to_numpy())
+        rows.append({"dataset": dataset, "scenario": scenario, "strategy": strategy,
+                     "group": group["group"].iloc[0], "seeds": len(group),
+                     "mean_reward": mean, "ci_low": low, "ci_high": high,
+                     **{c: float(group[c].mean()) for c in MEAN_COLUMNS}})
+    summary = pd.DataFrame(rows)
+    best_study = (summary[summary["strategy"].isin(STUDY)]
+                  .groupby(["dataset", "scenario"])["mean_reward"].max()
+                  .rename("best_study_reward"))
+    return summary.join(best_study, on=["dataset", "scenario"])

@@ -1,0 +1,146 @@
+"""Replay one strategy over a prepared stream, through the same ``Deployment`` as production.
+
+``request`` granularity (the default) routes every row: the policy picks a version, the
+version's precomputed prediction is served, and the label comes back ``delay`` rows later
+as feedback, so the policy and the guardrail learn exactly as they would in the service.
+
+``chunk`` granularity is the study's protocol: one deployment decision per chunk, the whole
+chunk is served by the chosen version, and the chunk's mean reward is the feedback, given
+before the next chunk's decision.
+
+Releases arrive at the pipeline's rows; when one arrives the version ``max_live`` releases
+older is retired. The replay records which version served each row and when versions were
+rolled back or quarantined; :mod:`banditops.simulation.metrics` turns that into numbers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from banditops.deployment import Deployment, Event
+from banditops.simulation.strategies import GRANULARITIES, Strategy
+from banditops.simulation.stream import Stream
+
+TAKEN_DOWN = ("rolled_back", "quarantined")
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What one run did: the version index that served each row (-1: nothing deployed yet)."""
+
+    served: np.ndarray  # (n,) int16
+    rollbacks: list[tuple[int, int]]  # (version index, row at which it was taken down)
+
+
+class _RowModel:
+    """A version's precomputed predictions, served by row number (River's predict_one)."""
+
+    def __init__(self, predictions: np.ndarray) -> None:
+        self._lookup = predictions.tolist()
+
+    def predict_one(self, row: int) -> int:
+        return self._lookup[row]
+
+
+class _ChunkModel:
+    """In chunk mode a version "predicts" a whole chunk: it hands back (version, chunk)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def predict_one(self, chunk: int) -> tuple[int, int]:
+        return self.index, chunk
+
+
+def replay(stream: Stream, strategy: Strategy, seed: int,
+           granularity: str = "request") -> Replay:
+    """Run ``strategy`` with ``seed`` over ``stream`` (see the module docstring)."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    policy, guardrail = strategy.build(seed, granularity=granularity,
+                                       margin=stream.settings.guardrail_margin)
+    if granularity == "chunk":
+        return _replay_chunks(stream, policy, guardrail)
+    return _replay_requests(stream, policy, guardrail)
+
+
+def _watch(deployment: Deployment, index: dict[str, int], clock: list[int],
+           rollbacks: list[tuple[int, int]]) -> None:
+    def record(event: Event) -> None:
+        if event.kind in TAKEN_DOWN and event.version is not None:
+            rollbacks.append((index[event.version], clock[0]))
+
+    deployment.subscribe(record)
+
+
+def _release(deployment: Deployment, stream: Stream, r: int, model: object) -> None:
+    version = stream.versions[r]
+    deployment.register(version.name, model, validation_score=version.validation_score)
+    old = r - stream.settings.max_live
+    if old >= 0:
+        deployment.retire(stream.versions[old].name, "the pipeline keeps max_live versions")
+
+
+def _replay_requests(stream: Stream, policy, guardrail) -> Replay:
+    n, delay = stream.n, stream.settings.delay
+    labels = stream.labels.tolist()
+    clock = [0]
+    deployment = Deployment(policy, reward=stream.settings.reward, guardrail=guardrail,
+                            max_pending=max(delay + 1, 1000), clock=lambda: float(clock[0]))
+    index = {v.name: i for i, v in enumerate(stream.versions)}
+    rollbacks: list[tuple[int, int]] = []
+    _watch(deployment, index, clock, rollbacks)
+    served = np.full(n, -1, dtype=np.int16)
+    releases = {v.row: i for i, v in enumerate(stream.versions)}
+    predict, feedback = deployment.predict, deployment.feedback
+    in_flight: deque[tuple[str, int]] = deque()
+    pop, push = in_flight.popleft, in_flight.append
+    choices = []
+    for row in range(stream.start, n):
+        if row in releases:
+            clock[0] = row
+            r = releases[row]
+            _release(deployment, stream, r, _RowModel(stream.predictions[r]))
+        decision = predict(row)
+        choices.append(decision.version)
+        push((decision.id, row))
+        if len(in_flight) > delay:
+            decision_id, labelled = pop()
+            clock[0] = row
+            feedback(decision_id, labels[labelled])
+    served[stream.start:] = [index[name] for name in choices]
+    return Replay(served, rollbacks)
+
+
+def _replay_chunks(stream: Stream, policy, guardrail) -> Replay:
+    bounds = stream.chunk_bounds()
+    chunk_reward = [[float(np.mean(stream.rewards[v, s:e])) for s, e in bounds]
+                    for v in range(len(stream.versions))]
+
+    def reward(chunk: int, prediction: tuple[int, int]) -> float:
+        version, _ = prediction
+        return chunk_reward[version][chunk]
+
+    clock = [0]
+    deployment = Deployment(policy, reward=reward, guardrail=guardrail,
+                            clock=lambda: float(clock[0]))
+    index = {v.name: i for i, v in enumerate(stream.versions)}
+    rollbacks: list[tuple[int, int]] = []
+    _watch(deployment, index, clock, rollbacks)
+    served = np.full(stream.n, -1, dtype=np.int16)
+    releases = {v.row: i for i, v in enumerate(stream.versions)}
+    previous = None
+    for chunk, (start, end) in enumerate(bounds):
+        clock[0] = start
+        if previous is not None:
+            deployment.feedback(previous, chunk - 1)
+        if start in releases:
+            r = releases[start]
+            _release(deployment, stream, r, _ChunkModel(r))
+        decision = deployment.predict(chunk)
+        served[start:end] = index[decision.version]
+        previous = decision.id
+    return Replay(served, rollbacks)

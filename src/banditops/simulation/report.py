@@ -1,0 +1,261 @@
+"""What an experiment leaves behind: CSV files, three plots and a self-contained HTML report."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure  # object API: no pyplot state, no display needed
+
+from banditops.simulation.experiment import ExperimentResult
+from banditops.simulation.strategies import RECOMMENDED, STRATEGIES, STUDY
+
+SUMMARY_COLUMNS = ["dataset", "scenario", "strategy", "group", "seeds", "mean_reward", "ci_low",
+                   "ci_high", "regret", "faulty_traffic_share", "rollback_delay", "accuracy",
+                   "precision", "recall", "f1", "cost_per_1000", "oracle_reward", "rollbacks",
+                   "healthy_rollbacks", "switches", "best_study_reward"]
+PLOTS = {"cumulative_reward.png": "Running mean reward per strategy (dashed: per-chunk oracle)",
+         "traffic.png": "Traffic share per version",
+         "regret.png": "Cumulative regret to the per-chunk oracle (reward units)"}
+
+
+def write_outputs(result: ExperimentResult, out: Path) -> list[Path]:
+    """summary.csv, runs.csv, the plots and report.html in ``out``; returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "summary.csv", out / "runs.csv"]
+    result.summary[SUMMARY_COLUMNS].to_csv(paths[0], index=False, float_format="%.6g")
+    result.runs.to_csv(paths[1], index=False, float_format="%.6g")
+    for name, draw in (("cumulative_reward.png", _plot_cumulative),
+                       ("traffic.png", _plot_traffic), ("regret.png", _plot_regret)):
+        figure = draw(result)
+        figure.savefig(out / name, dpi=90)
+        paths.append(out / name)
+    report = out / "report.html"
+    report.write_text(render_html(result, out), encoding="utf-8")
+    paths.append(report)
+    return paths
+
+
+# ------------------------------------------------------------------ verdicts
+def verdicts(result: ExperimentResult, strategy: str = RECOMMENDED) -> pd.DataFrame:
+    """Per (dataset, scenario): the strategy against the best study strategy and the goals."""
+    summary = result.summary
+    rows = []
+    for (dataset, scenario), group in summary.groupby(["dataset", "scenario"], sort=False):
+        mine = group[group["strategy"] == strategy]
+        study = group[group["strategy"].isin(STUDY)]
+        if mine.empty or study.empty:
+            continue
+        mine = mine.iloc[0]
+        best = study.loc[study["mean_reward"].idxmax()]
+        rows.append({"dataset": dataset, "scenario": scenario, "strategy": strategy,
+                     "reward": mine["mean_reward"], "best study strategy": best["strategy"],
+                     "its reward": best["mean_reward"],
+                     "difference": mine["mean_reward"] - best["mean_reward"],
+                     "beats or matches": bool(mine["mean_reward"] >= best["mean_reward"]),
+                     "significantly worse": bool(mine["ci_high"] < best["mean_reward"]),
+                     "regret": mine["regret"], "regret <= 2%": bool(mine["regret"] <= 0.02),
+                     "faulty share": mine["faulty_traffic_share"]})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- plots
+def _grid(result: ExperimentResult, title: str):
+    datasets = list(dict.fromkeys(k[0] for k in result.streams))
+    scenarios = list(dict.fromkeys(k[1] for k in result.streams))
+    figure = Figure(figsize=(4.2 * len(scenarios), 3.3 * len(datasets) + 0.8))
+    axes = figure.subplots(len(datasets), len(scenarios), squeeze=False)
+    figure.suptitle(title)
+    cells = []
+    for i, dataset in enumerate(datasets):
+        for j, scenario in enumerate(scenarios):
+            axis = axes[i][j]
+            axis.set_title(f"{dataset}\n{scenario}", fontsize=9)
+            axis.tick_params(labelsize=7)
+            if (dataset, scenario) in result.streams:
+                cells.append((axis, result.streams[(dataset, scenario)]))
+            else:
+                axis.set_visible(False)
+    return figure, cells
+
+
+def _strategy_colors(strategies: list[str]) -> dict[str, tuple]:
+    palette = colormaps["tab20"]
+    return {name: palette(i % 20) for i, name in enumerate(strategies)}
+
+
+def _chunk_ends(info) -> np.ndarray:
+    return np.array([end for _, end in info.chunk_bounds]) - info.start
+
+
+def _strategies(result: ExperimentResult) -> list[str]:
+    return list(dict.fromkeys(result.summary["strategy"]))
+
+
+def _legend(figure, lines) -> None:
+    figure.legend(handles=lines, loc="lower center", ncol=min(7, len(lines)), fontsize=7,
+                  frameon=False)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
+
+
+def _plot_cumulative(result: ExperimentResult):
+    figure, cells = _grid(result, PLOTS["cumulative_reward.png"])
+    colors, handles = _strategy_colors(_strategies(result)), {}
+    for axis, info in cells:
+        x = _chunk_ends(info)
+        for strategy in _strategies(result):
+            chunks = result.reward_chunks.get((info.dataset, info.scenario, strategy))
+            if chunks is not None:
+                style = "-" if STRATEGIES[strategy].group != "guarded" else "-."
+                (line,) = axis.plot(x, np.cumsum(chunks) / x, style, color=colors[strategy],
+                                    lw=1.6 if strategy == RECOMMENDED else 1.0, label=strategy)
+                handles[strategy] = line
+        (oracle,) = axis.plot(x, np.cumsum(info.oracle_chunks) / x, "k--", lw=1.0,
+                              label="oracle")
+        handles["oracle"] = oracle
+        axis.set_xlabel("requests", fontsize=7)
+    _legend(figure, list(handles.values()))
+    return figure
+
+
+def _plot_regret(result: ExperimentResult):
+    figure, cells = _grid(result, PLOTS["regret.png"])
+    colors, handles = _strategy_colors(_strategies(result)), {}
+    for axis, info in cells:
+        x = _chunk_ends(info)
+        for strategy in _strategies(result):
+            chunks = result.reward_chunks.get((info.dataset, info.scenario, strategy))
+            if chunks is not None:
+                style = "-" if STRATEGIES[strategy].group != "guarded" else "-."
+                (line,) = axis.plot(x, np.cumsum(info.oracle_chunks - chunks), style,
+                                    color=colors[strategy], label=strategy,
+                                    lw=1.6 if strategy == RECOMMENDED else 1.0)
+                handles[strategy] = line
+        axis.set_xlabel("requests", fontsize=7)
+    _legend(figure, list(handles.values()))
+    return figure
+
+
+def _plot_traffic(result: ExperimentResult):
+    figure, cells = _grid(result, f"{PLOTS['traffic.png']} under {result.plot_strategy} "
+                                  "(seed 0); dotted: releases, red: faulty, x: rollbacks")
+    for axis, info in cells:
+        counts, rollbacks = result.traffic[(info.dataset, info.scenario)]
+        x = _chunk_ends(info)
+        shares = counts / np.maximum(counts.sum(axis=0), 1)
+        reds, blues = colormaps["Reds"], colormaps["Blues"]
+        colors = [reds(0.5 + 0.4 * (i % 2)) if v.faulty else blues(0.3 + 0.6 * (i % 5) / 4)
+                  for i, v in enumerate(info.versions)]
+        axis.stackplot(x, shares, colors=colors, step="pre")
+        for number, version in enumerate(info.versions, 1):
+            axis.axvline(version.row - info.start, color="grey", ls=":", lw=0.6)
+            axis.text(version.row - info.start, 0.02, f" v{number}", fontsize=6, rotation=90,
+                      color="black", va="bottom")
+        for index, row in rollbacks:
+            axis.plot(row - info.start, 1.02, marker="x", color="red", ms=6, clip_on=False)
+            axis.annotate(f"v{index + 1}", (row - info.start, 1.02), fontsize=6,
+                          xytext=(2, 2), textcoords="offset points", annotation_clip=False)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("requests", fontsize=7)
+        axis.set_ylabel("share of chunk", fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+# ----------------------------------------------------------------------- html
+def _number(value: object, digits: int = 4) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, float | np.floating):
+        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+    return html.escape(str(value))
+
+
+def _table(frame: pd.DataFrame, percent: tuple[str, ...] = ()) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    body = []
+    for _, row in frame.iterrows():
+        cells = []
+        for column in frame.columns:
+            value = row[column]
+            text = (f"{100 * value:.2f}%" if column in percent and isinstance(value, float)
+                    and not math.isnan(value) else _number(value))
+            cells.append(f"<td>{text}</td>")
+        style = ' class="mine"' if row.get("strategy") == RECOMMENDED else ""
+        body.append(f"<tr{style}>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+PROTOCOL = """
+<p>Each dataset is replayed as a stream in time order (Adult in file order, the fraud claims
+by year, month and week), cut into chunks. Nothing is deployed during the first chunk. From
+then on a continuous-training pipeline releases a new model version every two chunks, trained
+on the latest 8,000 rows whose labels have <em>arrived</em> (labels come back a fixed number
+of requests late) and scored on a held-out tail of that window with the replay's reward.
+Families cycle through logistic regression, gradient boosting, random forest and naive Bayes.
+At most four versions are live; a release retires the oldest. Every version predicts every
+row once, and all strategies and seeds replay those same predictions.</p>
+<p>Scenarios: <b>natural</b> keeps the data's order; <b>covariate-shift</b> orders rows by a
+driving feature (age) with noise, so the population drifts; <b>concept-drift</b> flips the
+labels of the largest segment half-way through; <b>faulty-release</b> breaks every third
+release in production with a feature-cache bug that hands it another request's features,
+invisible to its offline validation.</p>
+<p>Every strategy runs through the same <code>banditops.Deployment</code> as the service. At
+<b>request</b> granularity the policy routes every request and learns from each delayed
+label; at <b>chunk</b> granularity (the study's protocol) it makes one decision per chunk and
+learns the chunk's mean reward. Rewards: accuracy on Adult; on fraud a cost matrix in which
+a missed fraud costs twenty false alarms (reward 1 for a right call, 0.95 for a false alarm,
+0 for a miss). The <b>oracle</b> serves each chunk with the live version that did best on it
+in hindsight; <b>regret</b> is the fraction of the oracle's reward a strategy missed.
+<b>Faulty share</b> is the share of all requests served by faulty versions, <b>rollback
+delay</b> the requests each faulty version served after its release. Confidence intervals are
+Student-t 95% intervals across seeds.</p>
+"""
+
+
+def render_html(result: ExperimentResult, out: Path) -> str:
+    """The report: protocol, verdicts, per-scenario tables, versions, plots, timings."""
+    sections = [f"<h1>banditops replay: {len(result.streams)} streams, "
+                f"{result.runs['seed'].nunique()} seeds, {result.granularity} granularity</h1>",
+                "<h2>Protocol</h2>", PROTOCOL]
+    verdict = verdicts(result)
+    if not verdict.empty:
+        sections += [f"<h2>Recommended strategy ({RECOMMENDED}) against the study</h2>",
+                     _table(verdict, percent=("regret", "faulty share"))]
+    columns = ["strategy", "group", "mean_reward", "ci_low", "ci_high", "regret",
+               "faulty_traffic_share", "rollback_delay", "accuracy", "precision", "recall",
+               "f1", "cost_per_1000", "rollbacks", "healthy_rollbacks", "switches"]
+    for (dataset, scenario), group in result.summary.groupby(["dataset", "scenario"],
+                                                              sort=False):
+        info = result.streams[(dataset, scenario)]
+        versions = pd.DataFrame([{
+            "version": v.name, "released at": v.row, "retired at": v.end,
+            "validation": v.validation_score,
+            "production reward": v.production_reward,
+            "faulty": v.faulty} for v in info.versions])
+        sections += [
+            f"<h2>{html.escape(dataset)} / {html.escape(scenario)}</h2>",
+            f"<p>{html.escape(info.description)}; {info.n:,} rows, reward: "
+            f"{html.escape(info.reward_name)}; oracle reward "
+            f"{group['oracle_reward'].iloc[0]:.4f}.</p>",
+            _table(group[columns].sort_values("mean_reward", ascending=False),
+                   percent=("regret", "faulty_traffic_share")),
+            "<details><summary>versions</summary>", _table(versions), "</details>"]
+    for name, title in PLOTS.items():
+        data = base64.b64encode((out / name).read_bytes()).decode("ascii")
+        sections += [f"<h2>{html.escape(title)}</h2>",
+                     f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">']
+    timing = pd.DataFrame([{"phase": k, "value": v} for k, v in result.seconds.items()])
+    sections += ["<h2>Timings (seconds)</h2>", _table(timing)]
+    style = ("body{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}"
+             "table{border-collapse:collapse;font-size:12px;margin:0.5em 0}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+             "tr.mine{background:#eef6ff;font-weight:bold}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>banditops replay</title>"
+            f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
+

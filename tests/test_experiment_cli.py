@@ -1,0 +1,108 @@
+"""`banditops experiment` end to end on small subsets of the real data, and on a CSV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from banditops.cli import app
+from banditops.simulation.report import SUMMARY_COLUMNS
+from banditops.simulation.strategies import RECOMMENDED
+
+runner = CliRunner()
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run(*args: str):
+    result = runner.invoke(app, ["experiment", *args])
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_experiment_on_a_subset_writes_every_output(data_dir, tmp_path):
+    out = tmp_path / "results"
+    strategies = ["latest", "validation-champion", "thompson", RECOMMENDED]
+    result = run("--dataset", "adult", "--rows", "8000", "--chunk-size", "500",
+                 "--scenario", "faulty-release", "--scenario", "natural", "--seeds", "2",
+                 *[a for s in strategies for a in ("--strategy", s)], "--workers", "2",
+                 "--out", str(out), "--data-dir", str(data_dir))
+    assert result.exit_code == 0, result.output
+    assert "adult / faulty-release" in result.output and "training" in result.output
+
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert len(summary) == 2 * len(strategies)
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 2 * len(strategies) * 2 and set(runs["seed"]) == {0, 1}
+    assert (summary["ci_low"] <= summary["mean_reward"]).all()
+    assert (summary["mean_reward"] <= summary["ci_high"]).all()
+
+    faulty = summary[summary["scenario"] == "faulty-release"].set_index("strategy")
+    # Latest serves each broken release until the next one; the guarded bandit starves it.
+    assert faulty.loc["latest", "faulty_traffic_share"] > 0.15
+    assert faulty.loc[RECOMMENDED, "faulty_traffic_share"] < 0.05
+    assert faulty.loc[RECOMMENDED, "mean_reward"] > faulty.loc["latest", "mean_reward"] + 0.02
+    assert faulty.loc["latest", "rollback_delay"] == 1000  # 2 chunks of 500, every time
+    assert summary[summary["scenario"] == "natural"]["faulty_traffic_share"].isna().all()
+    # One version per chunk can't beat the best version of each chunk in hindsight.
+    static = summary[summary["strategy"].isin(["latest", "validation-champion"])]
+    assert (static["regret"] > -1e-9).all()
+
+    for name in ("cumulative_reward.png", "traffic.png", "regret.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 20_000, name
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == 3
+    assert "<h2>Protocol</h2>" in report and "adult / faulty-release" in report
+    assert "http" not in report  # self-contained: nothing to fetch
+
+
+def test_chunk_granularity_on_a_csv_with_bad_rows(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 3000
+    frame = pd.DataFrame({"t": np.arange(n), "x": rng.normal(size=n),
+                          "kind": rng.choice(["a", "b", "c"], n)})
+    frame["label"] = np.where(frame["x"] + (frame["kind"] == "a") > 0.3, "hit", "miss")
+    frame = frame.astype(object)
+    frame.loc[10, "label"] = None
+    frame.loc[20, "x"] = "broken"
+    path = tmp_path / "table.csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "out"
+    result = run("--csv", str(path), "--target", "label", "--positive", "hit", "--order-by",
+                 "t", "--granularity", "chunk", "--seeds", "2", "--scenario", "natural",
+                 "--scenario", "concept-drift", "--workers", "1", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "2,998 of 3,000 rows used; 2 skipped" in result.output
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["dataset"]) == {"table"} and len(summary) == 2 * 14
+    assert summary["mean_reward"].between(0.5, 1.0).all()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--dataset", "mnist"], "unknown dataset(s) ['mnist']"),
+    (["--scenario", "earthquake"], "unknown scenarios ['earthquake']"),
+    (["--strategy", "magic"], "unknown strategies ['magic']"),
+    (["--granularity", "hourly"], "granularity must be one of request, chunk"),
+    (["--target", "y"], "--target, --positive and --order-by go with --csv PATH"),
+    (["--csv", "nowhere.csv"], "--csv needs --target COLUMN"),
+    (["--csv", "nowhere.csv", "--target", "y"], "CSV file nowhere.csv not found"),
+    (["--miss-cost", "0.5"], "miss_cost must be > 1"),
+    (["--dataset", "adult", "--chunk-size", "30000"], "too few for chunks of 30,000"),
+])
+def test_mistakes_end_in_one_message(data_dir, tmp_path, args, message):
+    result = run(*args, "--data-dir", str(data_dir), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert "error:" in result.output and message in " ".join(result.output.split())
+
+
+def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.delenv("BANDITOPS_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("banditops.simulation.datasets.ADULT_URL", "http://127.0.0.1:9/")
+    result = run("--dataset", "vehicle-insurance-fraud", "--data-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "fraud_oracle.csv was not found" in result.output
+    assert str(tmp_path) in result.output
