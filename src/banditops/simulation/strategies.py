@@ -48,13 +48,9 @@ class Strategy:
         """Fresh policy (and guardrail) for one run."""
         params = dict(self.params)
         if granularity == "chunk":
-            # One decision per chunk: a few dozen rewards in all, so tests and retries
-            # count in chunks, not requests.
-            params = {k: v for k, v in params.items() if k not in ("window", "gamma")}
-            if self.policy == "ab-test":
-                params["min_samples"] = 2
-            if "cold_start_retry" in _PARAMS.get(self.policy, ()):
-                params["cold_start_retry"] = 1
+            # One decision per chunk: a few dozen rewards in all, so windows, discounts,
+            # A/B sample sizes and cold-start retries count in chunks, not requests.
+            params.update(CHUNK_PARAMS.get(self.policy, {}))
         policy = make_policy(self.policy, seed=seed, **params)
         guardrail = None
         if self.guarded:
@@ -67,8 +63,13 @@ class Strategy:
 
 # A bandit starves a bad version quickly, so the guardrail must judge on little data.
 GUARDRAIL_MIN_SAMPLES = 50
-_PARAMS = {"epsilon-greedy": ("cold_start_retry",), "ucb1": ("cold_start_retry",),
-           "sliding-window-ucb": ("cold_start_retry",)}
+CHUNK_PARAMS: dict[str, dict[str, Any]] = {
+    "ab-test": {"min_samples": 2},
+    "epsilon-greedy": {"cold_start_retry": 1},
+    "ucb1": {"cold_start_retry": 1},
+    "sliding-window-ucb": {"cold_start_retry": 1, "window": 8},
+    "discounted-thompson": {"gamma": 0.9},
+}
 
 _BANDITS = [
     ("epsilon-greedy", "epsilon-greedy", {"epsilon": 0.1}),
