@@ -75,7 +75,7 @@ def _grid(result: ExperimentResult, title: str):
     for i, dataset in enumerate(datasets):
         for j, scenario in enumerate(scenarios):
             axis = axes[i][j]
-            axis.set_title(f"{dataset}\n{scenario}", fontsize=9)
+            axis.set_title(f"{dataset}\n{scenario}", fontsize=9, pad=12)
             axis.tick_params(labelsize=7)
             if (dataset, scenario) in result.streams:
                 cells.append((axis, result.streams[(dataset, scenario)]))
