@@ -103,8 +103,9 @@ def _legend(figure, lines) -> None:
     figure.tight_layout(rect=(0, 0.08, 1, 1))
 
 
-def _plot_cumulative(result: ExperimentResult):
-    figure, cells = _grid(result, PLOTS["cumulative_reward.png"])
+def _plot_per_strategy(result: ExperimentResult, name: str, curve, oracle=None):
+    """One line per strategy in every cell: ``curve(x, chunk_rewards, info)``."""
+    figure, cells = _grid(result, PLOTS[name])
     colors, handles = _strategy_colors(_strategies(result)), {}
     for axis, info in cells:
         x = _chunk_ends(info)
@@ -112,33 +113,25 @@ def _plot_cumulative(result: ExperimentResult):
             chunks = result.reward_chunks.get((info.dataset, info.scenario, strategy))
             if chunks is not None:
                 style = "-" if STRATEGIES[strategy].group != "guarded" else "-."
-                (line,) = axis.plot(x, np.cumsum(chunks) / x, style, color=colors[strategy],
+                (line,) = axis.plot(x, curve(x, chunks, info), style, color=colors[strategy],
                                     lw=1.6 if strategy == RECOMMENDED else 1.0, label=strategy)
                 handles[strategy] = line
-        (oracle,) = axis.plot(x, np.cumsum(info.oracle_chunks) / x, "k--", lw=1.0,
-                              label="oracle")
-        handles["oracle"] = oracle
+        if oracle is not None:
+            (handles["oracle"],) = axis.plot(x, oracle(x, info), "k--", lw=1.0, label="oracle")
         axis.set_xlabel("requests", fontsize=7)
     _legend(figure, list(handles.values()))
     return figure
+
+
+def _plot_cumulative(result: ExperimentResult):
+    return _plot_per_strategy(
+        result, "cumulative_reward.png", lambda x, chunks, info: np.cumsum(chunks) / x,
+        oracle=lambda x, info: np.cumsum(info.oracle_chunks) / x)
 
 
 def _plot_regret(result: ExperimentResult):
-    figure, cells = _grid(result, PLOTS["regret.png"])
-    colors, handles = _strategy_colors(_strategies(result)), {}
-    for axis, info in cells:
-        x = _chunk_ends(info)
-        for strategy in _strategies(result):
-            chunks = result.reward_chunks.get((info.dataset, info.scenario, strategy))
-            if chunks is not None:
-                style = "-" if STRATEGIES[strategy].group != "guarded" else "-."
-                (line,) = axis.plot(x, np.cumsum(info.oracle_chunks - chunks), style,
-                                    color=colors[strategy], label=strategy,
-                                    lw=1.6 if strategy == RECOMMENDED else 1.0)
-                handles[strategy] = line
-        axis.set_xlabel("requests", fontsize=7)
-    _legend(figure, list(handles.values()))
-    return figure
+    return _plot_per_strategy(
+        result, "regret.png", lambda x, chunks, info: np.cumsum(info.oracle_chunks - chunks))
 
 
 def _plot_traffic(result: ExperimentResult):
