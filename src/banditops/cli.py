@@ -83,6 +83,46 @@ def experiment(
         fail(error)
 
 
+@app.command()
+def serve(
+    config: Annotated[Path | None, typer.Option(
+        help="TOML config (see banditops.service.config); without it, a demo deployment "
+        "on the census data.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    db: Annotated[str | None, typer.Option(
+        help="Database URL, overriding the config (default sqlite:///banditops.db).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the HTTP service (FastAPI under uvicorn); OpenAPI docs at /docs."""
+    import uvicorn
+
+    from banditops.service.app import create_app
+    from banditops.service.config import load_config
+    from banditops.service.demo_config import demo_config
+
+    try:
+        if config is not None:
+            settings = load_config(config)
+            if db:
+                settings.database = db
+            if not settings.api_keys:
+                raise BanditOpsError(f"{config}: no api_keys configured; nobody could call "
+                                     "the service")
+        else:
+            database = db or "sqlite:///banditops.db"
+            console.print("No --config: starting the demo deployment 'adult' "
+                          "(two versions trained on census data).")
+            settings, keys = demo_config(data_dir, database, Path("banditops-models"))
+            console.print(f"client key: {keys['client']}\nadmin key:  {keys['admin']}")
+        application = create_app(settings)
+    except BanditOpsError as error:
+        fail(error)
+    console.print(f"banditops serving on http://{host}:{port} (docs at /docs), "
+                  f"database {application.state.store.safe_url}")
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
 @app.callback()
 def main() -> None:
     """banditops: route traffic between model versions, learn, roll back bad releases."""

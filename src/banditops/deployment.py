@@ -136,6 +136,9 @@ class Deployment:
         Optional :class:`~banditops.guardrails.Guardrail` for automatic rollback.
     max_pending, pending_ttl
         Bounds on decisions awaiting feedback (see the module docstring).
+    record_pending
+        False when decisions are kept elsewhere (the service's database) and rewards arrive
+        through :meth:`learn`; then :meth:`feedback` knows no decision.
     clock
         Seconds as a float; injectable so replays and tests control time.
 
@@ -154,7 +157,7 @@ class Deployment:
 
     def __init__(self, policy: Policy, reward: str | RewardFunction = "accuracy",
                  guardrail: Guardrail | None = None, *, max_pending: int = 100_000,
-                 pending_ttl: float | None = None,
+                 pending_ttl: float | None = None, record_pending: bool = True,
                  clock: Callable[[], float] = time.time) -> None:
         if not isinstance(policy, Policy):
             raise InvalidParameterError(
@@ -171,6 +174,7 @@ class Deployment:
         self.max_pending = check_window("max_pending", max_pending)
         self.pending_ttl = None if pending_ttl is None else check_number(
             "pending_ttl", pending_ttl, low=0.0, high=math.inf, low_open=True)
+        self.record_pending = bool(record_pending)
         self._clock = clock
         self._versions: dict[str, _Version] = {}
         self._live: list[str] = []
@@ -203,6 +207,11 @@ class Deployment:
                  evidence: dict[str, Any] | None = None) -> None:
         """Take a live version out of service; it keeps its history."""
         self._take_down(name, Status.ROLLED_BACK, reason, evidence or {})
+
+    def quarantine(self, name: str, reason: str,
+                   evidence: dict[str, Any] | None = None) -> None:
+        """Take a live version out of service because it is broken (raises, times out)."""
+        self._take_down(name, Status.QUARANTINED, reason, evidence or {})
 
     def retire(self, name: str, reason: str = "retired") -> None:
         """Take a version out of service for good (live or already taken down)."""
@@ -270,10 +279,11 @@ class Deployment:
         self._counter += 1
         decision_id = f"{self._prefix}{self._counter:x}"
         version.decisions += 1
-        pending = self._pending
-        pending[decision_id] = (name, prediction, now)
-        if len(pending) > self.max_pending:
-            self._expire_oldest()
+        if self.record_pending:
+            pending = self._pending
+            pending[decision_id] = (name, prediction, now)
+            if len(pending) > self.max_pending:
+                self._expire_oldest()
         return Decision(decision_id, name, prediction, propensity)
 
     def predict_batch(self, instances: Iterable[Any]) -> list[Decision]:
@@ -320,7 +330,20 @@ class Deployment:
                 f"{type(error).__name__}: {error}") from None
         del self._pending[decision_id]
         self._close(decision_id, "feedback")
-        version = self._versions[name]
+        self._learn(self._versions[name], reward)
+        return reward
+
+    def learn(self, name: str, reward: float) -> None:
+        """Learn a reward for a decision this object did not record itself.
+
+        The service keeps decisions in its database so that any replica, or the same one
+        after a restart, can take their feedback; it computes the reward and hands it here.
+        A version that is no longer live only counts it.
+        """
+        self._learn(self._require_version(name), validate_reward(reward))
+
+    def _learn(self, version: _Version, reward: float) -> None:
+        name = version.name
         version.feedbacks += 1
         version.reward_sum += reward
         version.reward_sq += reward * reward
@@ -337,7 +360,6 @@ class Deployment:
                     if len(self._live) > 1:
                         self._take_down(verdict.version, Status.ROLLED_BACK, verdict.reason,
                                         verdict.evidence)
-        return reward
 
     def _raise_for_missing(self, decision_id: Any) -> None:
         if not isinstance(decision_id, str):

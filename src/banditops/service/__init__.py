@@ -1,0 +1,1 @@
+"""The HTTP service: FastAPI routes over Deployments whose state lives in SQL."""

@@ -1,0 +1,55 @@
+"""The embedded demo: what ``banditops serve`` runs without a config file.
+
+Two versions (logistic regression and gradient boosting) are trained on the first 10,000
+census rows, saved as skops artifacts beside the database, and served behind Thompson
+sampling with the guardrail. API keys come from ``BANDITOPS_API_KEY`` (client) and
+``BANDITOPS_ADMIN_KEY`` (admin), or are generated and printed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from banditops.service.config import ServiceConfig
+
+TRAIN_ROWS = 10_000
+
+
+def demo_config(data_dir: Path | None, database: str, folder: Path) -> tuple[ServiceConfig,
+                                                                              dict[str, str]]:
+    """Config and the keys to show the user (scope -> key)."""
+    import pandas as pd
+    from skops.io import dump
+
+    from banditops.simulation.datasets import load_adult
+    from banditops.simulation.models import fit, make_model
+
+    data = load_adult(data_dir)  # a clear DataNotFoundError when missing
+    features = data.features.iloc[:TRAIN_ROWS]
+    labels = data.labels.to_numpy()[:TRAIN_ROWS]
+    folder.mkdir(parents=True, exist_ok=True)
+    versions = []
+    for index, family in enumerate(("logistic-regression", "gradient-boosting"), 1):
+        path = folder / f"adult-v{index}-{family}.skops"
+        if not path.exists():
+            model = fit(make_model(family, features.iloc[:8000]), features.iloc[:8000],
+                        labels[:8000])
+            dump(model, path)
+            score = float((model.predict(features.iloc[8000:]) == labels[8000:]).mean())
+            path.with_suffix(".score").write_text(f"{score:.4f}")
+        score = float(path.with_suffix(".score").read_text())
+        versions.append({"name": f"v{index}", "artifact": str(path), "validation_score": score})
+    kinds = {c: "number" if pd.api.types.is_numeric_dtype(features[c]) else "string"
+             for c in features.columns}
+    keys = {"client": os.environ.get("BANDITOPS_API_KEY") or secrets.token_urlsafe(24),
+            "admin": os.environ.get("BANDITOPS_ADMIN_KEY") or secrets.token_urlsafe(24)}
+    config = ServiceConfig.model_validate({
+        "database": database, "artifact_dirs": [str(folder)],
+        "api_keys": [{"key": keys["client"], "scope": "client"},
+                     {"key": keys["admin"], "scope": "admin"}],
+        "deployments": {"adult": {"policy": "thompson", "policy_params": {"prior_weight": 20},
+                                  "features": kinds, "versions": versions}},
+    })
+    return config, keys

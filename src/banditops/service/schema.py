@@ -1,0 +1,71 @@
+"""The service's tables. Decisions, feedback and events are append-only logs; totals are
+computed from them when read, so concurrent replicas never read-modify-write a counter.
+The schema is created and evolved by the Alembic migrations in ``migrations/``."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")
+metadata = MetaData()
+
+versions = Table(
+    "versions", metadata,
+    Column("id", SEQUENCE, primary_key=True, autoincrement=True),
+    Column("deployment", String(100), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("artifact", Text, nullable=False),
+    Column("validation_score", Float),
+    Column("status", String(20), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("deployment", "name", name="uq_versions_deployment_name"),
+)
+
+decisions = Table(
+    "decisions", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("deployment", String(100), nullable=False),
+    Column("version", String(100), nullable=False),
+    Column("prediction", JSON, nullable=False),
+    Column("propensity", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_decisions_deployment_version", "deployment", "version"),
+)
+
+feedback = Table(
+    "feedback", metadata,
+    Column("seq", SEQUENCE, primary_key=True, autoincrement=True),
+    Column("decision_id", String(64), ForeignKey("decisions.id"), nullable=False, unique=True),
+    Column("deployment", String(100), nullable=False),
+    Column("version", String(100), nullable=False),
+    Column("label", JSON, nullable=False),
+    Column("reward", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_feedback_deployment_seq", "deployment", "seq"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("seq", SEQUENCE, primary_key=True, autoincrement=True),
+    Column("deployment", String(100), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("version", String(100)),
+    Column("reason", Text, nullable=False),
+    Column("evidence", JSON, nullable=False),
+    Index("ix_events_deployment_seq", "deployment", "seq"),
+)

@@ -1,0 +1,203 @@
+"""Durable state of the service, through SQLAlchemy: SQLite (WAL) by default, PostgreSQL by URL.
+
+Every write is committed before the request that caused it is answered, so what a client
+saw acknowledged survives a crash. Feedback is idempotent by construction: the decision id
+is unique in the feedback table and a second insert does nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from banditops.errors import BanditOpsError, DuplicateArmError
+from banditops.service.schema import decisions, events, feedback, versions
+
+MIGRATION_LOCK = 724_007  # PostgreSQL advisory lock id: one replica migrates at a time
+
+
+class StoreError(BanditOpsError):
+    """The database is unreachable or refused a write."""
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    name: str
+    artifact: str
+    validation_score: float | None
+    status: str
+
+
+@dataclass(frozen=True)
+class Totals:
+    decisions: int = 0
+    feedbacks: int = 0
+    reward_sum: float = 0.0
+    reward_sq: float = 0.0
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            if url.startswith("sqlite"):
+                self.engine: Engine = create_engine(
+                    url, connect_args={"check_same_thread": False, "timeout": 30})
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            else:
+                self.engine = create_engine(url, pool_size=5, max_overflow=5,
+                                            pool_pre_ping=True)
+        except (SQLAlchemyError, ValueError) as error:
+            raise StoreError(f"cannot use database {url!r}: {error}") from None
+        self.dialect = self.engine.dialect.name
+
+    # ------------------------------------------------------------ schema
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (safe with concurrent replicas)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        location = resources.files("banditops.service") / "migrations"
+        config.set_main_option("script_location", str(location))
+        try:
+            with self.engine.begin() as connection:
+                if self.dialect == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"),
+                                       {"id": MIGRATION_LOCK})
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except SQLAlchemyError as error:
+            raise StoreError(f"cannot migrate database {self.safe_url}: {error}") from None
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def _insert(self, table):
+        return (postgresql.insert(table) if self.dialect == "postgresql"
+                else sqlite.insert(table))
+
+    # ----------------------------------------------------------- versions
+    def versions(self, deployment: str) -> list[VersionRow]:
+        query = (select(versions.c.name, versions.c.artifact, versions.c.validation_score,
+                        versions.c.status)
+                 .where(versions.c.deployment == deployment).order_by(versions.c.id))
+        with self.engine.connect() as connection:
+            return [VersionRow(*row) for row in connection.execute(query)]
+
+    def add_version(self, deployment: str, name: str, artifact: str,
+                    validation_score: float | None, *, if_missing: bool = False) -> bool:
+        """Record a version as live; False if it exists and ``if_missing``."""
+        values = {"deployment": deployment, "name": name, "artifact": artifact,
+                  "validation_score": validation_score, "status": "live",
+                  "created_at": time.time()}
+        try:
+            with self.engine.begin() as connection:
+                if if_missing:
+                    result = connection.execute(
+                        self._insert(versions).values(**values)
+                        .on_conflict_do_nothing(index_elements=["deployment", "name"]))
+                    return result.rowcount == 1
+                connection.execute(versions.insert().values(**values))
+                return True
+        except IntegrityError:
+            raise DuplicateArmError(
+                f"version {name!r} exists already in deployment {deployment!r}; versions are "
+                "never reused, pick a new name") from None
+
+    def set_status(self, deployment: str, name: str, status: str, *,
+                   only_from: str | None = None) -> bool:
+        """Change a version's status; with ``only_from``, only if it is still that (atomic)."""
+        query = (update(versions).where(versions.c.deployment == deployment,
+                                        versions.c.name == name).values(status=status))
+        if only_from is not None:
+            query = query.where(versions.c.status == only_from)
+        with self.engine.begin() as connection:
+            return connection.execute(query).rowcount == 1
+
+    # ---------------------------------------------------------- decisions
+    def add_decisions(self, rows: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(decisions.insert(), rows)
+
+    def decisions_by_id(self, ids: Iterable[str]) -> dict[str, Any]:
+        ids = list(ids)
+        query = select(decisions).where(decisions.c.id.in_(ids))
+        with self.engine.connect() as connection:
+            return {row.id: row for row in connection.execute(query)}
+
+    def add_feedback(self, rows: list[dict[str, Any]]) -> list[int | None]:
+        """Insert feedback rows; each gets its sequence number, or None if already given."""
+        statement = (self._insert(feedback).on_conflict_do_nothing(
+            index_elements=["decision_id"]).returning(feedback.c.seq))
+        seqs: list[int | None] = []
+        with self.engine.begin() as connection:
+            for row in rows:
+                seqs.append(connection.execute(statement, row).scalar_one_or_none())
+        return seqs
+
+    def feedback_after(self, deployment: str, after: int, also: Iterable[int] = ()
+                       ) -> list[tuple[int, str, float]]:
+        """(seq, version, reward) with seq > ``after`` or in ``also``, in seq order."""
+        condition = feedback.c.seq > after
+        also = list(also)
+        if also:
+            condition = condition | feedback.c.seq.in_(also)
+        query = (select(feedback.c.seq, feedback.c.version, feedback.c.reward)
+                 .where(feedback.c.deployment == deployment, condition)
+                 .order_by(feedback.c.seq))
+        with self.engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(query)]
+
+    def totals(self, deployment: str) -> dict[str, Totals]:
+        """Per version: decisions logged, feedback received, reward sum and sum of squares."""
+        counts = (select(decisions.c.version, func.count())
+                  .where(decisions.c.deployment == deployment).group_by(decisions.c.version))
+        sums = (select(feedback.c.version, func.count(), func.sum(feedback.c.reward),
+                       func.sum(feedback.c.reward * feedback.c.reward))
+                .where(feedback.c.deployment == deployment).group_by(feedback.c.version))
+        with self.engine.connect() as connection:
+            made = dict(connection.execute(counts).all())
+            learned = {row[0]: row[1:] for row in connection.execute(sums)}
+        return {name: Totals(made.get(name, 0), *(learned.get(name) or (0, 0.0, 0.0)))
+                for name in set(made) | set(learned)}
+
+    # ------------------------------------------------------------- events
+    def add_event(self, deployment: str, when: float, kind: str, version: str | None,
+                  reason: str, evidence: dict[str, Any]) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(events.insert().values(
+                deployment=deployment, time=when, kind=kind, version=version, reason=reason,
+                evidence=evidence))
+
+    def events(self, deployment: str, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        query = (select(events).where(events.c.deployment == deployment, events.c.seq >= since)
+                 .order_by(events.c.seq).limit(limit))
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    """WAL: readers never block the writer; NORMAL sync survives a killed process."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
