@@ -1,8 +1,11 @@
-"""A small Python client for the banditops service.
+"""A small Python client for the banditops service::
 
->>> client = Client("http://127.0.0.1:8000", api_key="...")  # doctest: +SKIP
->>> decision = client.predict("churn", {"age": 41, "plan": "pro"})  # doctest: +SKIP
->>> client.feedback("churn", decision["decision_id"], label=1)  # doctest: +SKIP
+    with Client("http://127.0.0.1:8000", api_key=key) as client:
+        decision = client.predict("churn", {"age": 41, "plan": "pro"})
+        ...
+        client.feedback("churn", decision["decision_id"], label=1)
+
+Errors the service answers with become :class:`ServiceError` (``status``, ``message``).
 """
 
 from __future__ import annotations
