@@ -36,6 +36,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/policies.py
 	$(BIN)/python benchmarks/experiment.py
+	$(BIN)/python benchmarks/server.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -120,6 +120,9 @@ def serve(
         fail(error)
     console.print(f"banditops serving on http://{host}:{port} (docs at /docs), "
                   f"database {application.state.store.safe_url}")
+    import gc
+
+    gc.freeze()  # the models and app are long-lived: keep them out of GC pauses
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
 

@@ -81,7 +81,7 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path, artifacts, database, reques
         stored = report[name]
         assert stored["feedbacks"] == len(mine)
         assert stored["decisions"] >= len(mine)
-        assert stored["reward_mean"] * stored["feedbacks"] == pytest.approx(sum(mine))
+        assert (stored["reward_mean"] or 0.0) * stored["feedbacks"] == pytest.approx(sum(mine))
         # The restarted policy learned exactly what is stored, no more, no less.
         assert stored["learned"] == stored["feedbacks"]
         assert stored["learned_reward_sum"] == pytest.approx(sum(mine))
