@@ -114,9 +114,11 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
                     except Exception:  # a database hiccup: try again next round
                         log.exception("catch-up of %s failed", deployment.name)
 
-        task = asyncio.create_task(catch_up())
+        # One process owns a SQLite file; only shared databases have other replicas.
+        task = asyncio.create_task(catch_up()) if store.dialect != "sqlite" else None
         yield
-        task.cancel()
+        if task is not None:
+            task.cancel()
 
     app = FastAPI(title="banditops", version="1", lifespan=lifespan,
                   description="Route requests between model versions with bandits; learn "

@@ -4,9 +4,10 @@ The database is the source of truth; each replica holds a :class:`~banditops.Dep
 that routes its requests. A decision is committed before it is returned. A feedback is
 committed once (the decision id is unique in the feedback log), then learned. Every replica
 *catches up* on the feedback log (rows with a sequence number it has not applied) and on
-version status changes every ``sync_interval_seconds`` (a task between requests) and before
-every report or admin change, so all replicas learn every reward exactly once, and a restart
-rebuilds the same policy statistics from the log.
+version status changes every ``sync_interval_seconds`` (a task between requests, on a shared
+PostgreSQL; a SQLite file has one process) and before every report or admin change, so all
+replicas learn every reward exactly once, and a restart rebuilds the same policy statistics
+from the log.
 
 Sequence numbers can commit out of order under concurrency, so a number skipped during
 catch-up is looked for again for :data:`GAP_SECONDS` before it is given up (a failed insert
