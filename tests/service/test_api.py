@@ -255,9 +255,15 @@ def test_admin_registers_skops_and_onnx_versions_and_retires(server, client):
     response = httpx.delete(f"{server.url}/v1/deployments/main/versions/v-onnx",
                             headers=headers(ADMIN_KEY))
     assert response.status_code == 200
+    response = post(server, "/v1/deployments/main/versions/v-skops/rollback",
+                    {"reason": "bad canary"}, key=ADMIN_KEY)
+    assert response.json() == {"name": "v-skops", "status": "rolled_back"}
+    status = {v["name"]: v["status"] for v in client.deployment("main")["versions"]}
+    assert status["v-onnx"] == "retired" and status["v-skops"] == "rolled_back"
     kinds = [(e["kind"], e["version"]) for e in client.events("main")]
     assert ("registered", "v-onnx") in kinds and ("retired", "v-onnx") in kinds
-    assert all(client.predict("main", ONE)["version"] != "v-onnx" for _ in range(30))
+    assert ("rolled_back", "v-skops") in kinds
+    assert all(client.predict("main", ONE)["version"] in ("v1", "v2") for _ in range(30))
 
 
 def test_broken_models_are_quarantined_and_no_request_fails(server, client):

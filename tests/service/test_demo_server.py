@@ -1,0 +1,54 @@
+"""`banditops serve` without a config: the demo deployment on the census data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.service.conftest import REPO, free_port
+
+CLIENT, ADMIN = "demo-client-key-0123456789", "demo-admin-key-0123456789"
+
+
+def test_the_demo_deployment_serves_census_requests(tmp_path, data_dir):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BANDITOPS_API_KEY": CLIENT,
+           "BANDITOPS_ADMIN_KEY": ADMIN, "BANDITOPS_DATA_DIR": str(data_dir)}
+    log = tmp_path / "server.log"
+    process = subprocess.Popen([sys.executable, "-m", "banditops.cli", "serve", "--port",
+                                str(port)], cwd=tmp_path, env=env, stdout=log.open("wb"),
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        person = {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927,
+                  "education": "HS-grad", "education_num": 9,
+                  "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial",
+                  "relationship": "Wife", "race": "White", "sex": "Female",
+                  "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40,
+                  "native_country": "United-States"}
+        auth = {"Authorization": f"Bearer {CLIENT}"}
+        decision = httpx.post(f"{url}/v1/deployments/adult/predict", headers=auth,
+                              json={"features": person}).json()
+        assert decision["prediction"] == 1  # a capital gain of 15,024: >50K by any model
+        assert httpx.post(f"{url}/v1/deployments/adult/feedback", headers=auth,
+                          json={"decision_id": decision["decision_id"], "label": 1}
+                          ).json()["reward"] == 1.0
+        assert (tmp_path / "banditops.db").exists()
+        assert sorted(p.suffix for p in (tmp_path / "banditops-models").iterdir()) == \
+            [".score", ".score", ".skops", ".skops"]
+        assert "client key: " + CLIENT in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(10)
