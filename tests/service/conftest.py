@@ -129,6 +129,23 @@ scope = "admin"
     return path
 
 
+def good_and_bad(artifacts: Path, policy: str) -> str:
+    """A deployment 'main' of a good and a bad version, no guardrail (so none is removed)."""
+    return f"""
+[deployments.main]
+policy = "{policy}"
+policy_params = {{ {'epsilon = 0.3' if policy == 'epsilon-greedy' else ''} }}
+features = FEATURES
+guardrail = false
+[[deployments.main.versions]]
+name = "good"
+artifact = "{artifacts}/good.skops"
+[[deployments.main.versions]]
+name = "bad"
+artifact = "{artifacts}/bad.skops"
+"""
+
+
 @pytest.fixture
 def postgres_url():
     """A fresh, empty PostgreSQL database for one test."""

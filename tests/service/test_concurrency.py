@@ -8,28 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from banditops.client import Client, ServiceError
-from tests.service.conftest import CLIENT_KEY, Server, write_config
+from tests.service.conftest import CLIENT_KEY, Server, good_and_bad, write_config
 from tests.service.models import as_features, make_rows
 
-DEPLOYMENT = """
-[deployments.main]
-policy = "epsilon-greedy"
-policy_params = { epsilon = 0.3 }
-features = FEATURES
-guardrail = false
-[[deployments.main.versions]]
-name = "good"
-artifact = "ARTIFACTS/good.skops"
-[[deployments.main.versions]]
-name = "bad"
-artifact = "ARTIFACTS/bad.skops"
-"""
 N = 8000
 DUPLICATES = 800
 
 
 def test_four_replicas_keep_exact_totals(tmp_path, artifacts, postgres_url):
-    config = write_config(tmp_path, artifacts, DEPLOYMENT.replace("ARTIFACTS", str(artifacts)))
+    config = write_config(tmp_path, artifacts, good_and_bad(artifacts, "epsilon-greedy"))
     servers = [Server(config, db=postgres_url).start(wait=False) for _ in range(4)]
     try:
         for server in servers:  # all four migrated the same database concurrently

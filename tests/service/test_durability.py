@@ -9,21 +9,9 @@ import time
 import pytest
 
 from banditops.client import Client, ServiceError
-from tests.service.conftest import CLIENT_KEY, Server, write_config
+from tests.service.conftest import CLIENT_KEY, Server, good_and_bad, write_config
 from tests.service.models import as_features, make_rows
 
-DEPLOYMENT = """
-[deployments.main]
-policy = "thompson"
-features = FEATURES
-guardrail = false
-[[deployments.main.versions]]
-name = "good"
-artifact = "ARTIFACTS/good.skops"
-[[deployments.main.versions]]
-name = "bad"
-artifact = "ARTIFACTS/bad.skops"
-"""
 X, Y = make_rows(100_000, seed=9)
 
 
@@ -47,7 +35,7 @@ def load(url: str, acked: dict, fed: set, stop: threading.Event, worker: int) ->
 def test_kill_9_loses_nothing_acknowledged(tmp_path, artifacts, database, request):
     db = request.getfixturevalue("postgres_url") if database == "postgresql" else None
     config = write_config(tmp_path, artifacts,
-                          DEPLOYMENT.replace("ARTIFACTS", str(artifacts)))
+                          good_and_bad(artifacts, "thompson"))
     server = Server(config, db=db).start()
     acked: dict[str, tuple[str, float, int]] = {}
     fed: set[str] = set()
