@@ -180,7 +180,7 @@ class Deployment:
         self._live: list[str] = []
         self._pending: OrderedDict[str, tuple[str, Any, float]] = OrderedDict()
         self._closed: OrderedDict[str, str] = OrderedDict()  # id -> "feedback" | "expired"
-        self._prefix = secrets.token_hex(4) + "-"
+        self._prefix = secrets.token_hex(8) + "-"  # unique across replicas and restarts
         self._counter = 0
         self._events: list[Event] = []
         self._listeners: list[Callable[[Event], None]] = []
