@@ -102,6 +102,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
 
     deployments = {name: ServiceDeployment(name, spec, config, store, on_event=count_event)
                    for name, spec in config.deployments.items()}
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
         """Catch up with other replicas between requests, not inside one (keeps p99 flat)."""
