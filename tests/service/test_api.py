@@ -22,6 +22,7 @@ from tests.service.models import as_features, make_rows
 DEPLOYMENTS = """
 [deployments.main]
 policy = "thompson"
+policy_params = { seed = 1 }
 features = FEATURES
 feedback_ttl_seconds = 3600
 [[deployments.main.versions]]
@@ -42,6 +43,7 @@ artifact = "ARTIFACTS/good.skops"
 
 [deployments.broken]
 policy = "thompson"
+policy_params = { seed = 2 }
 features = FEATURES
 [[deployments.broken.versions]]
 name = "good"
@@ -55,7 +57,7 @@ artifact = "ARTIFACTS/slow.joblib"
 
 [deployments.guarded]
 policy = "epsilon-greedy"
-policy_params = { epsilon = 0.5 }
+policy_params = { epsilon = 0.5, seed = 3 }
 features = FEATURES
 guardrail = { min_samples = 40, margin = 0.1, check_every = 5 }
 [[deployments.guarded.versions]]
