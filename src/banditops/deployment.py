@@ -260,6 +260,10 @@ class Deployment:
     def live_versions(self) -> list[str]:
         return list(self._live)
 
+    def has_version(self, name: str) -> bool:
+        """Whether ``name`` was ever registered here (whatever its status now)."""
+        return name in self._versions
+
     def model(self, name: str) -> Any:
         return self._require_version(name).model
 

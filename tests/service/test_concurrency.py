@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from banditops.client import Client, ServiceError
-from tests.service.conftest import CLIENT_KEY, Server, good_and_bad, write_config
+from tests.service.conftest import ADMIN_KEY, CLIENT_KEY, Server, good_and_bad, write_config
 from tests.service.models import as_features, make_rows
 
 N = 8000
@@ -48,6 +49,17 @@ def test_four_replicas_keep_exact_totals(tmp_path, artifacts, postgres_url):
         with ThreadPoolExecutor(32) as pool:
             statuses = list(pool.map(send, jobs))
         assert statuses.count(200) == N and statuses.count(409) == DUPLICATES
+
+        # A version registered on one replica takes feedback on another at once.
+        admin = httpx.post(f"{servers[0].url}/v1/deployments/main/versions",
+                           json={"name": "v3", "artifact": "good2.skops"},
+                           headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert admin.status_code == 201, admin.text
+        new = next(d for d in (clients[0].predict("main", as_features(x[0]))
+                               for _ in range(500)) if d["version"] == "v3")
+        assert clients[1].feedback("main", new["decision_id"], int(y[0]))["status"] == \
+            "recorded"
+        expected["v3"] = [1, float(new["prediction"] == y[0])]
 
         for client in clients:  # every replica reports the same, exact totals
             report = {v["name"]: v for v in client.deployment("main")["versions"]}

@@ -203,6 +203,8 @@ class ServiceDeployment:
     def feedback(self, items: list[tuple[str, Any]]) -> list[FeedbackOutcome]:
         """Record ground truth; each item is learned once, whichever replica gets it."""
         found = self.store.decisions_by_id(d for d, _ in items)
+        if any(not self.deployment.has_version(d.version) for d in found.values()):
+            self.sync(force=True)  # another replica registered a version we have not seen
         now = time.time()
         outcomes: dict[int, FeedbackOutcome] = {}
         rows, row_items = [], []
