@@ -221,3 +221,41 @@ def test_ab_test_results_become_events():
     assert len(policy_events) == 1
     assert policy_events[0].evidence["promoted"] is True
     assert all(deployment.predict([0]).version == "challenger" for _ in range(10))
+
+
+def test_learning_state_round_trips_and_refuses_another_configuration():
+    import json
+
+    from banditops.errors import InvalidStateError
+    from banditops.policies import UCB1, ThompsonSampling
+
+    class Constant:
+        def __init__(self, value):
+            self.value = value
+
+        def predict_one(self, x):
+            return self.value
+
+    def make(policy):
+        d = Deployment(policy, "accuracy", Guardrail(min_samples=20, check_every=1))
+        d.register("right", Constant(1))
+        d.register("wrong", Constant(0))
+        return d
+
+    first = make(ThompsonSampling(seed=3))
+    for _ in range(300):
+        first.feedback(first.predict(0).id, 1)
+    state = json.loads(json.dumps(first.learning_state()))  # survives a database
+    second = make(ThompsonSampling(seed=99))
+    second.restore_learning(state)
+    assert second.policy.state() == first.policy.state()  # statistics and RNG
+    assert [(r.name, r.status, r.feedbacks, r.reward_mean) for r in second.versions()] == \
+        [(r.name, r.status, r.feedbacks, r.reward_mean) for r in first.versions()]
+    assert [second.predict(0).version for _ in range(50)] == \
+        [first.predict(0).version for _ in range(50)]
+    with pytest.raises(InvalidStateError, match="this deployment runs"):
+        make(UCB1()).restore_learning(state)
+    with pytest.raises(InvalidStateError, match="another guardrail"):
+        other = Deployment(ThompsonSampling(), "accuracy", Guardrail(min_samples=21))
+        other.register("right", Constant(1))
+        other.restore_learning(state)

@@ -399,6 +399,57 @@ class Deployment:
     def pending_count(self) -> int:
         return len(self._pending)
 
+    # ----------------------------------------------------------- snapshots
+    def learning_state(self) -> dict[str, Any]:
+        """What this Deployment has learned, JSON-safe: the policy (with its RNG), the
+        guardrail's windows and each version's reward totals. Versions and their models are
+        not included: they are registered again before :meth:`restore_learning`."""
+        return {
+            "policy": self.policy.state(),
+            "guardrail": None if self.guardrail is None else self.guardrail.state(),
+            "versions": {name: {"feedbacks": v.feedbacks, "reward_sum": v.reward_sum,
+                                "reward_sq": v.reward_sq, "binary": v.binary}
+                         for name, v in self._versions.items()},
+        }
+
+    def restore_learning(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`learning_state`, after registering the versions again.
+
+        Refuses (``InvalidStateError``) a state of another policy or guardrail configuration.
+        Versions live now but not then start fresh; arms no longer live are dropped.
+        """
+        from banditops.errors import InvalidStateError
+
+        try:
+            policy = Policy.from_state(state["policy"])
+            guardrail_state = state["guardrail"]
+            totals = state["versions"]
+        except (KeyError, TypeError) as error:
+            raise InvalidStateError(f"malformed learning state: {error!r}") from None
+        if policy.key != self.policy.key or policy.params() != self.policy.params():
+            raise InvalidStateError(
+                f"the state is of {policy!r}, this deployment runs {self.policy!r}")
+        if (guardrail_state is None) != (self.guardrail is None) or (
+                self.guardrail is not None
+                and guardrail_state["params"] != self.guardrail.params()):
+            raise InvalidStateError("the state is of another guardrail configuration")
+        for arm in policy.arms:
+            if arm not in self._live:
+                policy.remove_arm(arm)
+        for name in self._live:
+            if name not in policy.arms:
+                policy.add_arm(name, validation_score=self._versions[name].validation_score)
+        self.policy = policy
+        if self.guardrail is not None:
+            self.guardrail = Guardrail.from_state(guardrail_state)
+        for name, total in totals.items():
+            version = self._versions.get(name)
+            if version is not None:
+                version.feedbacks = int(total["feedbacks"])
+                version.reward_sum = float(total["reward_sum"])
+                version.reward_sq = float(total["reward_sq"])
+                version.binary = bool(total["binary"])
+
     # ------------------------------------------------------------ reporting
     def versions(self) -> list[VersionReport]:
         """Every registered version with status, traffic share and reward (95% CI)."""

@@ -34,8 +34,9 @@ def load(url: str, acked: dict, fed: set, stop: threading.Event, worker: int) ->
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_kill_9_loses_nothing_acknowledged(tmp_path, artifacts, database, request):
     db = request.getfixturevalue("postgres_url") if database == "postgresql" else None
-    config = write_config(tmp_path, artifacts,
-                          good_and_bad(artifacts, "thompson"))
+    # Snapshots every 50 rewards: the restart loads one and replays only what followed.
+    config = write_config(tmp_path, artifacts, good_and_bad(artifacts, "thompson"),
+                          extra="snapshot_every = 50")
     server = Server(config, db=db).start()
     acked: dict[str, tuple[str, float, int]] = {}
     fed: set[str] = set()
@@ -61,9 +62,11 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path, artifacts, database, reques
                 except ServiceError as error:
                     # 409: stored already. 404 would mean an acknowledged decision was lost.
                     assert error.status == 409, (decision_id, error)
-            report = {v["name"]: v for v in client.deployment("main")["versions"]}
+            shown = client.deployment("main")
+            report = {v["name"]: v for v in shown["versions"]}
     finally:
         restarted.stop()
+    assert shown["restored_from_snapshot_at"] > 0
     for name in ("good", "bad"):
         mine = [reward for version, reward, _ in acked.values() if version == name]
         stored = report[name]

@@ -120,6 +120,11 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
         yield
         if task is not None:
             task.cancel()
+        for deployment in deployments.values():  # a clean stop restarts without replay
+            try:
+                deployment.snapshot()
+            except Exception:
+                log.exception("snapshot of %s at shutdown failed", deployment.name)
 
     app = FastAPI(title="banditops", version="1", lifespan=lifespan,
                   description="Route requests between model versions with bandits; learn "

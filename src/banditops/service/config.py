@@ -7,6 +7,7 @@ allow_pickle = false                       # joblib/pickle artifacts run code: o
 max_batch = 256                            # instances (or feedbacks) per request
 max_body_bytes = 1_000_000
 model_timeout_ms = 200                     # slower models are quarantined
+snapshot_every = 10000                     # rewards between policy snapshots
 
 [[api_keys]]
 key_env = "BANDITOPS_ADMIN_KEY"            # or key = "..." (not recommended)
@@ -124,6 +125,7 @@ class ServiceConfig(_Strict):
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     model_timeout_ms: float = Field(default=200.0, gt=0)
     sync_interval_seconds: float = Field(default=0.25, ge=0.0)
+    snapshot_every: int = Field(default=10_000, ge=1)  # learned rewards between snapshots
     api_keys: list[ApiKeyConfig] = Field(default_factory=list)
     deployments: dict[str, DeploymentConfig] = Field(min_length=1)
 

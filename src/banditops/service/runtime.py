@@ -6,8 +6,9 @@ committed once (the decision id is unique in the feedback log), then learned. Ev
 *catches up* on the feedback log (rows with a sequence number it has not applied) and on
 version status changes every ``sync_interval_seconds`` (a task between requests, on a shared
 PostgreSQL; a SQLite file has one process) and before every report or admin change, so all
-replicas learn every reward exactly once, and a restart rebuilds the same policy statistics
-from the log.
+replicas learn every reward exactly once. Every ``snapshot_every`` rewards the learned state
+is stored with the sequence numbers it covers; a restart loads it and replays the rest of
+the log, ending with the same policy state.
 
 Sequence numbers can commit out of order under concurrency, so a number skipped during
 catch-up is looked for again for :data:`GAP_SECONDS` before it is given up (a failed insert
@@ -16,6 +17,7 @@ leaves a hole for good).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from banditops.service.config import DeploymentConfig, ServiceConfig
 from banditops.service.store import Store
 
 GAP_SECONDS = 30.0
+log = logging.getLogger("banditops.service")
 TAKE_DOWN = {"rolled_back", "quarantined", "retired"}
 
 
@@ -68,7 +71,10 @@ class ServiceDeployment:
         self._ahead: set[int] = set()  # learned directly, before catch-up reached them
         self._last_sync = -math.inf
         self._remote = False  # applying another replica's change: don't write it back
+        self._since_snapshot = 0
+        self.restored_from: int | None = None  # snapshot high-water mark used at start-up
         self._restore()
+        self._load_snapshot()
         self.deployment.subscribe(self._persist_event)
         self.sync(force=True)
 
@@ -89,6 +95,35 @@ class ServiceDeployment:
                                      validation_score=row.validation_score)
         for row in rows:
             self._apply_status(row.name, row.status, "restored from the database")
+
+    def _load_snapshot(self) -> None:
+        """Start from the last snapshot, if it fits this configuration; else from scratch."""
+        row = self.store.load_snapshot(self.name)
+        if row is None:
+            return
+        try:
+            self.deployment.restore_learning(row.state)
+        except BanditOpsError as error:
+            log.warning("deployment %s: snapshot not used, replaying all feedback (%s)",
+                        self.name, error)
+            return
+        now = time.monotonic()
+        self._high_water = int(row.high_water)
+        self._gaps = {int(seq): now for seq in row.applied["gaps"]}
+        self._ahead = {int(seq) for seq in row.applied["ahead"]}
+        self.restored_from = self._high_water
+
+    def snapshot(self) -> None:
+        """Store what this replica has learned and up to which feedback (see the store)."""
+        self.store.save_snapshot(self.name, self._high_water,
+                                 {"gaps": sorted(self._gaps), "ahead": sorted(self._ahead)},
+                                 _json_safe(self.deployment.learning_state()))
+        self._since_snapshot = 0
+
+    def _learned(self, count: int) -> None:
+        self._since_snapshot += count
+        if self._since_snapshot >= self.service.snapshot_every:
+            self.snapshot()
 
     def _apply_status(self, version: str, status: str, reason: str) -> None:
         current = next(r for r in self.deployment.versions() if r.name == version).status
@@ -143,6 +178,7 @@ class ServiceDeployment:
         expired = [seq for seq, first in self._gaps.items() if now - first > GAP_SECONDS]
         for seq in expired:
             del self._gaps[seq]
+        learned = 0
         for seq, version, reward in self.store.feedback_after(self.name, self._high_water,
                                                               self._gaps):
             self._gaps.pop(seq, None)
@@ -154,6 +190,9 @@ class ServiceDeployment:
                 self._ahead.discard(seq)
                 continue
             self.deployment.learn(version, reward)
+            learned += 1
+        if learned:
+            self._learned(learned)
 
     # -------------------------------------------------------- requests
     def validate(self, instance: Any, where: str) -> dict[str, Any]:
@@ -230,6 +269,7 @@ class ServiceDeployment:
                          "created_at": now})
             row_items.append(index)
         seqs = self.store.add_feedback(rows) if rows else []
+        recorded = 0
         for index, row, seq in zip(row_items, rows, seqs, strict=True):
             if seq is None:
                 outcomes[index] = FeedbackOutcome(
@@ -240,6 +280,12 @@ class ServiceDeployment:
                                               version=row["version"])
             self._ahead.add(seq)
             self.deployment.learn(row["version"], row["reward"])
+            recorded += 1
+        while self._high_water + 1 in self._ahead:  # contiguous: no catch-up needed for them
+            self._high_water += 1
+            self._ahead.discard(self._high_water)
+        if recorded:
+            self._learned(recorded)
         return [outcomes[i] for i in range(len(items))]
 
     # ------------------------------------------------------------ admin
@@ -281,7 +327,8 @@ class ServiceDeployment:
                 "learned": report.feedbacks,
                 "learned_reward_sum": (report.reward_mean or 0.0) * report.feedbacks})
         return {"name": self.name, "policy": self.config.policy,
-                "features": self.config.features, "versions": versions}
+                "features": self.config.features, "versions": versions,
+                "restored_from_snapshot_at": self.restored_from}
 
 
 def _json_safe(value: Any) -> Any:

@@ -69,3 +69,14 @@ events = Table(
     Column("evidence", JSON, nullable=False),
     Index("ix_events_deployment_seq", "deployment", "seq"),
 )
+
+# What a replica had learned, and up to which feedback: a restart loads it and replays only
+# the feedback after it (migration 0002).
+policy_snapshots = Table(
+    "policy_snapshots", metadata,
+    Column("deployment", String(100), primary_key=True),
+    Column("taken_at", Float, nullable=False),
+    Column("high_water", BigInteger, nullable=False),
+    Column("applied", JSON, nullable=False),  # {"gaps": [...], "ahead": [...]}
+    Column("state", JSON, nullable=False),
+)

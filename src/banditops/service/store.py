@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from banditops.errors import BanditOpsError, DuplicateArmError
-from banditops.service.schema import decisions, events, feedback, versions
+from banditops.service.schema import decisions, events, feedback, policy_snapshots, versions
 
 MIGRATION_LOCK = 724_007  # PostgreSQL advisory lock id: one replica migrates at a time
 
@@ -216,6 +216,25 @@ class Store:
             learned = {row[0]: row[1:] for row in connection.execute(sums)}
         return {name: Totals(made.get(name, 0), *(learned.get(name) or (0, 0.0, 0.0)))
                 for name in set(made) | set(learned)}
+
+    # ---------------------------------------------------------- snapshots
+    def save_snapshot(self, deployment: str, high_water: int, applied: dict[str, list[int]],
+                      state: dict[str, Any]) -> None:
+        """Upsert what a replica has learned: every feedback with seq <= ``high_water`` but
+        those in ``applied["gaps"]``, plus those in ``applied["ahead"]``."""
+        values = {"deployment": deployment, "taken_at": time.time(), "high_water": high_water,
+                  "applied": applied, "state": state}
+        statement = self._insert(policy_snapshots).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["deployment"],
+            set_={k: statement.excluded[k] for k in values if k != "deployment"})
+        with self.engine.begin() as connection:
+            connection.execute(statement)
+
+    def load_snapshot(self, deployment: str) -> Any:
+        query = select(policy_snapshots).where(policy_snapshots.c.deployment == deployment)
+        with self.engine.connect() as connection:
+            return connection.execute(query).first()
 
     # ------------------------------------------------------------- events
     def add_event(self, deployment: str, when: float, kind: str, version: str | None,
