@@ -264,6 +264,10 @@ class Deployment:
         """Whether ``name`` was ever registered here (whatever its status now)."""
         return name in self._versions
 
+    def status(self, name: str) -> str:
+        """A version's status, without the statistics :meth:`versions` computes."""
+        return str(self._require_version(name).status)
+
     def model(self, name: str) -> Any:
         return self._require_version(name).model
 

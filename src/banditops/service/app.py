@@ -33,7 +33,7 @@ from banditops.errors import (
     UnknownArmError,
 )
 from banditops.service.artifacts import ArtifactError
-from banditops.service.config import ServiceConfig
+from banditops.service.config import ServiceConfig, describe_errors
 from banditops.service.metrics import Metrics
 from banditops.service.runtime import ServiceDeployment
 from banditops.service.store import Store
@@ -80,13 +80,10 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def _field_errors(error: RequestValidationError) -> tuple[int, str]:
-    problems = []
     for item in error.errors():
         if item.get("type") == "json_invalid":
             return 400, f"malformed JSON: {item.get('ctx', {}).get('error', item['msg'])}"
-        location = ".".join(str(p) for p in item["loc"][1:]) or "body"
-        problems.append(f"{location}: {item['msg']}")
-    return 422, "; ".join(problems)
+    return 422, describe_errors(error.errors(), skip=1)  # loc[0] is "body"
 
 
 def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
@@ -98,7 +95,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
 
     def count_event(deployment: str, event) -> None:
         if event.kind in ("rolled_back", "quarantined"):
-            metrics.rollbacks.labels(deployment, event.kind).inc()
+            metrics.taken_down(deployment, event.kind)
 
     deployments = {name: ServiceDeployment(name, spec, config, store, on_event=count_event)
                    for name, spec in config.deployments.items()}
@@ -111,7 +108,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> FastAPI:
                 await asyncio.sleep(max(config.sync_interval_seconds, 0.01))
                 for deployment in deployments.values():
                     try:
-                        deployment.sync(force=True)
+                        deployment.sync()
                     except Exception:  # a database hiccup: try again next round
                         log.exception("catch-up of %s failed", deployment.name)
 
@@ -345,9 +342,7 @@ def _parse(model: type[BaseModel], raw: bytes) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise ApiError(422, "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or 'body'}: {item['msg']}"
-            for item in error.errors())) from None
+        raise ApiError(422, describe_errors(error.errors())) from None
 
 
 def _artifact_path(config: ServiceConfig, artifact: str) -> str:

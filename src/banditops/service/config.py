@@ -142,9 +142,10 @@ class ServiceConfig(_Strict):
         return {entry.resolve(): entry.scope for entry in self.api_keys}
 
 
-def _describe(error: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
-                     for e in error.errors())
+def describe_errors(errors: list[Any], *, skip: int = 0, whole: str = "body") -> str:
+    """Pydantic errors as "field.path: message; ..." (``whole`` when the path is empty)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'][skip:]) or whole}: {e['msg']}"
+                     for e in errors)
 
 
 def load_config(path: str | Path) -> ServiceConfig:
@@ -159,7 +160,8 @@ def load_config(path: str | Path) -> ServiceConfig:
     try:
         config = ServiceConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"invalid config {path}: {_describe(error)}") from None
+        problems = describe_errors(error.errors(), whole="config")
+        raise ConfigError(f"invalid config {path}: {problems}") from None
     base = path.resolve().parent
     config.artifact_dirs = [d if d.is_absolute() else base / d for d in config.artifact_dirs]
     for deployment in config.deployments.values():

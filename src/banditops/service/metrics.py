@@ -34,7 +34,6 @@ class Metrics:
                               ["deployment", "version"], registry=r)
         self.rollbacks = Counter("banditops_rollbacks", "Versions taken down automatically",
                                  ["deployment", "kind"], registry=r)
-
         self._children: dict[tuple, Any] = {}  # labels() costs ~10 us; children are cached
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -50,6 +49,9 @@ class Metrics:
     def feedback_received(self, deployment: str, version: str, reward: float) -> None:
         self._child(self.feedback, deployment, version).inc()
         self._child(self.reward, deployment, version).inc(reward)
+
+    def taken_down(self, deployment: str, kind: str) -> None:
+        self._child(self.rollbacks, deployment, kind).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -69,14 +69,13 @@ class ServiceDeployment:
         self._high_water = 0
         self._gaps: dict[int, float] = {}  # seq -> when first missed
         self._ahead: set[int] = set()  # learned directly, before catch-up reached them
-        self._last_sync = -math.inf
         self._remote = False  # applying another replica's change: don't write it back
         self._since_snapshot = 0
         self.restored_from: int | None = None  # snapshot high-water mark used at start-up
         self._restore()
         self._load_snapshot()
         self.deployment.subscribe(self._persist_event)
-        self.sync(force=True)
+        self.sync()
 
     # ------------------------------------------------------------ state
     def _load(self, artifact: str) -> ServedModel:
@@ -126,7 +125,7 @@ class ServiceDeployment:
             self.snapshot()
 
     def _apply_status(self, version: str, status: str, reason: str) -> None:
-        current = next(r for r in self.deployment.versions() if r.name == version).status
+        current = self.deployment.status(version)
         if current == status:
             return
         self._remote = True
@@ -159,15 +158,11 @@ class ServiceDeployment:
         if self.on_event is not None:
             self.on_event(self.name, event)
 
-    def sync(self, force: bool = False) -> None:
+    def sync(self) -> None:
         """Catch up on other replicas' feedback and version changes."""
         now = time.monotonic()
-        if not force and now - self._last_sync < self.service.sync_interval_seconds:
-            return
-        self._last_sync = now
-        known = {r.name: r.status for r in self.deployment.versions()}
         for row in self.store.versions(self.name):
-            if row.name not in known:
+            if not self.deployment.has_version(row.name):
                 self._remote = True
                 try:
                     self.deployment.register(row.name, self._load(row.artifact),
@@ -243,7 +238,7 @@ class ServiceDeployment:
         """Record ground truth; each item is learned once, whichever replica gets it."""
         found = self.store.decisions_by_id(d for d, _ in items)
         if any(not self.deployment.has_version(d.version) for d in found.values()):
-            self.sync(force=True)  # another replica registered a version we have not seen
+            self.sync()  # another replica registered a version we have not seen
         now = time.time()
         outcomes: dict[int, FeedbackOutcome] = {}
         rows, row_items = [], []
@@ -292,21 +287,21 @@ class ServiceDeployment:
     def register(self, version: str, artifact: str, validation_score: float | None) -> None:
         """Load, check and record a new version; it goes live on every replica."""
         model = self._load(artifact)
-        self.sync(force=True)
+        self.sync()
         self.store.add_version(self.name, version, artifact, validation_score)
         self.deployment.register(version, model, validation_score=validation_score)
 
     def rollback(self, version: str, reason: str) -> None:
-        self.sync(force=True)
+        self.sync()
         self.deployment.rollback(version, reason)
 
     def retire(self, version: str, reason: str) -> None:
-        self.sync(force=True)
+        self.sync()
         self.deployment.retire(version, reason)
 
     # ---------------------------------------------------------- reading
     def report(self) -> dict[str, Any]:
-        self.sync(force=True)
+        self.sync()
         totals = self.store.totals(self.name)
         versions = []
         for report in self.deployment.versions():

@@ -39,10 +39,6 @@ class Strategy:
     params: dict[str, Any] = field(default_factory=dict)
     guarded: bool = False
 
-    @property
-    def bandit(self) -> bool:
-        return self.policy not in ("latest", "validation-champion", "ab-test")
-
     def build(self, seed: int, *, granularity: str = "request",
               margin: float = 0.05) -> tuple[Policy, Guardrail | None]:
         """Fresh policy (and guardrail) for one run."""
