@@ -55,3 +55,28 @@ class ExpiredDecisionError(BanditOpsError, ValueError):
 
 class ModelError(BanditOpsError, RuntimeError):
     """Every live model version failed on the same input, so no prediction could be served."""
+
+
+class StateConflictError(BanditOpsError, ValueError):
+    """The request conflicts with a version's state: not live, the last live version, ..."""
+
+
+class InvalidLabelError(InvalidParameterError):
+    """A label the deployment does not know (wrong class, wrong type, not a scalar)."""
+
+
+class StoreError(BanditOpsError):
+    """The database is unreachable, stalled or refused a write (the service answers 503)."""
+
+
+class OverloadedError(BanditOpsError):
+    """Too much work is queued already; the caller should retry later (the service: 503)."""
+
+
+class ArtifactError(BanditOpsError):
+    """An artifact is outside the allowed folders, of a refused format, holds untrusted
+    types, changed since it was registered, or fails its smoke test."""
+
+
+class ModelTimeoutError(BanditOpsError):
+    """A model was slow on repeated calls (not once: one slow call may be the machine's)."""

@@ -20,19 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from banditops.errors import BanditOpsError
+from banditops.errors import ArtifactError, ModelTimeoutError
 
 FORMATS = {".skops": "skops", ".onnx": "onnx", ".joblib": "pickle", ".pkl": "pickle",
            ".pickle": "pickle"}
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
-
-
-class ArtifactError(BanditOpsError):
-    """An artifact is outside the allowed folders, of a refused format, or does not load."""
-
-
-class ModelTimeoutError(BanditOpsError):
-    """A model took longer than the configured timeout."""
 
 
 def check_path(artifact: str | Path, allowed: list[Path]) -> Path:

@@ -19,14 +19,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from banditops.errors import BanditOpsError, DuplicateArmError
+from banditops.errors import DuplicateArmError, StoreError
 from banditops.service.schema import decisions, events, feedback, policy_snapshots, versions
 
 MIGRATION_LOCK = 724_007  # PostgreSQL advisory lock id: one replica migrates at a time
-
-
-class StoreError(BanditOpsError):
-    """The database is unreachable or refused a write."""
 
 
 @dataclass(frozen=True)
