@@ -151,3 +151,15 @@ def row_rewards(reward: RewardFunction, labels: Any, predictions: Any) -> np.nda
     return np.fromiter((validate_reward(reward(y, p)) for y, p in zip(labels, predictions,
                                                                         strict=True)),
                        dtype=float, count=len(labels))
+
+
+def check_label(label: Any, classes: Any = None) -> Any:  # provisional: H2 replaces it
+    from banditops.errors import InvalidLabelError
+
+    if not isinstance(label, str | int | float | bool) or (
+            isinstance(label, float) and not math.isfinite(label)):
+        raise InvalidLabelError(f"label must be a JSON scalar, got {label!r}")
+    if classes is not None and not any(
+            type(label) is type(c) and label == c for c in classes):
+        raise InvalidLabelError(f"label {label!r} is not one of {list(classes)}")
+    return label
