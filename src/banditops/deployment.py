@@ -335,7 +335,7 @@ class Deployment:
         except Exception as error:  # a broken model must not fail the request
             name, prediction, propensity = self._serve_elsewhere(x, name, error)
         decision_id = self._new_id()
-        self.log.record((LoggedDecision(decision_id, name, prediction, propensity, now, owner),))
+        self.log.record_one(LoggedDecision(decision_id, name, prediction, propensity, now, owner))
         return Decision(decision_id, name, prediction, propensity)
 
     def predict_batch(self, instances: Iterable[Any], *,
@@ -422,7 +422,7 @@ class Deployment:
         now = self._clock()
         decision = self.log.lookup(decision_id, now)
         reward = self._reward_for(decision, label, owner)
-        if self.log.close((Closing(decision, label, reward),), now)[0] is None:
+        if self.log.close_one(decision, label, reward, now) is None:
             raise DuplicateFeedbackError(f"decision {decision_id} already has feedback; "
                                          "counted once")
         self._learn(self._versions[decision.version], reward)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from banditops.errors import InvalidParameterError, InvalidRewardError
+from banditops.errors import InvalidLabelError, InvalidParameterError, InvalidRewardError
 
 RewardFunction = Callable[[Any, Any], float]
 
@@ -154,9 +154,7 @@ def row_rewards(reward: RewardFunction, labels: Any, predictions: Any) -> np.nda
 
 
 def check_label(label: Any, classes: Any = None) -> Any:  # provisional: H2 replaces it
-    from banditops.errors import InvalidLabelError
-
-    if not isinstance(label, str | int | float | bool) or (
+    if type(label) not in (str, int, float, bool) or (
             isinstance(label, float) and not math.isfinite(label)):
         raise InvalidLabelError(f"label must be a JSON scalar, got {label!r}")
     if classes is not None and not any(

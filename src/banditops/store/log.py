@@ -73,6 +73,10 @@ class DecisionLog(ABC):
     def record(self, decisions: Sequence[LoggedDecision]) -> None:
         """Keep these decisions (durably, where the log is durable) before they are answered."""
 
+    def record_one(self, decision: LoggedDecision) -> None:
+        """:meth:`record` for one decision (logs override it where that is cheaper)."""
+        self.record((decision,))
+
     @abstractmethod
     def lookup(self, decision_id: str, now: float) -> LoggedDecision:
         """The open decision with this id, or the error that says why there is none."""
@@ -92,6 +96,11 @@ class DecisionLog(ABC):
     def close(self, closings: Sequence[Closing], now: float) -> list[int | None]:
         """Record the feedback of open decisions; a sequence number each, None if a
         duplicate (another writer closed it first)."""
+
+    def close_one(self, decision: LoggedDecision, label: Any, reward: float,
+                  now: float) -> int | None:
+        """:meth:`close` for one decision."""
+        return self.close((Closing(decision, label, reward),), now)[0]
 
     @abstractmethod
     def totals(self) -> dict[str, VersionTotals]:

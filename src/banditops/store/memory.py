@@ -44,6 +44,19 @@ class MemoryLog(DecisionLog):
             if len(pending) > self.max_pending:
                 self._expire_oldest()
 
+    def record_one(self, decision: LoggedDecision) -> None:
+        # The replay's hot path (millions of calls): record() without the loop.
+        if self.ttl is not None:
+            self._expire(decision.created_at)
+        pending = self._pending
+        pending[decision.id] = decision
+        version = self._totals.get(decision.version)
+        if version is None:
+            version = self._totals[decision.version] = VersionTotals()
+        version.decisions += 1
+        if len(pending) > self.max_pending:
+            self._expire_oldest()
+
     def lookup(self, decision_id: str, now: float) -> LoggedDecision:
         decision = self._pending.get(decision_id) if isinstance(decision_id, str) else None
         if decision is not None:
@@ -72,6 +85,20 @@ class MemoryLog(DecisionLog):
             self._totals[decision.version].add_reward(reward)
             seqs.append(0)
         return seqs
+
+    def close_one(self, decision: LoggedDecision, label: object, reward: float,
+                  now: float) -> int | None:
+        if self._pending.pop(decision.id, None) is None:
+            return None
+        closed = self._closed
+        closed[decision.id] = FEEDBACK
+        if len(closed) > self.max_pending:
+            closed.popitem(last=False)
+        totals = self._totals[decision.version]
+        totals.feedbacks += 1
+        totals.reward_sum += reward
+        totals.reward_sq += reward * reward
+        return 0
 
     def totals(self) -> dict[str, VersionTotals]:
         return self._totals
