@@ -24,6 +24,7 @@ DEPLOYMENTS = """
 policy = "thompson"
 policy_params = { seed = 1 }
 features = FEATURES
+guardrail = { min_samples = 50, check_every = 5 }  # the service defaults before 200 / 10
 feedback_ttl_seconds = 3600
 [[deployments.main.versions]]
 name = "v1"
@@ -36,6 +37,7 @@ artifact = "ARTIFACTS/good2.skops"
 [deployments.short]
 policy = "epsilon-greedy"
 features = FEATURES
+guardrail = { min_samples = 50, check_every = 5 }  # the service defaults before 200 / 10
 feedback_ttl_seconds = 0.5
 [[deployments.short.versions]]
 name = "v1"
@@ -45,6 +47,7 @@ artifact = "ARTIFACTS/good.skops"
 policy = "thompson"
 policy_params = { seed = 2 }
 features = FEATURES
+guardrail = { min_samples = 50, check_every = 5 }  # the service defaults before 200 / 10
 [[deployments.broken.versions]]
 name = "good"
 artifact = "ARTIFACTS/good.skops"

@@ -50,6 +50,9 @@ def demo_config(data_dir: Path | None, database: str, folder: Path) -> tuple[Ser
         "api_keys": [{"key": keys["client"], "scope": "client"},
                      {"key": keys["admin"], "scope": "admin"}],
         "deployments": {"adult": {"policy": "thompson", "policy_params": {"prior_weight": 20},
+                                  # the service's guardrail defaults before they became
+                                  # the library's (200 / 10)
+                                  "guardrail": {"min_samples": 50, "check_every": 5},
                                   "features": kinds, "versions": versions}},
     })
     return config, keys
