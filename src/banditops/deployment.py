@@ -38,7 +38,13 @@ from banditops.errors import (
 )
 from banditops.guardrails import Guardrail
 from banditops.policies.base import Policy
-from banditops.rewards import RewardFunction, check_label, resolve_reward, validate_reward
+from banditops.rewards import (
+    LabelSet,
+    RewardFunction,
+    check_label,
+    resolve_reward,
+    validate_reward,
+)
 from banditops.store.log import Closing, DecisionLog, LoggedDecision, VersionTotals
 from banditops.store.memory import MemoryLog
 
@@ -223,7 +229,7 @@ class Deployment:
         self.guardrail = guardrail
         if labels is None:
             labels = getattr(self.reward, "classes", None)
-        self.labels = None if labels is None else tuple(labels)
+        self.labels = None if labels is None else LabelSet(labels)
         self.log = log if log is not None else MemoryLog(max_pending, pending_ttl)
         self._clock = clock
         self._versions: dict[str, _Version] = {}

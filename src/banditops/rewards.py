@@ -53,6 +53,21 @@ def _describe(value: object) -> str:
     return f"{text} ({type(value).__name__})"
 
 
+class LabelSet(tuple):
+    """Declared classes with their type-aware keys computed once (a deployment checks every
+    label against them)."""
+
+    keys: frozenset[tuple[type, Any]]
+
+    def __new__(cls, labels: Sequence[Label]) -> LabelSet:
+        self = super().__new__(cls, tuple(labels))
+        keys = [_class_key(c) for c in self]
+        if any(k is None for k in keys):
+            raise InvalidParameterError(f"labels must be JSON scalars, got {list(self)!r}")
+        self.keys = frozenset(keys)  # type: ignore[arg-type]
+        return self
+
+
 def check_label(label: object, classes: Sequence[Label] | None = None) -> Label:
     """Return ``label`` as a plain Python scalar, or raise :class:`InvalidLabelError`.
 
@@ -81,7 +96,8 @@ def check_label(label: object, classes: Sequence[Label] | None = None) -> Label:
                                 f"{MAX_LABEL_CHARS} characters without NUL")
     if kind is int and not -_INT_LIMIT <= value < _INT_LIMIT:
         raise InvalidLabelError(f"label {_describe(label)} is outside the 64-bit integer range")
-    if classes is not None and key not in {_class_key(c) for c in classes}:
+    if classes is not None and key not in (
+            classes.keys if isinstance(classes, LabelSet) else {_class_key(c) for c in classes}):
         raise InvalidLabelError(
             f"label {_describe(label)} is not one of the known classes {list(classes)!r}")
     return value  # type: ignore[no-any-return]
@@ -281,13 +297,3 @@ def row_rewards(reward: RewardFunction, labels: Any, predictions: Any) -> np.nda
     return np.fromiter((validate_reward(reward(y, p)) for y, p in zip(labels, predictions,
                                                                         strict=True)),
                        dtype=float, count=len(labels))
-
-
-def check_label(label: Any, classes: Any = None) -> Any:  # provisional: H2 replaces it
-    if type(label) not in (str, int, float, bool) or (
-            isinstance(label, float) and not math.isfinite(label)):
-        raise InvalidLabelError(f"label must be a JSON scalar, got {label!r}")
-    if classes is not None and not any(
-            type(label) is type(c) and label == c for c in classes):
-        raise InvalidLabelError(f"label {label!r} is not one of {list(classes)}")
-    return label

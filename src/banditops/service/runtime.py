@@ -91,7 +91,7 @@ class ServiceDeployment:
             raise InvalidParameterError(
                 f"deployment {name}: policy {config.policy} with {config.policy_params}: "
                 f"{error}") from None
-        guardrail = (Guardrail.from_params(config.guardrail)
+        guardrail = (Guardrail.from_params(config.guardrail.params())
                      if config.guardrail is not False else None)
         self.log = store.log(name, config.feedback_ttl_seconds)
         self.deployment = Deployment(policy, config.reward_function(), guardrail,
