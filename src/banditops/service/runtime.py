@@ -79,9 +79,9 @@ class ServiceDeployment:
 
     # ------------------------------------------------------------ state
     def _load(self, artifact: str) -> ServedModel:
-        model = load_artifact(artifact, self.service.artifact_dirs,
-                              allow_pickle=self.service.allow_pickle)
-        return ServedModel(model, self.features, self.service.model_timeout_ms / 1000)
+        loaded = load_artifact(artifact, self.service.artifact_dirs,
+                               allow_pickle=self.service.allow_pickle)
+        return ServedModel(loaded.model, self.features, self.service.model_timeout_ms / 1000)
 
     def _restore(self) -> None:
         """Versions from the config (first start) and the store; statuses as stored."""
