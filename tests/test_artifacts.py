@@ -399,6 +399,8 @@ def test_a_good_model_passes_the_smoke_test(real, adult_model):
     (lambda rows: [{"label": 1} for _ in rows], r"must be a string"),
     (lambda rows: np.full(len(rows), np.nan), "nan"),
     (lambda rows: np.full(len(rows), 7), "predicted 7, which is not one of the declared"),
+    (lambda rows: np.array([True, False]), "predicted True, which is not one of the declared"),
+    (lambda rows: np.array([1.0, 0.0]), "predicted 1.0, which is not one of the declared"),
 ])
 def test_a_broken_model_fails_the_smoke_test(predict, message):
     served = ServedModel(Stub(predict), list(NUMBERS), 1.0)
@@ -513,4 +515,4 @@ def test_a_batch_counts_as_one_call():
     served = ServedModel(Stub(lambda rows: np.zeros(len(rows), dtype=int)), list(NUMBERS), 1.0)
     served.predict_many([{"a": 1.0, "b": 2.0}] * 50)
     served.predict_one({"a": 1.0, "b": 2.0})
-    assert served.slow.stats()["calls"] == 2
+    assert served.stats()["calls"] == 2 and served.stats()["slow"] == 0

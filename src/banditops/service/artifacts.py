@@ -543,6 +543,10 @@ class ServedModel:
         """A reinstated version: a fresh warm-up and no memory of past slowness."""
         self.slow.reset()
 
+    def stats(self) -> dict[str, Any]:
+        """Call timings for reports (see :meth:`SlowCalls.stats`)."""
+        return self.slow.stats()
+
 
 def plain_predictions(output: Any, expected: int) -> list[Any]:
     """The model's output as one JSON-safe scalar per row (str, bool, int, finite float)."""
