@@ -322,6 +322,28 @@ def test_a_boosted_tree_splitting_on_a_missing_feature_is_refused(tmp_path):
         load_artifact(path, [tmp_path], allow_pickle=False)
 
 
+def test_a_neighbour_index_pointing_outside_its_data_is_refused(tmp_path):
+    x, y = small_xy()
+    model = neighbors.KNeighborsClassifier(algorithm="kd_tree").fit(x, y)
+    path = dump(model, tmp_path, "knn.skops")
+    assert load_artifact(path, [tmp_path], allow_pickle=False)
+
+    def corrupt_index(schema, files):
+        for name, content in files.items():
+            array = np.load(io.BytesIO(content), allow_pickle=False)
+            if array.ndim == 1 and sorted(array.tolist()) == list(range(len(x))):
+                array[0] = 10**6  # the permutation of the rows the tree sorts
+                buffer = io.BytesIO()
+                np.save(buffer, array, allow_pickle=False)
+                files[name] = buffer.getvalue()
+                return
+        raise AssertionError("no index array found")
+
+    rewrite(path, corrupt_index)
+    with pytest.raises(ArtifactError, match="neighbour index points outside its data"):
+        load_artifact(path, [tmp_path], allow_pickle=False)
+
+
 # ------------------------------------------------------------------ pinning and paths
 def test_a_changed_artifact_is_refused_by_its_sha256(tmp_path, adult_model):
     path = dump(adult_model, tmp_path, "v1.skops")
@@ -397,6 +419,7 @@ def test_a_good_model_passes_the_smoke_test(real, adult_model):
     (lambda rows: np.zeros(len(rows) + 1), "3 predictions for 2 rows"),
     (lambda rows: [object() for _ in rows], "must be a string"),
     (lambda rows: [{"label": 1} for _ in rows], r"must be a string"),
+    (lambda rows: [[1], [2, 3]], "not one prediction per row"),
     (lambda rows: np.full(len(rows), np.nan), "nan"),
     (lambda rows: np.full(len(rows), 7), "predicted 7, which is not one of the declared"),
     (lambda rows: np.array([True, False]), "predicted True, which is not one of the declared"),

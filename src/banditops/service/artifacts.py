@@ -550,7 +550,11 @@ class ServedModel:
 
 def plain_predictions(output: Any, expected: int) -> list[Any]:
     """The model's output as one JSON-safe scalar per row (str, bool, int, finite float)."""
-    array = np.asarray(output)
+    try:
+        array = np.asarray(output)
+    except (TypeError, ValueError) as error:
+        raise ArtifactError(f"the model returned something that is not one prediction per "
+                            f"row: {type(output).__name__} ({error})") from None
     if array.ndim != 1:
         raise ArtifactError(f"the model returned an array of shape {array.shape}; expected "
                             f"one prediction per row ({expected},)")
