@@ -17,14 +17,23 @@ leaves a hole for good).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from banditops.deployment import Deployment, Event, reward_interval
-from banditops.errors import BanditOpsError, InvalidParameterError
+from banditops.errors import (
+    BanditOpsError,
+    InvalidParameterError,
+    ModelError,
+    StateConflictError,
+    StoreError,
+)
 from banditops.guardrails import Guardrail
 from banditops.policies import make_policy
 from banditops.rewards import cost_matrix, resolve_reward, validate_reward
@@ -72,10 +81,27 @@ class ServiceDeployment:
         self._remote = False  # applying another replica's change: don't write it back
         self._since_snapshot = 0
         self.restored_from: int | None = None  # snapshot high-water mark used at start-up
-        self._restore()
-        self._load_snapshot()
-        self.deployment.subscribe(self._persist_event)
-        self.sync()
+
+    def start(self) -> None:
+        """SHIM: the start-up I/O the constructor used to do."""
+        with _store_errors():
+            self._restore()
+            self._load_snapshot()
+            self.deployment.subscribe(self._persist_event)
+            self.sync()
+
+    @property
+    def live_versions(self) -> list[str]:
+        return self.deployment.live_versions
+
+    def events(self, since: int, limit: int) -> list[dict[str, Any]]:
+        with _store_errors():
+            return self.store.events(self.name, since, limit)
+
+    def reinstate(self, version: str, reason: str) -> None:
+        with _store_errors(), _conflicts():
+            self.sync()
+            self.deployment.reinstate(version, reason)
 
     # ------------------------------------------------------------ state
     def _load(self, artifact: str) -> ServedModel:
@@ -215,26 +241,36 @@ class ServiceDeployment:
                                             f"{value!r}")
         return instance
 
-    def predict(self, instances: list[tuple[str, Any]]) -> list[dict[str, Any]]:
-        """Route and log a batch of (where, features); all are validated before any is served.
-
-        Raises :class:`~banditops.errors.ModelError` when every live version fails.
-        """
-        checked = [self.validate(x, where) for where, x in instances]
+    def predict(self, instances: list[dict[str, Any]], owners: list[str | None] | None = None
+                ) -> list[dict[str, Any] | BanditOpsError]:
+        """SHIM over the old predict: validated instances, a ModelError per failed instance."""
         now = time.time()
-        rows, answers = [], []
-        for x in checked:
-            decision = self.deployment.predict(x)
+        rows: list[dict[str, Any]] = []
+        answers: list[dict[str, Any] | BanditOpsError] = []
+        for x in instances:
+            try:
+                decision = self.deployment.predict(x)
+            except ModelError as error:
+                answers.append(error)
+                continue
             prediction = _json_safe(decision.prediction)
             rows.append({"id": decision.id, "deployment": self.name,
                          "version": decision.version, "prediction": prediction,
                          "propensity": decision.propensity, "created_at": now})
             answers.append({"decision_id": decision.id, "version": decision.version,
                             "prediction": prediction, "propensity": decision.propensity})
-        self.store.add_decisions(rows)
+        with _store_errors():
+            if rows:
+                self.store.add_decisions(rows)
         return answers
 
-    def feedback(self, items: list[tuple[str, Any]]) -> list[FeedbackOutcome]:
+    def feedback(self, items: list[tuple[str, Any]], owner: str | None = None
+                 ) -> list[FeedbackOutcome]:
+        """SHIM: the old feedback, database errors as StoreError."""
+        with _store_errors():
+            return self._feedback(items)
+
+    def _feedback(self, items: list[tuple[str, Any]]) -> list[FeedbackOutcome]:
         """Record ground truth; each item is learned once, whichever replica gets it."""
         found = self.store.decisions_by_id(d for d, _ in items)
         if any(not self.deployment.has_version(d.version) for d in found.values()):
@@ -287,20 +323,27 @@ class ServiceDeployment:
     def register(self, version: str, artifact: str, validation_score: float | None) -> None:
         """Load, check and record a new version; it goes live on every replica."""
         model = self._load(artifact)
-        self.sync()
-        self.store.add_version(self.name, version, artifact, validation_score)
-        self.deployment.register(version, model, validation_score=validation_score)
+        with _store_errors():
+            self.sync()
+            self.store.add_version(self.name, version, artifact, validation_score)
+            self.deployment.register(version, model, validation_score=validation_score)
 
     def rollback(self, version: str, reason: str) -> None:
-        self.sync()
-        self.deployment.rollback(version, reason)
+        with _store_errors(), _conflicts():
+            self.sync()
+            self.deployment.rollback(version, reason)
 
     def retire(self, version: str, reason: str) -> None:
-        self.sync()
-        self.deployment.retire(version, reason)
+        with _store_errors(), _conflicts():
+            self.sync()
+            self.deployment.retire(version, reason)
 
     # ---------------------------------------------------------- reading
     def report(self) -> dict[str, Any]:
+        with _store_errors():
+            return self._report()
+
+    def _report(self) -> dict[str, Any]:
         self.sync()
         totals = self.store.totals(self.name)
         versions = []
@@ -324,6 +367,24 @@ class ServiceDeployment:
         return {"name": self.name, "policy": self.config.policy,
                 "features": self.config.features, "versions": versions,
                 "restored_from_snapshot_at": self.restored_from}
+
+
+@contextlib.contextmanager
+def _store_errors():
+    """SHIM: database failures as StoreError (the new store raises it itself)."""
+    try:
+        yield
+    except SQLAlchemyError as error:
+        raise StoreError(f"database error: {type(error).__name__}") from None
+
+
+@contextlib.contextmanager
+def _conflicts():
+    """SHIM: the old Deployment's state errors as StateConflictError."""
+    try:
+        yield
+    except InvalidParameterError as error:
+        raise StateConflictError(str(error)) from None
 
 
 def _json_safe(value: Any) -> Any:

@@ -42,8 +42,9 @@ class Totals:
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout_seconds: float = 5.0) -> None:
         self.url = url
+        self.timeout_seconds = timeout_seconds  # SHIM: not applied yet
         try:
             if url.startswith("sqlite"):
                 self.engine: Engine = create_engine(
@@ -98,6 +99,13 @@ class Store:
                 command.upgrade(config, "head")
         except SQLAlchemyError as error:
             raise StoreError(f"cannot migrate database {self.safe_url}: {error}") from None
+
+    def lock(self) -> None:
+        """SHIM: no file lock yet."""
+
+    def close(self) -> None:
+        """SHIM."""
+        self.engine.dispose()
 
     @property
     def safe_url(self) -> str:
