@@ -6,6 +6,12 @@ artifact_dirs = ["models"]                 # versions load only from these folde
 allow_pickle = false                       # joblib/pickle artifacts run code: opt in
 max_batch = 256                            # instances (or feedbacks) per request
 max_body_bytes = 1_000_000
+max_queue = 1000                           # jobs waiting per deployment; more get 503
+micro_batch = 64                           # concurrent predictions batched per model call
+body_timeout_seconds = 10                  # a body not received in time gets 408
+keep_alive_seconds = 5                     # idle connections are closed
+max_connections = 1000                     # more connections get 503
+db_timeout_seconds = 5                     # database connect/statement timeout
 model_timeout_ms = 200                     # slower models are quarantined
 snapshot_every = 10000                     # rewards between policy snapshots
 
@@ -126,6 +132,12 @@ class ServiceConfig(_Strict):
     model_timeout_ms: float = Field(default=200.0, gt=0)
     sync_interval_seconds: float = Field(default=0.25, ge=0.0)
     snapshot_every: int = Field(default=10_000, ge=1)  # learned rewards between snapshots
+    max_queue: int = Field(default=1000, ge=1)  # jobs waiting per deployment; more get 503
+    micro_batch: int = Field(default=64, ge=1, le=100_000)  # instances per model call
+    body_timeout_seconds: float = Field(default=10.0, gt=0)  # to receive a request body
+    keep_alive_seconds: float = Field(default=5.0, gt=0)  # idle connections are closed
+    max_connections: int = Field(default=1000, ge=1)  # concurrent connections (uvicorn)
+    db_timeout_seconds: float = Field(default=5.0, gt=0)  # connect and statement timeout
     api_keys: list[ApiKeyConfig] = Field(default_factory=list)
     deployments: dict[str, DeploymentConfig] = Field(min_length=1)
 
