@@ -50,7 +50,8 @@ class Server:
                 "--port", str(self.port)]
         if self.db:
             args += ["--db", self.db]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}",
+               "OMP_NUM_THREADS": "1"}
         self.process = subprocess.Popen(args, env=env, stdout=self.log.open("ab"),
                                         stderr=subprocess.STDOUT)
         if wait:
