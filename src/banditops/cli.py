@@ -21,7 +21,8 @@ DataDir = Annotated[Path | None, typer.Option(
 
 def fail(error: Exception) -> None:
     """One line (never wrapped, no markup taken from the message), exit code 2."""
-    console.print(f"[bold red]error:[/bold red] {escape(str(error))}", soft_wrap=True)
+    message = " ".join(str(error).split())  # a database error's text spans lines
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
