@@ -127,8 +127,11 @@ def serve(
     import gc
 
     gc.freeze()  # the models and app are long-lived: keep them out of GC pauses
+    from banditops.service.asgi import header_timeout_protocol
+
     server = uvicorn.Server(uvicorn.Config(
         application, log_level="warning", access_log=False, lifespan="on",
+        http=header_timeout_protocol(settings.body_timeout_seconds),
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=settings.keep_alive_seconds))  # type: ignore[arg-type]
     server.run(sockets=[sock])

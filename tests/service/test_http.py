@@ -205,6 +205,17 @@ def test_a_body_that_does_not_arrive_is_408(server):
     assert status_of(answer) == 408 and 0.9 < seconds < 5, (answer, seconds)
 
 
+def test_a_connection_that_trickles_its_headers_is_closed(server):
+    for start in (b"", b"GET /healthz HTTP/1.1\r\nHo"):
+        answer, seconds = raw_request(server, start, timeout=10)
+        assert answer == b"" and 0.9 < seconds < 5, (answer, seconds)
+    # a keep-alive connection still serves its next request within the deadline
+    with httpx.Client() as http:
+        for _ in range(3):
+            assert http.get(f"{server.url}/healthz").status_code == 200
+            time.sleep(0.3)
+
+
 DEEP = "[" * 1000 + "]" * 1000
 HOSTILE = [
     # (method, path, raw body, status, message fragment)

@@ -183,3 +183,51 @@ async def _answer(send: Any, status: int, payload: Any, headers: list[tuple[byte
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()), *headers, *extra]})
     await send({"type": "http.response.body", "body": body})
+
+
+def header_timeout_protocol(seconds: float) -> Any:
+    """uvicorn's HTTP protocol (httptools) with a deadline for each request's headers.
+
+    uvicorn times out idle keep-alive connections only once some data arrives, and never a
+    connection that trickles its headers; with this class a connection whose next request
+    headers are not complete ``seconds`` after it opened (or after its last answer) is
+    closed. Falls back to uvicorn's default when httptools is missing."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # pragma: no cover - httptools is a dependency of uvicorn[standard]
+        return "auto"
+
+    class HeaderDeadline(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.pipeline and not self.transport.is_closing():
+                self._arm()
+
+    return HeaderDeadline

@@ -8,7 +8,7 @@ max_batch = 256                            # instances (or feedbacks) per reques
 max_body_bytes = 1_000_000
 max_queue = 1000                           # jobs waiting per deployment; more get 503
 micro_batch = 64                           # concurrent predictions batched per model call
-body_timeout_seconds = 10                  # a body not received in time gets 408
+body_timeout_seconds = 5                   # headers, then body, each in time (else 408)
 keep_alive_seconds = 5                     # idle connections are closed
 max_connections = 1000                     # more connections get 503
 db_timeout_seconds = 5                     # database connect/statement timeout
@@ -134,7 +134,7 @@ class ServiceConfig(_Strict):
     snapshot_every: int = Field(default=10_000, ge=1)  # learned rewards between snapshots
     max_queue: int = Field(default=1000, ge=1)  # jobs waiting per deployment; more get 503
     micro_batch: int = Field(default=64, ge=1, le=100_000)  # instances per model call
-    body_timeout_seconds: float = Field(default=10.0, gt=0)  # to receive a request body
+    body_timeout_seconds: float = Field(default=5.0, gt=0)  # to receive headers, then body
     keep_alive_seconds: float = Field(default=5.0, gt=0)  # idle connections are closed
     max_connections: int = Field(default=1000, ge=1)  # concurrent connections (uvicorn)
     db_timeout_seconds: float = Field(default=5.0, gt=0)  # connect and statement timeout
