@@ -268,6 +268,7 @@ def test_unknown_routes_and_methods_and_bounded_metric_labels(server):
     assert response.status_code == 405 and "use POST" in response.json()["detail"]
     assert httpx.request("PATCH", f"{server.url}/x{time.time()}").status_code == 404
     assert httpx.request("PATCH", f"{server.url}/healthz").status_code == 405
+    assert httpx.head(f"{server.url}/openapi.json").status_code == 200  # no key needed
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'banditops_http_requests_total{method="other",route="unmatched",status="404"}' \
         in metrics

@@ -111,7 +111,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         access[(method, path)] = scope
     for path in (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url):
         if path:
-            access[("GET", path)] = access[("HEAD", path)] = None
+            access[("GET", path)] = None
 
     async def handle(_: Request, error: Exception) -> Response:
         status, payload, headers = error_answer(error)

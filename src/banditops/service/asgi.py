@@ -104,7 +104,8 @@ class Guard:
                                      f"{', '.join(allowed)}")
             raise HttpError(404, "no such route; see /docs")
         headers = dict(scope["headers"])
-        need = self.access.get((scope["method"], route), "admin")
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        need = self.access.get((method, route), "admin")
         if need is not None:
             caller = self._caller(headers)
             if need == "admin" and caller.scope != "admin":

@@ -355,8 +355,12 @@ class Endpoints:
     async def register(self, name: str, request: Request) -> Response:
         _, worker = self._find(name)
         body = parse(VersionBody, await request.body())
-        artifact = artifact_path(self.config, body.artifact)
-        await worker.call(lambda d: d.register(body.name, artifact, body.validation_score))
+        config = self.config
+
+        def register(d: ServiceDeployment) -> None:  # the path lookup touches the disk
+            d.register(body.name, artifact_path(config, body.artifact), body.validation_score)
+
+        await worker.call(register)
         return respond({"name": body.name, "status": "live"}, 201)
 
     async def _reason(self, request: Request, default: str) -> str:
