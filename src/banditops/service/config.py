@@ -7,7 +7,7 @@ allow_pickle = false                       # joblib/pickle artifacts run code: o
 trusted_types = []                         # exact extra type names skops may load
 max_batch = 256                            # instances (or feedbacks) per request
 max_body_bytes = 1_000_000
-body_timeout_seconds = 10.0                # a request body must arrive within this
+body_timeout_seconds = 5.0                 # headers, then body, each in time (else 408)
 keep_alive_seconds = 5.0                   # idle connections are closed after this
 max_connections = 1000                     # concurrent connections per worker
 max_queue = 1024                           # jobs waiting per deployment before 503
@@ -310,18 +310,18 @@ class ServiceConfig(_Strict):
     trusted_types: list[str] = Field(default_factory=list)
     max_batch: int = Field(default=256, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
-    body_timeout_seconds: float = Field(default=10.0, gt=0)
-    keep_alive_seconds: float = Field(default=5.0, gt=0)
-    max_connections: int = Field(default=1000, ge=1)
-    max_queue: int = Field(default=1024, ge=1)
-    micro_batch: int = Field(default=64, ge=1, le=100_000)
-    db_timeout_seconds: float = Field(default=5.0, gt=0)
     model_timeout_ms: float = Field(default=200.0, gt=0)
     model_timeout_window: int = Field(default=20, ge=1)
     model_timeout_strikes: int = Field(default=5, ge=1)
     model_warmup_calls: int = Field(default=3, ge=0)
     sync_interval_seconds: float = Field(default=0.25, ge=0.0)
     snapshot_every: int = Field(default=10_000, ge=1)  # learned rewards between snapshots
+    max_queue: int = Field(default=1024, ge=1)  # jobs waiting per deployment; more get 503
+    micro_batch: int = Field(default=64, ge=1, le=100_000)  # instances per model call
+    body_timeout_seconds: float = Field(default=5.0, gt=0)  # to receive headers, then body
+    keep_alive_seconds: float = Field(default=5.0, gt=0)  # idle connections are closed
+    max_connections: int = Field(default=1000, ge=1)  # concurrent connections (uvicorn)
+    db_timeout_seconds: float = Field(default=5.0, gt=0)  # connect and statement timeout
     api_keys: list[ApiKeyConfig] = Field(default_factory=list)
     deployments: dict[str, DeploymentConfig] = Field(min_length=1)
 
