@@ -58,6 +58,15 @@ artifact = "ARTIFACTS/exploding.joblib"
 name = "slow"
 artifact = "ARTIFACTS/slow.joblib"
 
+[deployments.owned]
+policy = "thompson"
+features = FEATURES
+labels = [0, 1]
+feedback_same_key = true
+[[deployments.owned.versions]]
+name = "v1"
+artifact = "ARTIFACTS/good.skops"
+
 [deployments.guarded]
 policy = "epsilon-greedy"
 policy_params = { epsilon = 0.5, seed = 3 }
@@ -123,7 +132,27 @@ def test_predict_feedback_and_report(server, client):
     served = versions[decision["version"]]
     assert served["reward_mean"] == 1.0 and served["ci_low"] < 1.0
     listing = httpx.get(f"{server.url}/v1/deployments", headers=headers()).json()
-    assert {d["name"] for d in listing["deployments"]} == {"main", "short", "broken", "guarded"}
+    assert {d["name"] for d in listing["deployments"]} == {"main", "short", "broken", "guarded",
+                                                           "owned"}
+
+
+def test_labels_are_checked_and_feedback_can_require_the_key_that_predicted(server, client):
+    decision = client.predict("owned", ONE)
+    path = "/v1/deployments/owned/feedback"
+    for wrong in ("1", True, 1.0, [1], ">50K"):
+        answer = post(server, path, {"decision_id": decision["decision_id"], "label": wrong})
+        assert answer.status_code == 422, (wrong, answer.text)
+    # Another key (the admin's) may not give this decision's feedback: it is unknown to it.
+    stolen = post(server, path, {"decision_id": decision["decision_id"], "label": 1},
+                  key=ADMIN_KEY)
+    assert stolen.status_code == 404
+    # The wrong labels and the foreign key left the decision open for its own client.
+    assert client.feedback("owned", decision["decision_id"], int(Y[0]))["reward"] == 1.0
+    # Without feedback_same_key any key with the client scope may close a decision.
+    other = client.predict("main", ONE)
+    assert post(server, "/v1/deployments/main/feedback",
+                {"decision_id": other["decision_id"], "label": int(Y[0])},
+                key=ADMIN_KEY).status_code == 200
 
 
 def test_feedback_after_the_ttl_is_gone(server, client):

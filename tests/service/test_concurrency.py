@@ -3,6 +3,7 @@ each counted once, and every replica's policy learns every reward exactly once."
 
 from __future__ import annotations
 
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -38,17 +39,21 @@ def test_four_replicas_keep_exact_totals(tmp_path, artifacts, postgres_url):
         jobs = [(i % 4, i) for i in range(N)] + [((i + 1) % 4, i) for i in range(DUPLICATES)]
         clients = [Client(server.url, CLIENT_KEY, timeout=30) for server in servers]
 
+        failures: list[str] = []
+
         def send(job: tuple[int, int]) -> int:
             replica, i = job
             try:
                 clients[replica].feedback("main", decisions[i]["decision_id"], int(y[i]))
                 return 200
             except ServiceError as error:
+                failures.append(error.message)
                 return error.status
 
         with ThreadPoolExecutor(32) as pool:
             statuses = list(pool.map(send, jobs))
-        assert statuses.count(200) == N and statuses.count(409) == DUPLICATES
+        assert statuses.count(200) == N and statuses.count(409) == DUPLICATES, \
+            (Counter(statuses), [f for f in failures if "already" not in f][:5])
 
         # A version registered on one replica takes feedback on another at once.
         admin = httpx.post(f"{servers[0].url}/v1/deployments/main/versions",

@@ -48,8 +48,9 @@ def test_a_failing_database_is_503_with_retry_after(app):
     def down(*_, **__):
         raise StoreError("database unreachable: connection refused")
 
-    store.add_decisions = down
-    store.decisions_by_id = down
+    log = app.state.deployments["main"].log
+    log.record = log.record_one = down
+    log.lookup_many = down
     store.events = down
 
     async def requests(http):

@@ -271,7 +271,10 @@ class ServiceDeployment:
     def predict(self, instances: list[dict[str, Any]],
                 owners: list[str | None] | None = None) -> list[dict[str, Any] | BanditOpsError]:
         """Route and log validated instances (possibly of several requests); per instance an
-        answer, or the ModelError that every live version raised on it."""
+        answer, or the ModelError that every live version raised on it. ``owners`` (digests
+        of the callers' keys) are logged only when feedback must come from the same key."""
+        if not self.config.feedback_same_key:
+            owners = None
         results = self.deployment.predict_batch(instances, owners=owners, errors="return")
         return [r if isinstance(r, BanditOpsError) else
                 {"decision_id": r.id, "version": r.version, "prediction": r.prediction,
