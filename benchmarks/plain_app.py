@@ -31,7 +31,7 @@ from banditops.service.artifacts import load_artifact
 
 ARTIFACT = Path(os.environ["BENCH_ARTIFACT"])
 FEATURES = os.environ["BENCH_FEATURES"].split(",")
-MODEL = load_artifact(ARTIFACT, [ARTIFACT.parent], allow_pickle=False)
+MODEL = load_artifact(ARTIFACT, [ARTIFACT.parent], allow_pickle=False).model
 
 
 class PredictBody(BaseModel):

@@ -225,7 +225,7 @@ def direct(folder: Path, fmt: str, instance: dict[str, float], seconds: float) -
     """Back-to-back calls of the model in this process: latency of each, and calls/s."""
     from banditops.service.artifacts import load_artifact
 
-    model = load_artifact(folder / f"v1.{fmt}", [folder], allow_pickle=False)
+    model = load_artifact(folder / f"v1.{fmt}", [folder], allow_pickle=False).model
     row = np.array([[instance[f] for f in FEATURES]], dtype=float)
     for _ in range(200):  # warm up
         model.predict(row)

@@ -131,7 +131,8 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
     app.add_exception_handler(BanditOpsError, handle)  # the table
     app.add_exception_handler(Exception, handle)  # a logged 500
     return Guard(app, keys=keys, access=access, metrics=metrics,
-                 limits=Limits(config.max_body_bytes, config.body_timeout_seconds))
+                 limits=Limits(config.max_body_bytes, config.body_timeout_seconds),
+                 fast={("POST", f"{D}/{{name}}/predict"): endpoints.predict_payload})
 
 
 async def _catch_up(workers: Workers, interval: float) -> None:

@@ -9,6 +9,12 @@ ASCII is a 401.
 
 A plain ASGI callable rather than a Starlette middleware: microseconds, not a task per
 request. Every request, whatever its answer, is counted and timed once.
+
+The predict route is answered here directly (``fast``): after the same route match, key
+check and body limits as every route, its endpoint is called without FastAPI's request,
+dependency and response layers, which cost as much as the routing decision and the
+database write together (measured in ``benchmarks/server.py``). It is the only predict
+path; the FastAPI route with the same endpoint documents it in the OpenAPI description.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ class Guard:
 
     def __init__(self, app: Any, *, keys: dict[str, str],
                  access: dict[tuple[str, str], str | None], metrics: Metrics,
-                 limits: Limits) -> None:
+                 limits: Limits, fast: dict[tuple[str, str], Any] | None = None) -> None:
         self.app = app
         self.state = app.state  # tests and tools reach the application state through here
         self.routes = app.router.routes
@@ -56,6 +62,7 @@ class Guard:
         self.access = access
         self.metrics = metrics
         self.limits = limits
+        self.fast = fast or {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -68,32 +75,37 @@ class Guard:
                 status[0] = message["status"]
             await send(message)
 
-        route, allowed = self._match(scope)
+        route, allowed, params = self._match(scope)
+        body = None
         try:
             body = await self._admit(scope, receive, route, allowed)
-            if body is not None:
+            fast = self.fast.get((scope["method"], route))
+            if body is not None and fast is not None:
+                payload = await fast(**params, raw=body, caller=scope[CALLER])
+                await _answer(recorded, 200, payload, [], close=False)
+            elif body is not None:
                 await self.app(scope, _replay(body, receive), recorded)
-        except HttpError as error:
-            await _answer(recorded, *error_answer(error), close=True)
+        except HttpError as error:  # an unread body: end the connection rather than drain it
+            await _answer(recorded, *error_answer(error), close=body is None)
         except Exception as error:  # the application's own handlers answered, or not
             if not status[0]:
-                await _answer(recorded, *error_answer(error), close=True)
+                await _answer(recorded, *error_answer(error), close=body is None)
             elif status[0] < 500:
                 log.exception("error after the answer started on %s", route)
         if status[0]:
             self.metrics.request(scope["method"], route, status[0],
                                  time.perf_counter() - started)
 
-    def _match(self, scope: dict[str, Any]) -> tuple[str | None, list[str]]:
-        """(route template, None) or (None, the methods the path allows)."""
+    def _match(self, scope: dict[str, Any]) -> tuple[str | None, list[str], dict[str, Any]]:
+        """(route template, [], path parameters) or (None, the methods the path allows, {})."""
         allowed: list[str] = []
         for route in self.routes:
-            match, _ = route.matches(scope)
+            match, child = route.matches(scope)
             if match is Match.FULL:
-                return route.path, []
+                return route.path, [], child.get("path_params", {})
             if match is Match.PARTIAL:
                 allowed.extend(sorted(getattr(route, "methods", None) or ()))
-        return None, allowed
+        return None, allowed, {}
 
     async def _admit(self, scope: dict[str, Any], receive: Any, route: str | None,
                      allowed: list[str]) -> bytes | None:

@@ -287,8 +287,13 @@ class Endpoints:
     # --------------------------------------------------------- requests
     async def predict(self, name: str, request: Request) -> Response:
         """Route one instance (``features``) or a batch (``instances``)."""
+        return respond(await self.predict_payload(name, await request.body(),
+                                                  self._caller(request)))
+
+    async def predict_payload(self, name: str, raw: bytes, caller: Caller) -> Any:
+        """The predict route's answer; the ASGI guard calls it directly (see asgi.py)."""
         target, worker = self._find(name)
-        body = parse(PredictBody, await request.body())
+        body = parse(PredictBody, raw)
         if (body.features is None) == (body.instances is None):
             raise HttpError(422, "send either 'features' (one instance) or 'instances' (a list)")
         if body.instances is not None:
@@ -300,13 +305,13 @@ class Endpoints:
             batch = [target.validate(x, f"instances[{i}]") for i, x in enumerate(body.instances)]
         else:
             batch = [target.validate(body.features, "features")]
-        answers = await worker.predict(batch, self._caller(request).key_id)
+        answers = await worker.predict(batch, caller.key_id)
         for answer in answers:
             if isinstance(answer, BaseException):
                 raise answer
         for answer in answers:
             self.metrics.decision(name, answer["version"])
-        return respond(answers[0] if body.features is not None else {"decisions": answers})
+        return answers[0] if body.features is not None else {"decisions": answers}
 
     async def feedback(self, name: str, request: Request) -> Response:
         """Ground truth for one decision, or a list of them."""
