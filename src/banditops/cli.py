@@ -138,8 +138,10 @@ def serve(
 
 
 def _serve_config(config: Path | None, db: str | None, data_dir: Path | None):
-    from banditops.service.config import load_config
+    from banditops.service.config import check_database_url, load_config
 
+    if db:
+        check_database_url(db)  # a clear error that never echoes a password
     if config is not None:
         settings = load_config(config)
         if db:
