@@ -50,7 +50,9 @@ class Server:
                 "--port", str(self.port)]
         if self.db:
             args += ["--db", self.db]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        # This tree's src first: the venv may hold an editable install of another clone.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
+               "OMP_NUM_THREADS": "1"}
         self.process = subprocess.Popen(args, env=env, stdout=self.log.open("ab"),
                                         stderr=subprocess.STDOUT)
         if wait:
