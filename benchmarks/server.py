@@ -1,20 +1,28 @@
-"""Throughput and latency of ``predict`` over HTTP, against calling the model directly.
+"""Latency and throughput of ``predict`` over HTTP: banditops against the floor of its stack.
 
-Run: ``make bench`` (or ``.venv/bin/python benchmarks/server.py [--seconds 5]``).
+Run: ``make bench`` (or ``.venv/bin/python benchmarks/server.py [--seconds 4] [--quick]``).
 
-A server process (``banditops serve``, SQLite in WAL mode, one worker) serves two
-logistic-regression versions behind Thompson sampling; every decision is committed to the
-database before it is answered. In the same run the same model is called directly, in
-this process, with the same one-row input. The load generator speaks HTTP/1.1 over raw
-keep-alive sockets so that it costs little next to the server. Reported:
+For each model kind (the scikit-learn model as saved by skops, and the same model exported
+to ONNX), three targets are measured in the same run:
 
-- latency at a paced 500 requests/s: p50/p99 over HTTP and direct; the difference is the
-  router's cost (goal: added p99 at most 2 ms);
-- throughput of single-instance predictions with 4 connections kept busy (goal: at least
-  2,000/s from one worker).
+- **direct**: the model called in this process on a prepared one-row input;
+- **plain**: a plain FastAPI app (``benchmarks/plain_app.py``): one endpoint that parses
+  the same JSON body and calls the same artifact, loaded the same way; no routing, no
+  database. It is what any FastAPI service around this model would cost at least;
+- **banditops**: ``banditops serve`` (SQLite in WAL mode) with two versions of that model
+  behind Thompson sampling; every decision is committed to the database before it is
+  answered.
 
-Both for the scikit-learn model as saved by skops and for the same model exported to ONNX
-(scikit-learn spends ~0.2 ms validating a one-row input; onnxruntime ~6 us).
+Both servers are uvicorn processes started the same way (one worker, 127.0.0.1, log level
+warning, no access log, ``OMP_NUM_THREADS=1``). Both run at once (an idle one costs
+nothing) and are measured alternately, in ``--rounds`` rounds, so that a slow patch of the
+shared machine does not land on one of them only. The load generator speaks HTTP/1.1 over
+raw keep-alive sockets so that it costs little next to the servers. Reported:
+
+- p50/p99 at a paced 500 requests/s (one connection); direct: back-to-back calls;
+- throughput of one worker with 4 connections kept busy; direct: calls/s in one thread;
+- banditops/plain ratios, and banditops's added p99 over the direct call (goal: <= 2 ms);
+  throughput goal: >= 2,000 predictions/s per worker with the scikit-learn model.
 """
 
 from __future__ import annotations
@@ -22,13 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -39,6 +52,14 @@ from skops.io import dump
 
 FEATURES = [f"x{i}" for i in range(10)]
 KEY = "bench-key-0123456789abcdef"
+RATE = 500.0
+CONNECTIONS = 4
+P99_GOAL_MS = 2.0
+THROUGHPUT_GOAL = 2000.0
+KINDS = (("skops", "scikit-learn (skops)"), ("onnx", "ONNX export"))
+BANDITOPS_PATH = "/v1/deployments/bench/predict"
+PLAIN_PATH = "/predict"
+HERE = Path(__file__).resolve().parent
 
 
 class Connection:
@@ -55,31 +76,46 @@ class Connection:
     def call(self) -> None:
         self.sock.sendall(self.request)
         while b"\r\n\r\n" not in self.buffer:
-            self.buffer += self.sock.recv(65536)
+            self.buffer += self._recv()
         head, _, rest = self.buffer.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"server answered {head[:40]!r}")
         length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length"))
         while len(rest) < length:
-            rest += self.sock.recv(65536)
+            rest += self._recv()
         self.buffer = rest[length:]
 
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("the server closed the connection")
+        return chunk
 
-def start_server(folder: Path, fmt: str) -> tuple[subprocess.Popen, int]:
+    def close(self) -> None:
+        self.sock.close()
+
+
+# ------------------------------------------------------------------ setup
+def write_artifacts(folder: Path) -> None:
+    """Two logistic regressions (v1, v2) as skops and ONNX files."""
+    from skl2onnx import to_onnx
+
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5000, len(FEATURES)))
     y = (x[:, 0] + x[:, 1] > 0).astype(int)
     for name in ("v1", "v2"):
         model = LogisticRegression().fit(x, y)
         dump(model, folder / f"{name}.skops")
-        from skl2onnx import to_onnx
-
         onnx = to_onnx(model, x[:1].astype(np.float32), options={"zipmap": False})
         (folder / f"{name}.onnx").write_bytes(onnx.SerializeToString())
+
+
+def write_config(folder: Path, fmt: str) -> Path:
     features = ", ".join(f'{f} = "number"' for f in FEATURES)
-    (folder / "bench.toml").write_text(f'''
-database = "sqlite:///{folder / 'bench.db'}"
+    path = folder / f"bench-{fmt}.toml"
+    path.write_text(f'''
+database = "sqlite:///{folder / f'bench-{fmt}.db'}"
 artifact_dirs = ["{folder}"]
 [[api_keys]]
 key = "{KEY}"
@@ -94,117 +130,258 @@ artifact = "v1.{fmt}"
 name = "v2"
 artifact = "v2.{fmt}"
 ''')
+    return path
+
+
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "banditops.cli", "serve", "--config", str(folder / "bench.toml"),
-         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process, port
-        except httpx.HTTPError:
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def server(name: str, command: list[str], env: dict[str, str], folder: Path,
+           ready: Callable[[], bool]) -> Iterator[None]:
+    """A server process for the duration of the block; killed on the way out, error or not."""
+    log = folder / f"{name}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise SystemExit(f"the {name} server did not start:\n{tail}")
             time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the server did not start")
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
-def direct_latencies(folder: Path, fmt: str, instance: dict[str, float], n: int
-                     ) -> np.ndarray:
+def answers(url: str, body: bytes | None = None) -> bool:
+    try:
+        if body is None:
+            return httpx.get(url, timeout=1).status_code == 200
+        return httpx.post(url, content=body, timeout=1,
+                          headers={"Content-Type": "application/json"}).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def banditops_server(folder: Path, fmt: str, port: int) -> Iterator[None]:
+    command = [sys.executable, "-m", "banditops.cli", "serve", "--config",
+               str(write_config(folder, fmt)), "--port", str(port)]
+    with server(f"banditops-{fmt}", command, {}, folder,
+                lambda: answers(f"http://127.0.0.1:{port}/readyz")):
+        yield
+
+
+@contextmanager
+def plain_server(folder: Path, fmt: str, port: int, body: bytes) -> Iterator[None]:
+    command = [sys.executable, "-m", "uvicorn", "plain_app:app", "--app-dir", str(HERE),
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--log-level", "warning", "--no-access-log"]
+    env = {"BENCH_ARTIFACT": str(folder / f"v1.{fmt}"), "BENCH_FEATURES": ",".join(FEATURES)}
+    with server(f"plain-{fmt}", command, env, folder,
+                lambda: answers(f"http://127.0.0.1:{port}{PLAIN_PATH}", body)):
+        yield
+
+
+# ------------------------------------------------------------------ measuring
+@dataclass
+class Figures:
+    """One target's measurements, pooled over rounds."""
+
+    latencies: list[np.ndarray] = field(default_factory=list)  # seconds, one array a round
+    rates: list[float] = field(default_factory=list)  # predictions/s, one a round
+
+    @property
+    def p50(self) -> float:
+        return float(np.percentile(np.concatenate(self.latencies), 50) * 1e3)
+
+    @property
+    def p99(self) -> float:
+        return float(np.percentile(np.concatenate(self.latencies), 99) * 1e3)
+
+    @property
+    def rate(self) -> float:
+        return float(np.median(self.rates))
+
+    def summary(self) -> dict[str, Any]:
+        return {"p50_ms": self.p50, "p99_ms": self.p99, "throughput": self.rate,
+                "p99_ms_per_round": [float(np.percentile(t, 99) * 1e3)
+                                     for t in self.latencies],
+                "throughput_per_round": self.rates}
+
+
+def direct(folder: Path, fmt: str, instance: dict[str, float], seconds: float) -> Figures:
+    """Back-to-back calls of the model in this process: latency of each, and calls/s."""
     from banditops.service.artifacts import load_artifact
 
     model = load_artifact(folder / f"v1.{fmt}", [folder], allow_pickle=False)
-    row = np.array([[instance[f] for f in FEATURES]])
-    times = []
-    for _ in range(n):
-        started = time.perf_counter()
+    row = np.array([[instance[f] for f in FEATURES]], dtype=float)
+    for _ in range(200):  # warm up
         model.predict(row)
-        times.append(time.perf_counter() - started)
-    return np.array(times)
+    times = []
+    started = time.perf_counter()
+    end = started + seconds
+    while (now := time.perf_counter()) < end:
+        model.predict(row)
+        times.append(time.perf_counter() - now)
+    elapsed = time.perf_counter() - started
+    return Figures([np.array(times)], [len(times) / elapsed])
 
 
-def paced(port: int, body: bytes, rate: float, seconds: float) -> np.ndarray:
-    connection = Connection(port, "/v1/deployments/bench/predict", body)
-    interval, times = 1.0 / rate, []
+def paced(port: int, path: str, body: bytes, seconds: float) -> np.ndarray:
+    """Latency of each request sent at a fixed RATE on one connection."""
+    connection = Connection(port, path, body)
+    interval, times = 1.0 / RATE, []
     next_at = time.perf_counter()
     end = next_at + seconds
-    while next_at < end:
-        wait = next_at - time.perf_counter()
-        if wait > 0.0005:
-            time.sleep(wait - 0.0004)  # sleep most of the gap: the server needs the cores
-        while time.perf_counter() < next_at:
-            pass
-        started = time.perf_counter()
-        connection.call()
-        times.append(time.perf_counter() - started)
-        next_at += interval
+    try:
+        while next_at < end:
+            wait = next_at - time.perf_counter()
+            if wait > 0.0005:
+                time.sleep(wait - 0.0004)  # sleep most of the gap: the server needs the cores
+            while time.perf_counter() < next_at:
+                pass
+            started = time.perf_counter()
+            connection.call()
+            times.append(time.perf_counter() - started)
+            next_at += interval
+    finally:
+        connection.close()
     return np.array(times)
 
 
-def throughput(port: int, body: bytes, connections: int, seconds: float) -> float:
-    counts = [0] * connections
+def throughput(port: int, path: str, body: bytes, seconds: float) -> float:
+    """Answers per second with CONNECTIONS connections each sending as soon as answered."""
+    counts = [0] * CONNECTIONS
+    errors: list[BaseException] = []
     stop = time.perf_counter() + seconds
 
     def run(index: int) -> None:
-        connection = Connection(port, "/v1/deployments/bench/predict", body)
-        while time.perf_counter() < stop:
-            connection.call()
-            counts[index] += 1
+        try:
+            connection = Connection(port, path, body)
+            try:
+                while time.perf_counter() < stop:
+                    connection.call()
+                    counts[index] += 1
+            finally:
+                connection.close()
+        except Exception as error:
+            errors.append(error)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(connections)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(CONNECTIONS)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if errors:
+        raise RuntimeError(f"throughput run failed: {errors[0]}")
     return sum(counts) / (time.perf_counter() - started)
+
+
+def measure_kind(folder: Path, fmt: str, instance: dict[str, float], body: bytes,
+                 args: argparse.Namespace) -> dict[str, Figures]:
+    figures = {"direct": direct(folder, fmt, instance, args.direct_seconds),
+               "plain": Figures(), "banditops": Figures()}
+    ports = {"plain": free_port(), "banditops": free_port()}
+    paths = {"plain": PLAIN_PATH, "banditops": BANDITOPS_PATH}
+    with plain_server(folder, fmt, ports["plain"], body), \
+            banditops_server(folder, fmt, ports["banditops"]):
+        for target in ("plain", "banditops"):
+            paced(ports[target], paths[target], body, args.warmup)
+        for round_ in range(args.rounds):
+            order = ("plain", "banditops") if round_ % 2 == 0 else ("banditops", "plain")
+            for target in order:
+                figures[target].latencies.append(
+                    paced(ports[target], paths[target], body, args.seconds))
+            for target in order:
+                figures[target].rates.append(
+                    throughput(ports[target], paths[target], body, args.seconds))
+    return figures
+
+
+# ------------------------------------------------------------------ reporting
+def verdict(ok: bool) -> str:
+    return "[green]met[/green]" if ok else "[bold red]MISSED[/bold red]"
+
+
+def report(console: Console, label: str, figures: dict[str, Figures]) -> list[tuple]:
+    """Print one model kind's table; return its goal rows."""
+    d, p, b = figures["direct"], figures["plain"], figures["banditops"]
+    table = Table(title=f"predict, logistic regression, {label}")
+    table.add_column("target")
+    for column in ("p50 ms", "p99 ms", "p99 - direct ms", "predictions/s"):
+        table.add_column(column, justify="right")
+    table.add_row("(a) model called directly", f"{d.p50:.3f}", f"{d.p99:.3f}", "",
+                  f"{d.rate:,.0f}")
+    for name, f in (("(b) plain FastAPI", p), ("(c) banditops", b)):
+        table.add_row(name, f"{f.p50:.3f}", f"{f.p99:.3f}", f"{f.p99 - d.p99:.3f}",
+                      f"{f.rate:,.0f}")
+    table.add_row("[bold]banditops / plain[/bold]", f"x{b.p50 / p.p50:.2f}",
+                  f"x{b.p99 / p.p99:.2f}", "", f"x{b.rate / p.rate:.2f}")
+    console.print(table)
+    for name, f in (("plain", p), ("banditops", b)):
+        console.print(f"  per round, {name}: p99 "
+                      f"{', '.join(f'{np.percentile(t, 99) * 1e3:.2f}' for t in f.latencies)}"
+                      f" ms; predictions/s {', '.join(f'{r:,.0f}' for r in f.rates)}")
+    console.print()
+    added = b.p99 - d.p99
+    return [(label, f"added p99 over direct <= {P99_GOAL_MS:g} ms", f"{added:.2f} ms",
+             verdict(added <= P99_GOAL_MS)),
+            (label, f"throughput >= {THROUGHPUT_GOAL:,.0f}/s, one worker"
+             + ("" if label.startswith("scikit") else " *"),
+             f"{b.rate:,.0f}/s", verdict(b.rate >= THROUGHPUT_GOAL))]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--seconds", type=float, default=4.0,
+                        help="per measurement window (default 4)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating rounds per server (default 2)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 1 s windows, one round")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    console = Console()
+    args.warmup, args.direct_seconds = 1.0, 2.0
+    if args.quick:
+        args.seconds, args.rounds, args.warmup, args.direct_seconds = 1.0, 1, 0.3, 0.5
+    # SIGTERM unwinds like Ctrl-C, so the servers are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    console = Console(width=max(Console().width, 100))
     instance = {f: float(v) for f, v in zip(FEATURES, np.linspace(-1, 1, len(FEATURES)),
                                               strict=True)}
     body = json.dumps({"features": instance}).encode()
-    for fmt, label in (("skops", "scikit-learn (skops)"), ("onnx", "ONNX export")):
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            process, port = start_server(folder, fmt)
-            try:
-                paced(port, body, 500, 1.0)  # warm up
-                http = paced(port, body, 500, args.seconds)
-                direct = direct_latencies(folder, fmt, instance, len(http))
-                rps = throughput(port, body, 4, args.seconds)
-            finally:
-                process.terminate()
-                process.wait()
-        report(console, f"logistic regression, {label}", http, direct, rps)
-
-
-def report(console: Console, label: str, http: np.ndarray, direct: np.ndarray,
-           rps: float) -> None:
-    p = {name: (np.percentile(values, 50) * 1e3, np.percentile(values, 99) * 1e3)
-         for name, values in (("http", http), ("direct", direct))}
-    added = (p["http"][0] - p["direct"][0], p["http"][1] - p["direct"][1])
-    table = Table(title=f"predict, {label}: HTTP through banditops vs the model called "
-                        "directly")
-    for column in ("measure", "p50 ms", "p99 ms"):
-        table.add_column(column, justify="right" if column != "measure" else "left")
-    table.add_row("over HTTP at 500 req/s", f"{p['http'][0]:.3f}", f"{p['http'][1]:.3f}")
-    table.add_row("model called directly", f"{p['direct'][0]:.3f}", f"{p['direct'][1]:.3f}")
-    table.add_row("[bold]added by the router[/bold]", f"{added[0]:.3f}", f"{added[1]:.3f}")
+    goals, results = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_artifacts(folder)
+        for fmt, label in KINDS:
+            figures = measure_kind(folder, fmt, instance, body, args)
+            goals += report(console, label, figures)
+            results[fmt] = {name: f.summary() for name, f in figures.items()}
+    table = Table(title=f"goals (paced {RATE:,.0f} req/s; {CONNECTIONS} busy connections)")
+    for column in ("model", "goal", "measured", ""):
+        table.add_column(column)
+    for row in goals:
+        table.add_row(*row)
     console.print(table)
-    console.print(f"latency ratio http/direct: p50 x{p['http'][0] / p['direct'][0]:.1f}, "
-                  f"p99 x{p['http'][1] / p['direct'][1]:.1f}")
-    console.print(f"added p99 {added[1]:.2f} ms (goal <= 2 ms): "
-                  f"{'met' if added[1] <= 2 else 'MISSED'}")
-    console.print(f"throughput, 4 connections, one worker: {rps:,.0f} predictions/s "
-                  f"(goal >= 2,000: {'met' if rps >= 2000 else 'MISSED'}); the model alone "
-                  f"would allow {1 / np.median(direct):,.0f}/s\n")
+    console.print("* the throughput goal is set for the scikit-learn model; shown for reference")
+    if args.json:
+        args.json.write_text(json.dumps({"seconds": args.seconds, "rounds": args.rounds,
+                                         "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -14,9 +15,11 @@ from banditops.errors import (
     DuplicateArmError,
     DuplicateFeedbackError,
     ExpiredDecisionError,
+    InvalidLabelError,
     InvalidParameterError,
     InvalidRewardError,
     ModelError,
+    StateConflictError,
     UnknownArmError,
     UnknownDecisionError,
 )
@@ -170,14 +173,16 @@ def test_version_management_errors():
     deployment.register("v1", Constant(1))
     with pytest.raises(DuplicateArmError, match="registered already"):
         deployment.register("v1", Constant(1))
-    with pytest.raises(InvalidParameterError, match="last live version"):
+    with pytest.raises(StateConflictError, match="last live version"):
         deployment.rollback("v1")
     with pytest.raises(UnknownArmError, match="unknown version 'v9'"):
         deployment.rollback("v9")
     deployment.register("v2", Constant(0))
     deployment.rollback("v2", "looked wrong")
-    with pytest.raises(InvalidParameterError, match="not live"):
+    with pytest.raises(StateConflictError, match="not live"):
         deployment.rollback("v2")
+    with pytest.raises(StateConflictError, match="only rolled-back or quarantined"):
+        deployment.reinstate("v1")
     deployment.reinstate("v2")
     assert deployment.live_versions == ["v1", "v2"]
     deployment.retire("v2")
@@ -249,8 +254,9 @@ def test_learning_state_round_trips_and_refuses_another_configuration():
     second = make(ThompsonSampling(seed=99))
     second.restore_learning(state)
     assert second.policy.state() == first.policy.state()  # statistics and RNG
-    assert [(r.name, r.status, r.feedbacks, r.reward_mean) for r in second.versions()] == \
-        [(r.name, r.status, r.feedbacks, r.reward_mean) for r in first.versions()]
+    assert [(r.name, r.status, r.learned, r.learned_reward_sum) for r in second.versions()] == \
+        [(r.name, r.status, r.learned, r.learned_reward_sum) for r in first.versions()]
+    assert sum(r.learned for r in second.versions()) == 300
     assert [second.predict(0).version for _ in range(50)] == \
         [first.predict(0).version for _ in range(50)]
     with pytest.raises(InvalidStateError, match="this deployment runs"):
@@ -259,3 +265,78 @@ def test_learning_state_round_trips_and_refuses_another_configuration():
         other = Deployment(ThompsonSampling(), "accuracy", Guardrail(min_samples=21))
         other.register("right", Constant(1))
         other.restore_learning(state)
+
+
+def test_batch_routes_like_single_predictions_with_one_model_call_per_version():
+    def make():
+        d = Deployment(EpsilonGreedy(epsilon=0.5, seed=4))
+        d.register("zero", Constant(0))
+        d.register("one", Constant(1))
+        return d
+
+    single, batch = make(), make()
+    one_by_one = [single.predict([i]) for i in range(200)]
+    together = batch.predict_batch([[i] for i in range(200)])
+    assert [(d.version, d.prediction, d.propensity) for d in together] == \
+        [(d.version, d.prediction, d.propensity) for d in one_by_one]
+    assert batch.model("zero").calls == 1 and batch.model("one").calls == 1
+    assert single.model("zero").calls + single.model("one").calls == 200
+    assert {r.name: r.decisions for r in batch.versions()} == \
+        {r.name: r.decisions for r in single.versions()}
+
+
+def test_batch_serves_around_a_broken_version_and_reports_rows_nobody_can_serve():
+    class Picky:
+        """Fails on negative inputs only: the input is at fault, not the model."""
+
+        def predict(self, rows):
+            if any(row[0] < 0 for row in rows):
+                raise ValueError("negative input")
+            return [1] * len(rows)
+
+    deployment = Deployment(EpsilonGreedy(epsilon=1.0, seed=5))
+    deployment.register("picky", Picky())
+    deployment.register("broken", Broken())
+    results = deployment.predict_batch([[1], [-1], [2], [3]], errors="return")
+    assert [type(r).__name__ for r in results] == ["Decision", "ModelError", "Decision",
+                                                   "Decision"]
+    assert {r.version for r in results if not isinstance(r, ModelError)} == {"picky"}
+    assert deployment.status("broken") == "quarantined"
+    with pytest.raises(ModelError, match="every live version failed"):
+        deployment.predict_batch([[-5]])
+
+
+def test_feedback_many_counts_each_decision_once_and_wrong_labels_leave_it_open():
+    deployment = Deployment(Latest(), labels=[0, 1])
+    deployment.register("v1", Constant(1))
+    a, b = deployment.predict([0]), deployment.predict([0])
+    results = deployment.feedback_many([(a.id, 1), (a.id, 1), (b.id, "1"), ("nope", 0)])
+    assert results[0] == ("v1", 1.0)
+    assert isinstance(results[1], DuplicateFeedbackError)
+    assert isinstance(results[2], InvalidLabelError)  # "1" is not 1
+    assert isinstance(results[3], UnknownDecisionError)
+    assert deployment.feedback(b.id, 0) == 0.0  # the wrong label left it open
+    (report,) = deployment.versions()
+    assert report.feedbacks == 2 and report.learned == 2
+
+
+def test_feedback_with_another_owner_is_refused_as_unknown():
+    deployment = Deployment(Latest())
+    deployment.register("v1", Constant(1))
+    mine = deployment.predict([0], owner="alice")
+    with pytest.raises(UnknownDecisionError):
+        deployment.feedback(mine.id, 1, owner="mallory")
+    with pytest.raises(UnknownDecisionError):
+        deployment.feedback(mine.id, 1)
+    assert deployment.feedback(mine.id, 1, owner="alice") == 1.0
+
+
+def test_decision_ids_are_128_random_bits():
+    deployment = Deployment(Latest())
+    deployment.register("v1", Constant(1))
+    ids = [deployment.predict([0]).id for _ in range(2000)]
+    assert len(set(ids)) == 2000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    # No shared prefix or counter: consecutive ids differ in about half their 128 bits.
+    distances = [bin(int(a, 16) ^ int(b, 16)).count("1") for a, b in itertools.pairwise(ids)]
+    assert 56 < sum(distances) / len(distances) < 72

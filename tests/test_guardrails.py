@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import json
 import math
 import random
 
@@ -9,7 +12,7 @@ import pytest
 from scipy.stats import ttest_ind_from_stats
 
 from banditops.errors import InvalidParameterError
-from banditops.guardrails import Guardrail
+from banditops.guardrails import Guardrail, GuardrailParams
 
 
 def feed(guardrail: Guardrail, means: dict[str, float], rounds: int, seed: int = 0,
@@ -78,14 +81,14 @@ def test_window_catches_degradation_after_a_long_good_run():
 
 
 def test_welch_p_value_matches_scipy():
-    guardrail = Guardrail(min_samples=30, check_every=10**9, margin=0.05)
+    # confidence just above 0.5: report everything below the best
+    guardrail = Guardrail(min_samples=30, check_every=10**9, margin=0.05, confidence=0.5000001)
     rng = random.Random(5)
     values = {"x": [rng.betavariate(5, 3) for _ in range(80)],
               "y": [rng.betavariate(3, 3) for _ in range(60)]}
     for name, rewards in values.items():
         for reward in rewards:
             guardrail.observe(name, reward, ["x", "y"])
-    guardrail.confidence = 0.5000001  # report everything below the best
     (verdict,) = guardrail.check(["x", "y"])
 
     def stats(v):
@@ -110,3 +113,54 @@ def test_state_round_trip_and_parameter_errors():
                             ({"margin": float("nan")}, "margin")]:
         with pytest.raises(InvalidParameterError, match=message):
             Guardrail(**params)
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"confidence": 0.5}, "^confidence must be in"), ({"confidence": 1.0}, "^confidence"),
+    ({"confidence": "high"}, "^confidence must be a number"),
+    ({"min_samples": 0}, "^min_samples must be a positive integer"),
+    ({"min_samples": 1}, "^min_samples must be at least 2"),
+    ({"min_samples": 20.5}, "^min_samples"), ({"min_samples": True}, "^min_samples"),
+    ({"margin": -0.1}, "^margin"), ({"margin": float("inf")}, "^margin"),
+    ({"method": "vibes"}, "^method must be one of"), ({"method": None}, "^method"),
+    ({"window": 0}, "^window must be"), ({"window": 150}, r"^window \(150\) must be at least"),
+    ({"check_every": 0}, "^check_every"), ({"check_every": "10"}, "^check_every"),
+])
+def test_guardrail_params_reject_bad_values_naming_the_field(params, message):
+    with pytest.raises(InvalidParameterError, match=message):
+        GuardrailParams(**params)
+    with pytest.raises(InvalidParameterError, match=message):
+        Guardrail(**params)
+
+
+def test_guardrail_params_are_the_one_source_of_defaults_and_values():
+    defaults = GuardrailParams()
+    assert defaults == GuardrailParams(confidence=0.99, min_samples=200, margin=0.05,
+                                       method="welch", window=1000, check_every=10)
+    signature = inspect.signature(Guardrail.__init__).parameters
+    for field in dataclasses.fields(GuardrailParams):
+        assert signature[field.name].default == getattr(defaults, field.name), field.name
+    guardrail = Guardrail(confidence=0.95, min_samples=30, margin=0, method="bayes",
+                          window=None, check_every=3)
+    assert guardrail.p == GuardrailParams(0.95, 30, 0.0, "bayes", None, 3)
+    assert guardrail.params() == dataclasses.asdict(guardrail.p)
+    assert json.loads(json.dumps(guardrail.params())) == guardrail.params()
+    assert (guardrail.margin, guardrail.window, guardrail.method) == (0.0, None, "bayes")
+    with pytest.raises(AttributeError):
+        guardrail.confidence = 0.5  # type: ignore[misc]  (read-only: p is the one source)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        guardrail.p.confidence = 0.5  # type: ignore[misc]
+
+
+def test_from_params_and_state_give_the_same_guardrail():
+    params = GuardrailParams(min_samples=20, window=50, check_every=3, method="bayes")
+    guardrail = Guardrail.from_params(params)
+    assert guardrail.p == params
+    feed(guardrail, {"a": 0.9, "b": 0.85}, 40)
+    restored = Guardrail.from_state(json.loads(json.dumps(guardrail.state())))
+    assert restored.p == params
+    verdicts = feed(restored, {"a": 0.9, "b": 0.1}, 60, seed=2)
+    assert [v.version for v in verdicts] == ["b"]
+    assert verdicts == feed(guardrail, {"a": 0.9, "b": 0.1}, 60, seed=2)
+    with pytest.raises(InvalidParameterError, match="needs GuardrailParams"):
+        Guardrail.from_params({"min_samples": 20})  # type: ignore[arg-type]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import random
 from collections import Counter
@@ -29,6 +31,10 @@ from banditops.policies import (
     ThompsonSampling,
     ValidationChampion,
     make_policy,
+    parse_policy_params,
+    policy_class,
+    policy_names,
+    policy_params_class,
 )
 
 FACTORIES: dict[str, Callable[[int], Policy]] = {
@@ -170,6 +176,88 @@ def test_clear_errors(factory):
 def test_invalid_parameters_are_rejected(key, params, message):
     with pytest.raises(InvalidParameterError, match=message):
         make_policy(key, **params)
+
+
+# ------------------------------------------------------------- parameters
+# One bad value per field of every policy's Params; the message must name the field.
+BAD_VALUES = {
+    "epsilon": [-0.1, 1.5, "x", True, float("nan")], "decay": [0.0, 1.5, "x"],
+    "prior_weight": [-1, float("inf"), "x", None], "cold_start_retry": [0, 2.5, True, None],
+    "c": [-1, 1e7, "big"], "window": [0, -3, 10.5, None], "gamma": [0.0, 1.01, None],
+    "sigma2": [0.0, -1, None], "propensity_samples": [0, 1.5], "propensity_refresh": [0, "1"],
+    "min_samples": [0, 2.5, True], "alpha": [0.0, 1.0], "split": [0, 1], "test": ["chi2", None],
+}
+
+
+@pytest.mark.parametrize("key", policy_names())
+def test_each_params_rejects_bad_values_naming_the_field(key):
+    params_class = policy_params_class(key)
+    fields = [f.name for f in dataclasses.fields(params_class)]
+    assert set(fields) <= set(BAD_VALUES), f"add bad values for {set(fields) - set(BAD_VALUES)}"
+    for name in fields:
+        for bad in BAD_VALUES[name]:
+            with pytest.raises(InvalidParameterError, match=rf"^{name} must"):
+                params_class(**{name: bad})
+            with pytest.raises(InvalidParameterError, match=name):
+                make_policy(key, **{name: bad})
+
+
+@pytest.mark.parametrize("key", policy_names())
+def test_params_are_frozen_and_the_constructor_defaults_are_the_params_defaults(key):
+    cls, params_class = policy_class(key), policy_params_class(key)
+    assert cls.Params is params_class
+    defaults = params_class()
+    signature = inspect.signature(cls.__init__).parameters
+    for field in dataclasses.fields(params_class):
+        assert signature[field.name].default == getattr(defaults, field.name), field.name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(defaults, field.name, getattr(defaults, field.name))
+    assert cls().params() == dataclasses.asdict(defaults)
+    assert cls().p == defaults
+
+
+def test_params_are_normalised_and_json_safe():
+    policy = EpsilonGreedy(epsilon=1, decay=1, prior_weight=2, cold_start_retry=7, seed=3)
+    assert policy.params() == {"epsilon": 1.0, "decay": 1.0, "prior_weight": 2.0,
+                               "cold_start_retry": 7}
+    assert all(type(v) is float for k, v in policy.params().items() if k != "cold_start_retry")
+    assert json.loads(json.dumps(policy.params())) == policy.params()
+    assert policy.epsilon == 1.0 and policy.p.epsilon == 1.0  # read as attributes, from p
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.p.epsilon = 0.5  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        policy.nonsense  # noqa: B018
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_params_round_trip_through_make_policy_and_state(name):
+    policy = FACTORIES[name](7)
+    rebuilt = make_policy(policy.key, **policy.params(), seed=7)
+    assert type(rebuilt) is type(policy) and rebuilt.p == policy.p
+    assert type(policy).from_params(policy.p, seed=7).params() == policy.params()
+    state = json.loads(json.dumps(policy.state()))
+    assert state["params"] == policy.params()
+    assert Policy.from_state(state).p == policy.p
+
+
+def test_parse_policy_params_names_unknown_fields_and_refuses_other_params():
+    assert parse_policy_params("ucb1", {"c": 1}) == UCB1(c=1).p
+    with pytest.raises(InvalidParameterError, match=r"unknown parameter 'epsilon'.*known: c, "):
+        parse_policy_params("ucb1", {"epsilon": 0.1})
+    with pytest.raises(InvalidParameterError, match="unknown parameter 'seed'"):
+        parse_policy_params("ucb1", {"seed": 1})  # the seed is not a parameter
+    with pytest.raises(InvalidParameterError, match="unknown policy"):
+        parse_policy_params("nope", {})
+    with pytest.raises(InvalidParameterError, match="needs UCB1Params"):
+        UCB1.from_params(EpsilonGreedy().p)
+
+
+def test_a_state_with_bad_params_is_refused():
+    state = with_arms(EpsilonGreedy(seed=1)).state()
+    with pytest.raises(InvalidStateError, match="epsilon must be"):
+        Policy.from_state({**state, "params": {**state["params"], "epsilon": 3}})
+    with pytest.raises(InvalidStateError, match="unknown parameter 'colour'"):
+        Policy.from_state({**state, "params": {**state["params"], "colour": 3}})
 
 
 def test_from_state_rejects_bad_states():

@@ -7,19 +7,24 @@ by a policy (:mod:`banditops.policies`), turns delayed ground truth into a rewar
 
 from banditops.deployment import Decision, Deployment, Event, Status, VersionReport
 from banditops.errors import BanditOpsError
-from banditops.guardrails import Guardrail, Rollback
-from banditops.rewards import accuracy, cost_matrix
+from banditops.guardrails import Guardrail, GuardrailParams, Rollback
+from banditops.rewards import accuracy, check_label, cost_matrix
+from banditops.store import DecisionLog, MemoryLog
 
 __all__ = [
     "BanditOpsError",
     "Decision",
+    "DecisionLog",
     "Deployment",
     "Event",
     "Guardrail",
+    "GuardrailParams",
+    "MemoryLog",
     "Rollback",
     "Status",
     "VersionReport",
     "accuracy",
+    "check_label",
     "cost_matrix",
 ]
 

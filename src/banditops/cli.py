@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from banditops.errors import BanditOpsError
 
@@ -19,7 +20,9 @@ DataDir = Annotated[Path | None, typer.Option(
 
 
 def fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/bold red] {error}")
+    """One line (never wrapped, no markup taken from the message), exit code 2."""
+    message = " ".join(str(error).split())  # a database error's text spans lines
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -94,36 +97,82 @@ def serve(
         help="Database URL, overriding the config (default sqlite:///banditops.db).")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Run the HTTP service (FastAPI under uvicorn); OpenAPI docs at /docs."""
+    """Run the HTTP service (FastAPI under uvicorn); OpenAPI docs at /docs.
+
+    The port is bound and the database and models are loaded before serving, so a
+    mistake (config, keys, database, busy port) is one `error:` line and exit code 2."""
+    import logging
+
     import uvicorn
+    from pydantic import ValidationError
 
     from banditops.service.app import create_app
-    from banditops.service.config import load_config
-    from banditops.service.demo_config import demo_config
+    from banditops.service.config import describe_errors
 
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sock = None
     try:
-        if config is not None:
-            settings = load_config(config)
-            if db:
-                settings.database = db
-            if not settings.api_keys:
-                raise BanditOpsError(f"{config}: no api_keys configured; nobody could call "
-                                     "the service")
-        else:
-            database = db or "sqlite:///banditops.db"
-            console.print("No --config: starting the demo deployment 'adult' "
-                          "(two versions trained on census data).")
-            settings, keys = demo_config(data_dir, database, Path("banditops-models"))
-            console.print(f"client key: {keys['client']}\nadmin key:  {keys['admin']}")
+        settings = _serve_config(config, db, data_dir)
         application = create_app(settings)
-    except BanditOpsError as error:
-        fail(error)
+        sock = _listen(host, port)
+        application.state.workers.startup()
+    except (BanditOpsError, ValidationError) as error:
+        if sock is not None:
+            sock.close()
+        fail(error if isinstance(error, BanditOpsError)
+             else BanditOpsError(f"invalid configuration: {describe_errors(error.errors())}"))
     console.print(f"banditops serving on http://{host}:{port} (docs at /docs), "
-                  f"database {application.state.store.safe_url}")
+                  f"database {application.state.store.safe_url}", soft_wrap=True)
     import gc
 
     gc.freeze()  # the models and app are long-lived: keep them out of GC pauses
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    from banditops.service.asgi import header_timeout_protocol
+
+    server = uvicorn.Server(uvicorn.Config(
+        application, log_level="warning", access_log=False, lifespan="on",
+        http=header_timeout_protocol(settings.body_timeout_seconds),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_seconds))  # type: ignore[arg-type]
+    server.run(sockets=[sock])
+
+
+def _serve_config(config: Path | None, db: str | None, data_dir: Path | None):
+    from banditops.service.config import load_config
+
+    if config is not None:
+        settings = load_config(config)
+        if db:
+            settings.database = db
+        if not settings.api_keys:
+            raise BanditOpsError(f"{config}: no api_keys configured; nobody could call "
+                                 "the service")
+        return settings
+    from banditops.demo_config import demo_config
+
+    console.print("No --config: starting the demo deployment 'adult' "
+                  "(two versions trained on census data).")
+    settings, keys = demo_config(data_dir, db or "sqlite:///banditops.db",
+                                 Path("banditops-models"))
+    console.print(f"client key: {keys['client']}\nadmin key:  {keys['admin']}", soft_wrap=True,
+                  markup=False)
+    return settings
+
+
+def _listen(host: str, port: int):
+    """A bound socket for uvicorn: a busy port is a clear error before anything starts."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise BanditOpsError(f"cannot listen on {host}:{port}: "
+                             f"{error.strerror or error}") from None
+    return sock
 
 
 @app.callback()

@@ -27,7 +27,13 @@ class ServiceError(BanditOpsError):
 
 
 class Client:
-    def __init__(self, url: str, api_key: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, api_key: str, *, timeout: float = 10.0,
+                 max_batch: int = 256) -> None:
+        """``max_batch``: the server's ``max_batch``; longer lists are sent in several
+        requests."""
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.max_batch = max_batch
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout,
                                   headers={"Authorization": f"Bearer {api_key}"})
 
@@ -60,8 +66,12 @@ class Client:
 
     def predict_many(self, deployment: str, instances: list[dict[str, Any]]
                      ) -> list[dict[str, Any]]:
-        return self._call("POST", f"/v1/deployments/{deployment}/predict",
-                          json={"instances": instances})["decisions"]
+        """One decision per instance, in order (several requests past ``max_batch``)."""
+        decisions: list[dict[str, Any]] = []
+        for batch in self._batches(instances):
+            decisions += self._call("POST", f"/v1/deployments/{deployment}/predict",
+                                    json={"instances": batch})["decisions"]
+        return decisions
 
     def feedback(self, deployment: str, decision_id: str, label: Any) -> dict[str, Any]:
         """Record ground truth; raises ServiceError 409 if it was already recorded."""
@@ -70,13 +80,46 @@ class Client:
 
     def feedback_many(self, deployment: str, items: list[tuple[str, Any]]
                       ) -> list[dict[str, Any]]:
-        body = [{"decision_id": d, "label": label} for d, label in items]
-        return self._call("POST", f"/v1/deployments/{deployment}/feedback",
-                          json=body)["results"]
+        """One result per item, each with its own status (several requests past
+        ``max_batch``)."""
+        results: list[dict[str, Any]] = []
+        for batch in self._batches(items):
+            body = [{"decision_id": d, "label": label} for d, label in batch]
+            results += self._call("POST", f"/v1/deployments/{deployment}/feedback",
+                                  json=body)["results"]
+        return results
+
+    def _batches(self, items: list[Any]) -> list[list[Any]]:
+        return [items[i:i + self.max_batch] for i in range(0, len(items), self.max_batch)]
 
     def deployment(self, deployment: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/deployments/{deployment}")
 
-    def events(self, deployment: str, since: int = 0) -> list[dict[str, Any]]:
+    def events(self, deployment: str, since: int = 0, limit: int = 100
+               ) -> list[dict[str, Any]]:
         return self._call("GET", f"/v1/deployments/{deployment}/events",
-                          params={"since": since})["events"]
+                          params={"since": since, "limit": limit})["events"]
+
+    # ------------------------------------------------------- admin (admin key)
+    def register(self, deployment: str, version: str, artifact: str,
+                 validation_score: float | None = None) -> dict[str, Any]:
+        """A new live version from an artifact in the server's artifact folders."""
+        body: dict[str, Any] = {"name": version, "artifact": artifact}
+        if validation_score is not None:
+            body["validation_score"] = validation_score
+        return self._call("POST", f"/v1/deployments/{deployment}/versions", json=body)
+
+    def rollback(self, deployment: str, version: str, reason: str = "manual rollback"
+                 ) -> dict[str, Any]:
+        return self._call("POST", f"/v1/deployments/{deployment}/versions/{version}/rollback",
+                          json={"reason": reason})
+
+    def reinstate(self, deployment: str, version: str,
+                  reason: str = "reinstated through the API") -> dict[str, Any]:
+        """Put a rolled-back or quarantined version live again."""
+        return self._call("POST",
+                          f"/v1/deployments/{deployment}/versions/{version}/reinstate",
+                          json={"reason": reason})
+
+    def retire(self, deployment: str, version: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/deployments/{deployment}/versions/{version}")

@@ -17,6 +17,9 @@ Repeated checks are still sequential tests, and the best is picked after looking
 curse): ``confidence`` stays high (default 0.99) and ``margin`` (default 0.05) keeps
 near-equal versions out of the guardrail's hands: the policy routes around a slightly worse
 version anyway; the guardrail is for clearly bad ones.
+
+The parameters are one frozen, validated :class:`GuardrailParams`; the service's config
+section derives its defaults from it.
 """
 
 from __future__ import annotations
@@ -24,15 +27,53 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from scipy.special import ndtr, stdtr
 
 from banditops.errors import InvalidParameterError
-from banditops.policies.base import check_number, check_window
+from banditops.policies.base import check_number, check_window, set_checked
 
 METHODS = ("welch", "bayes")
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailParams:
+    """The guardrail's parameters (documented in :class:`Guardrail`), validated on creation.
+
+    >>> GuardrailParams(min_samples=2000)
+    Traceback (most recent call last):
+    ...
+    banditops.errors.InvalidParameterError: window (1000) must be at least min_samples (2000)
+    """
+
+    confidence: float = 0.99
+    min_samples: int = 200
+    margin: float = 0.05
+    method: str = "welch"
+    window: int | None = 1000
+    check_every: int = 10
+
+    def __post_init__(self) -> None:
+        set_checked(self, "confidence", check_number(
+            "confidence", self.confidence, low=0.5, high=1.0, low_open=True, high_open=True))
+        check_window("min_samples", self.min_samples)
+        if self.min_samples < 2:
+            raise InvalidParameterError(
+                f"min_samples must be at least 2 (a variance needs two), got {self.min_samples}")
+        set_checked(self, "margin", check_number("margin", self.margin, low=0.0, high=1.0))
+        if self.method not in METHODS:
+            raise InvalidParameterError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.window is not None:
+            check_window("window", self.window)
+            if self.window < self.min_samples:
+                raise InvalidParameterError(
+                    f"window ({self.window}) must be at least min_samples ({self.min_samples})")
+        check_window("check_every", self.check_every)
+
+
+_DEFAULTS = GuardrailParams()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,39 +147,59 @@ class Guardrail:
     (50, 'bad')
     """
 
-    def __init__(self, confidence: float = 0.99, min_samples: int = 200, margin: float = 0.05,
-                 method: str = "welch", window: int | None = 1000, check_every: int = 10) -> None:
-        self.confidence = check_number("confidence", confidence, low=0.5, high=1.0,
-                                       low_open=True, high_open=True)
-        self.min_samples = check_window("min_samples", min_samples)
-        if self.min_samples < 2:
-            raise InvalidParameterError("min_samples must be at least 2 (a variance needs two)")
-        self.margin = check_number("margin", margin, low=0.0, high=1.0)
-        if method not in METHODS:
-            raise InvalidParameterError(f"method must be one of {METHODS}, got {method!r}")
-        self.method = method
-        self.window = None if window is None else check_window("window", window)
-        if self.window is not None and self.window < self.min_samples:
-            raise InvalidParameterError(
-                f"window ({self.window}) must be at least min_samples ({self.min_samples})"
-            )
-        self.check_every = check_window("check_every", check_every)
+    def __init__(self, confidence: float = _DEFAULTS.confidence,
+                 min_samples: int = _DEFAULTS.min_samples, margin: float = _DEFAULTS.margin,
+                 method: str = _DEFAULTS.method, window: int | None = _DEFAULTS.window,
+                 check_every: int = _DEFAULTS.check_every) -> None:
+        self.p = GuardrailParams(confidence, min_samples, margin, method, window, check_every)
         self._windows: dict[str, _Window] = {}
         self._since_check = 0
 
+    @classmethod
+    def from_params(cls, params: GuardrailParams) -> Guardrail:
+        """A guardrail with these (already validated) parameters."""
+        if not isinstance(params, GuardrailParams):
+            raise InvalidParameterError(
+                f"Guardrail.from_params needs GuardrailParams, got {type(params).__name__}")
+        return cls(**asdict(params))
+
+    # Read-only views of the parameters: ``self.p`` is the one source.
+    @property
+    def confidence(self) -> float:
+        return self.p.confidence
+
+    @property
+    def min_samples(self) -> int:
+        return self.p.min_samples
+
+    @property
+    def margin(self) -> float:
+        return self.p.margin
+
+    @property
+    def method(self) -> str:
+        return self.p.method
+
+    @property
+    def window(self) -> int | None:
+        return self.p.window
+
+    @property
+    def check_every(self) -> int:
+        return self.p.check_every
+
     def params(self) -> dict[str, Any]:
-        return {"confidence": self.confidence, "min_samples": self.min_samples,
-                "margin": self.margin, "method": self.method, "window": self.window,
-                "check_every": self.check_every}
+        """The parameters as plain, JSON-safe data."""
+        return asdict(self.p)
 
     def observe(self, version: str, reward: float, live: Iterable[str]) -> list[Rollback]:
         """Record a (validated) reward; every ``check_every`` calls, check the live versions."""
         window = self._windows.get(version)
         if window is None:
-            window = self._windows[version] = _Window(self.window)
+            window = self._windows[version] = _Window(self.p.window)
         window.add(reward)
         self._since_check += 1
-        if self._since_check < self.check_every:
+        if self._since_check < self.p.check_every:
             return []
         self._since_check = 0
         return self.check(live)
@@ -212,7 +273,7 @@ class Guardrail:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Guardrail:
-        guardrail = cls(**state["params"])
+        guardrail = cls.from_params(GuardrailParams(**state["params"]))
         guardrail._since_check = int(state["since_check"])
         for name, rewards in state["windows"].items():
             window = guardrail._windows[name] = _Window(guardrail.window)

@@ -5,21 +5,102 @@ A reward function is any callable ``(label, prediction) -> float``. Two are buil
 (the study's kind of reward for fraud, where a missed fraud costs far more than a false
 alarm). Whatever the function, :func:`validate_reward` is applied to its result, so a
 reward outside [0, 1] or NaN is an error, never a silent 0.
+
+Labels are checked, never read by truthiness: :func:`check_label` accepts a JSON scalar
+(and, given the deployment's classes, only one of them), and a cost matrix knows its two
+classes and refuses anything else. Classes are compared type-aware: JSON ``true``, ``1`` and
+``"1"`` are three different labels (numpy integers count as ints; a bool is not an int here).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from banditops.errors import InvalidParameterError, InvalidRewardError
+from banditops.errors import InvalidLabelError, InvalidParameterError, InvalidRewardError
 
 RewardFunction = Callable[[Any, Any], float]
+Label = str | int | float | bool
+MAX_LABEL_CHARS = 256
+_INT_LIMIT = 2**63
+
+
+def _class_key(value: object) -> tuple[type, Any] | None:
+    """``(kind, value)`` under which labels compare type-aware; None for a non-label.
+
+    bool (Python or numpy) -> bool, integers (Python or numpy) -> int, str -> str,
+    finite floats -> float. ``1``, ``True``, ``1.0`` and ``"1"`` get four different keys.
+    """
+    if isinstance(value, bool | np.bool_):
+        return bool, bool(value)
+    if isinstance(value, int | np.integer):
+        return int, int(value)
+    if isinstance(value, str):
+        return str, str(value)
+    if isinstance(value, float | np.floating) and math.isfinite(value):
+        return float, float(value)
+    return None
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+class LabelSet(tuple):
+    """Declared classes with their type-aware keys computed once (a deployment checks every
+    label against them)."""
+
+    keys: frozenset[tuple[type, Any]]
+
+    def __new__(cls, labels: Sequence[Label]) -> LabelSet:
+        self = super().__new__(cls, tuple(labels))
+        keys = [_class_key(c) for c in self]
+        if any(k is None for k in keys):
+            raise InvalidParameterError(f"labels must be JSON scalars, got {list(self)!r}")
+        self.keys = frozenset(keys)  # type: ignore[arg-type]
+        return self
+
+
+def check_label(label: object, classes: Sequence[Label] | None = None) -> Label:
+    """Return ``label`` as a plain Python scalar, or raise :class:`InvalidLabelError`.
+
+    A label is a JSON scalar: a str of at most 256 characters without NUL, an int within
+    +-2**63, a finite float, or a bool. With ``classes`` (the deployment's declared labels)
+    it must also be one of them, compared type-aware.
+
+    >>> check_label(">50K", ["<=50K", ">50K"])
+    '>50K'
+    >>> check_label("1", [0, 1])
+    Traceback (most recent call last):
+    ...
+    banditops.errors.InvalidLabelError: label '1' (str) is not one of the known classes [0, 1]
+    >>> check_label([1])
+    Traceback (most recent call last):
+    ...
+    banditops.errors.InvalidLabelError: label [1] (list) is not a JSON scalar (str, int, finite float or bool)
+    """  # noqa: E501
+    key = _class_key(label)
+    if key is None:
+        raise InvalidLabelError(f"label {_describe(label)} is not a JSON scalar "
+                                "(str, int, finite float or bool)")
+    kind, value = key
+    if kind is str and (len(value) > MAX_LABEL_CHARS or "\x00" in value):
+        raise InvalidLabelError(f"label {_describe(label)} must be a string of at most "
+                                f"{MAX_LABEL_CHARS} characters without NUL")
+    if kind is int and not -_INT_LIMIT <= value < _INT_LIMIT:
+        raise InvalidLabelError(f"label {_describe(label)} is outside the 64-bit integer range")
+    if classes is not None and key not in (
+            classes.keys if isinstance(classes, LabelSet) else {_class_key(c) for c in classes}):
+        raise InvalidLabelError(
+            f"label {_describe(label)} is not one of the known classes {list(classes)!r}")
+    return value  # type: ignore[no-any-return]
 
 
 def validate_reward(reward: object) -> float:
@@ -55,17 +136,34 @@ def accuracy(label: Any, prediction: Any) -> float:
 
 @dataclass(frozen=True, slots=True)
 class CostMatrix:
-    """Reward of each confusion-matrix cell for a binary task (positive class = 1/True).
+    """Reward of each confusion-matrix cell for a binary task with two named classes.
 
-    Built by :func:`cost_matrix`; callable as a reward function.
+    Built by :func:`cost_matrix`; callable as a reward function. A label or prediction that
+    is neither ``positive`` nor ``negative`` (compared type-aware) raises
+    :class:`InvalidLabelError`.
     """
 
     tp: float
     fp: float
     fn: float
     tn: float
+    positive: Label = 1
+    negative: Label = 0
+    _classes: dict[Any, bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        try:
+            positive, negative = check_label(self.positive), check_label(self.negative)
+        except InvalidLabelError as error:
+            raise InvalidLabelError(f"cost_matrix classes: {error}") from None
+        if _class_key(positive) == _class_key(negative):
+            raise InvalidParameterError(
+                f"cost_matrix positive and negative must differ, both are {positive!r}")
+        object.__setattr__(self, "positive", positive)
+        object.__setattr__(self, "negative", negative)
+        # (type, value) -> is it the positive class; a dict lookup keeps the hot path fast.
+        object.__setattr__(self, "_classes",
+                           {_class_key(positive): True, _class_key(negative): False})
         for cell in ("tp", "fp", "fn", "tn"):
             value = getattr(self, cell)
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -76,19 +174,50 @@ class CostMatrix:
                     "express costs as rewards, e.g. reward = 1 - cost / max_cost"
                 )
 
+    @property
+    def classes(self) -> tuple[Label, Label]:
+        """``(negative, positive)``: the only labels and predictions this matrix knows."""
+        return self.negative, self.positive
+
+    def _is_positive(self, value: Any, what: str) -> bool:
+        try:  # exact Python types (int, str, bool) are found at once
+            return self._classes[(type(value), value)]
+        except (KeyError, TypeError):  # numpy scalars, subclasses, unhashable or unknown
+            key = _class_key(value)
+            if key is not None and key in self._classes:
+                return self._classes[key]
+        raise InvalidLabelError(f"{what} {_describe(value)} is not one of the known classes "
+                                f"{list(self.classes)!r}")
+
     def __call__(self, label: Any, prediction: Any) -> float:
-        if label:
-            return self.tp if prediction else self.fn
-        return self.fp if prediction else self.tn
+        if self._is_positive(label, "label"):
+            return self.tp if self._is_positive(prediction, "prediction") else self.fn
+        return self.fp if self._is_positive(prediction, "prediction") else self.tn
+
+    def _positive_mask(self, values: np.ndarray, what: str) -> np.ndarray:
+        """Boolean array: which entries are the positive class; refuses any unknown entry."""
+        same_kind = {bool: "b", int: "iu", str: "U", float: "f"}[type(self.positive)]
+        if values.dtype.kind in same_kind:
+            positive = values == self.positive
+            if not (positive | (values == self.negative)).all():
+                bad = values[~positive & (values != self.negative)].flat[0]
+                raise InvalidLabelError(f"{what} {_describe(bad.item())} is not one of the known "
+                                        f"classes {list(self.classes)!r}")
+            return positive
+        # Other dtypes (object arrays, ints against str classes, ...): element by element.
+        flat = [self._is_positive(value, what) for value in values.ravel().tolist()]
+        return np.array(flat, dtype=bool).reshape(values.shape)
 
     def many(self, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
         """Rewards of whole arrays at once (replays score millions of rows)."""
-        positive, flagged = np.asarray(labels).astype(bool), np.asarray(predictions).astype(bool)
+        positive = self._positive_mask(np.asarray(labels), "label")
+        flagged = self._positive_mask(np.asarray(predictions), "prediction")
         return np.where(positive, np.where(flagged, self.tp, self.fn),
                         np.where(flagged, self.fp, self.tn))
 
-    def to_dict(self) -> dict[str, float]:
-        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn}
+    def to_dict(self) -> dict[str, Any]:
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn,
+                "positive": self.positive, "negative": self.negative}
 
 
 def decision_threshold(reward: RewardFunction) -> float:
@@ -108,18 +237,35 @@ def decision_threshold(reward: RewardFunction) -> float:
     return 0.5
 
 
-def cost_matrix(*, tp: float, fp: float, fn: float, tn: float) -> CostMatrix:
+def cost_matrix(*, tp: float, fp: float, fn: float, tn: float, positive: Label = 1,
+                negative: Label = 0) -> CostMatrix:
     """A reward function for binary decisions, one reward in [0, 1] per confusion cell.
 
-    Labels and predictions are read as booleans (1/True is the positive class).
+    Labels and predictions must each be exactly ``positive`` or ``negative`` (compared
+    type-aware: ``True``, ``1`` and ``"1"`` are different labels); anything else raises
+    :class:`InvalidLabelError`, never counts as either class by truthiness.
 
     >>> fraud = cost_matrix(tp=1.0, fp=0.9, fn=0.0, tn=1.0)
     >>> fraud(1, 0)  # a missed fraud: the worst outcome
     0.0
     >>> fraud(0, 1)  # a false alarm: costs a little
     0.9
+    >>> fraud("no", 0)
+    Traceback (most recent call last):
+    ...
+    banditops.errors.InvalidLabelError: label 'no' (str) is not one of the known classes [0, 1]
+    >>> churn = cost_matrix(tp=1, fp=0.8, fn=0, tn=1, positive="yes", negative="no")
+    >>> churn("yes", "no"), churn.classes
+    (0.0, ('no', 'yes'))
     """
-    return CostMatrix(tp=float(tp), fp=float(fp), fn=float(fn), tn=float(tn))
+    return CostMatrix(tp=_cell("tp", tp), fp=_cell("fp", fp), fn=_cell("fn", fn),
+                      tn=_cell("tn", tn), positive=positive, negative=negative)
+
+
+def _cell(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidParameterError(f"cost_matrix {name} must be a number, got {value!r}")
+    return float(value)
 
 
 def resolve_reward(reward: str | RewardFunction) -> RewardFunction:

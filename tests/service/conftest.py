@@ -50,8 +50,7 @@ class Server:
                 "--port", str(self.port)]
         if self.db:
             args += ["--db", self.db]
-        # This tree's src first: the venv may hold an editable install of another clone.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
+        env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}",
                "OMP_NUM_THREADS": "1"}
         self.process = subprocess.Popen(args, env=env, stdout=self.log.open("ab"),
                                         stderr=subprocess.STDOUT)

@@ -16,8 +16,9 @@ CLIENT, ADMIN = "demo-client-key-0123456789", "demo-admin-key-0123456789"
 
 def test_the_demo_deployment_serves_census_requests(tmp_path, data_dir):
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "BANDITOPS_API_KEY": CLIENT,
-           "BANDITOPS_ADMIN_KEY": ADMIN, "BANDITOPS_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}",
+           "BANDITOPS_API_KEY": CLIENT, "BANDITOPS_ADMIN_KEY": ADMIN,
+           "BANDITOPS_DATA_DIR": str(data_dir)}
     log = tmp_path / "server.log"
     process = subprocess.Popen([sys.executable, "-m", "banditops.cli", "serve", "--port",
                                 str(port)], cwd=tmp_path, env=env, stdout=log.open("wb"),

@@ -3,31 +3,54 @@
 The study's six strategies — :class:`Latest`, :class:`ValidationChampion`, :class:`ABTest`,
 :class:`EpsilonGreedy`, :class:`UCB1`, :class:`ThompsonSampling` — and, for drifting
 production data, :class:`SlidingWindowUCB` and :class:`DiscountedThompsonSampling`, plus
-:class:`GaussianThompsonSampling`. All share the :class:`Policy` interface.
+:class:`GaussianThompsonSampling`. All share the :class:`Policy` interface; each has a
+frozen, validated parameter dataclass (``EpsilonGreedyParams``, ...; ``Policy.Params``).
 """
 
-from banditops.policies.ab_test import ABTest
-from banditops.policies.base import Policy, make_policy, policy_names
-from banditops.policies.epsilon_greedy import EpsilonGreedy
+from banditops.policies.ab_test import ABTest, ABTestParams
+from banditops.policies.base import (
+    NoParams,
+    Policy,
+    make_policy,
+    parse_policy_params,
+    policy_class,
+    policy_names,
+    policy_params_class,
+)
+from banditops.policies.epsilon_greedy import EpsilonGreedy, EpsilonGreedyParams
 from banditops.policies.static import Latest, ValidationChampion
 from banditops.policies.thompson import (
+    DiscountedThompsonParams,
     DiscountedThompsonSampling,
+    GaussianThompsonParams,
     GaussianThompsonSampling,
+    ThompsonParams,
     ThompsonSampling,
 )
-from banditops.policies.ucb import UCB1, SlidingWindowUCB
+from banditops.policies.ucb import UCB1, SlidingWindowUCB, SlidingWindowUCBParams, UCB1Params
 
 __all__ = [
     "UCB1",
     "ABTest",
+    "ABTestParams",
+    "DiscountedThompsonParams",
     "DiscountedThompsonSampling",
     "EpsilonGreedy",
+    "EpsilonGreedyParams",
+    "GaussianThompsonParams",
     "GaussianThompsonSampling",
     "Latest",
+    "NoParams",
     "Policy",
     "SlidingWindowUCB",
+    "SlidingWindowUCBParams",
+    "ThompsonParams",
     "ThompsonSampling",
+    "UCB1Params",
     "ValidationChampion",
     "make_policy",
+    "parse_policy_params",
+    "policy_class",
     "policy_names",
+    "policy_params_class",
 ]

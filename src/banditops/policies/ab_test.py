@@ -11,13 +11,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from banditops.errors import InvalidParameterError
-from banditops.policies.base import Policy, check_number, check_window
+from banditops.policies.base import Policy, check_number, check_window, set_checked
 from banditops.rewards import validate_reward
 
 TESTS = ("auto", "z", "welch")
+
+
+@dataclass(frozen=True, slots=True)
+class ABTestParams:
+    """Parameters of :class:`ABTest` (documented there), validated on creation."""
+
+    min_samples: int = 1000
+    alpha: float = 0.05
+    split: float = 0.5
+    test: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_window("min_samples", self.min_samples)
+        set_checked(self, "alpha", check_number("alpha", self.alpha, low=0.0, high=1.0,
+                                                low_open=True, high_open=True))
+        set_checked(self, "split", check_number("split", self.split, low=0.0, high=1.0,
+                                                low_open=True, high_open=True))
+        if self.test not in TESTS:
+            raise InvalidParameterError(f"test must be one of {TESTS}, got {self.test!r}")
+
+
+_DEFAULTS = ABTestParams()
 
 
 @dataclass(slots=True)
@@ -99,16 +121,13 @@ class ABTest(Policy):
     """
 
     key = "ab-test"
+    Params: ClassVar[type] = ABTestParams
 
-    def __init__(self, min_samples: int = 1000, alpha: float = 0.05, split: float = 0.5,
-                 test: str = "auto", *, seed: int | None = None) -> None:
+    def __init__(self, min_samples: int = _DEFAULTS.min_samples, alpha: float = _DEFAULTS.alpha,
+                 split: float = _DEFAULTS.split, test: str = _DEFAULTS.test, *,
+                 seed: int | None = None) -> None:
         super().__init__(seed=seed)
-        self.min_samples = check_window("min_samples", min_samples)
-        self.alpha = check_number("alpha", alpha, low=0.0, high=1.0, low_open=True, high_open=True)
-        self.split = check_number("split", split, low=0.0, high=1.0, low_open=True, high_open=True)
-        if test not in TESTS:
-            raise InvalidParameterError(f"test must be one of {TESTS}, got {test!r}")
-        self.test = test
+        self.p = ABTestParams(min_samples, alpha, split, test)
         self._champion: str | None = None
         self._challenger: str | None = None
         self._queue: list[str] = []
@@ -175,7 +194,7 @@ class ABTest(Policy):
         champion = self._champion
         if champion is None:
             self._require_any_arm()
-        if self._challenger is not None and self._rng.random() < self.split:
+        if self._challenger is not None and self._rng.random() < self.p.split:
             return self._challenger
         return champion  # type: ignore[return-value]
 
@@ -187,18 +206,19 @@ class ABTest(Policy):
             return  # outside a test, rewards do not move traffic
         sample.add(reward)
         champion, challenger = self._samples[self._champion], self._samples[self._challenger]
-        if champion.n >= self.min_samples and challenger.n >= self.min_samples:
+        min_samples = self.p.min_samples
+        if champion.n >= min_samples and challenger.n >= min_samples:
             self._conclude(champion, challenger)
 
     def _conclude(self, champion: _Sample, challenger: _Sample) -> None:
-        test, p_value = two_sided_p_value(champion, challenger, self.test)
-        promoted = bool(p_value < self.alpha and challenger.mean > champion.mean)
+        test, p_value = two_sided_p_value(champion, challenger, self.p.test)
+        promoted = bool(p_value < self.p.alpha and challenger.mean > champion.mean)
         old, new = self._champion, self._challenger
         self._last_means[old] = champion.mean  # type: ignore[index]
         self._last_means[new] = challenger.mean  # type: ignore[index]
         self._notices.append({
             "kind": "ab_test_concluded", "champion": old, "challenger": new,
-            "promoted": promoted, "test": test, "p_value": p_value, "alpha": self.alpha,
+            "promoted": promoted, "test": test, "p_value": p_value, "alpha": self.p.alpha,
             "champion_mean": champion.mean, "challenger_mean": challenger.mean,
             "champion_n": champion.n, "challenger_n": challenger.n,
         })
@@ -211,17 +231,18 @@ class ABTest(Policy):
         if self._champion is not None:
             shares[self._champion] = 1.0
             if self._challenger is not None:
-                shares[self._champion] = 1.0 - self.split
-                shares[self._challenger] = self.split
+                shares[self._champion] = 1.0 - self.p.split
+                shares[self._challenger] = self.p.split
         return shares
 
     def propensity(self, name: str) -> float:
         self._require_arm(name)
         if self._challenger is None:
             return 1.0 if name == self._champion else 0.0
+        split = self.p.split
         if name == self._challenger:
-            return self.split
-        return 1.0 - self.split if name == self._champion else 0.0
+            return split
+        return 1.0 - split if name == self._champion else 0.0
 
     def choose(self) -> tuple[str, float]:
         name = self.select()  # select only draws a random number: the shares stand
@@ -230,10 +251,6 @@ class ABTest(Policy):
     def take_notices(self) -> list[dict[str, Any]]:
         notices, self._notices = self._notices, []
         return notices
-
-    def params(self) -> dict[str, Any]:
-        return {"min_samples": self.min_samples, "alpha": self.alpha, "split": self.split,
-                "test": self.test}
 
     def _stats_state(self) -> dict[str, Any]:
         return {

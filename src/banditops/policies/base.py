@@ -6,10 +6,17 @@ a reward in [0, 1], ``probabilities`` gives the chance each live arm is chosen n
 propensity that gets logged), and ``state`` / ``from_state`` round-trip it through plain,
 JSON-safe data, including the random generator, so a restored policy makes exactly the same
 next choices.
+
+Each policy's parameters are one frozen, validated dataclass (``Policy.Params``): the
+constructor builds it, ``params()`` is derived from it, and a service config validates a
+deployment's ``policy_params`` through it (:func:`parse_policy_params`) before any policy
+exists. A parameter's default lives in that dataclass only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import random
 from abc import ABC, abstractmethod
@@ -61,6 +68,21 @@ def check_window(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidParameterError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class NoParams:
+    """Parameters of a policy that has none (the static baselines)."""
+
+
+@functools.cache
+def _field_names(params_class: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(params_class))
+
+
+def set_checked(params: object, name: str, value: object) -> None:
+    """Store a validated (normalised) value on a frozen params object, in ``__post_init__``."""
+    object.__setattr__(params, name, value)
 
 
 class ColdStart:
@@ -121,12 +143,15 @@ class ColdStart:
 class Policy(ABC):
     """Base class: arm registry, seeding, validation and state plumbing.
 
-    Subclasses set ``key`` (the name used in configs and saved state) and implement
-    ``select``, ``update``, ``probabilities``, ``params`` and the two stats hooks.
+    Subclasses set ``key`` (the name used in configs and saved state) and ``Params`` (a
+    frozen dataclass validated in ``__post_init__``), build ``self.p`` in ``__init__`` and
+    implement ``select``, ``update``, ``probabilities`` and the two stats hooks.
     """
 
     key: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
     _registry: ClassVar[dict[str, type[Policy]]] = {}
+    p: Any  # an instance of Params: the policy's validated, immutable parameters
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -134,6 +159,7 @@ class Policy(ABC):
             Policy._registry[cls.key] = cls
 
     def __init__(self, *, seed: int | None = None) -> None:
+        self.p = NoParams()
         self.seed = check_seed(seed)
         self._rng = random.Random(seed)
         self._arms: dict[str, ArmInfo] = {}
@@ -237,9 +263,23 @@ class Policy(ABC):
         return []
 
     # ---------------------------------------------------------------- state
-    @abstractmethod
+    def __getattr__(self, name: str) -> Any:
+        """Parameters read as attributes (``policy.epsilon``) come from ``self.p``, read-only."""
+        if name != "p" and name in _field_names(type(self).Params):
+            return getattr(self.p, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def params(self) -> dict[str, Any]:
-        """Constructor arguments (without ``seed``), JSON-safe."""
+        """Constructor arguments (without ``seed``), JSON-safe: ``self.p`` as a dict."""
+        return dataclasses.asdict(self.p)
+
+    @classmethod
+    def from_params(cls, params: Any, *, seed: int | None = None) -> Policy:
+        """Build the policy from its ``Params`` object (see :func:`parse_policy_params`)."""
+        if not isinstance(params, cls.Params):
+            raise InvalidParameterError(
+                f"{cls.__name__} needs {cls.Params.__name__}, got {type(params).__name__}")
+        return cls(**dataclasses.asdict(params), seed=seed)
 
     @abstractmethod
     def _stats_state(self) -> dict[str, Any]:
@@ -285,7 +325,8 @@ class Policy(ABC):
         if cls is not Policy and target is not cls:
             raise InvalidStateError(f"state is of policy {key!r}, not {cls.key!r}")
         try:
-            policy = target(**state["params"], seed=state["seed"])
+            policy = target.from_params(parse_policy_params(key, state["params"]),
+                                        seed=state["seed"])
             for arm in state["arms"]:
                 policy._arms[arm["name"]] = ArmInfo(
                     arm["validation_score"], float(arm["released_at"]), int(arm["order"])
@@ -306,15 +347,52 @@ class Policy(ABC):
         return f"{type(self).__name__}({params}{', ' if params else ''}seed={self.seed!r})"
 
 
-def make_policy(name: str, /, **params: Any) -> Policy:
-    """Build a policy from its key (as in configs), e.g. ``make_policy("ucb1", c=0.5)``."""
-    cls = Policy._registry.get(name)
+def policy_class(name: str) -> type[Policy]:
+    """The policy class registered under ``name`` (as in configs)."""
+    cls = Policy._registry.get(name) if isinstance(name, str) else None
     if cls is None:
         raise InvalidParameterError(f"unknown policy {name!r}; known: {sorted(Policy._registry)}")
-    try:
-        return cls(**params)
-    except TypeError as error:
-        raise InvalidParameterError(f"bad parameters for policy {name!r}: {error}") from None
+    return cls
+
+
+def policy_params_class(name: str) -> type:
+    """The frozen parameter dataclass of policy ``name``."""
+    return policy_class(name).Params
+
+
+def parse_policy_params(name: str, params: dict[str, Any]) -> Any:
+    """Validate ``params`` (without ``seed``) for policy ``name``; return its Params object.
+
+    Unknown names and bad values raise :class:`InvalidParameterError` naming the field.
+
+    >>> parse_policy_params("ucb1", {"c": 0.5})
+    UCB1Params(c=0.5, prior_weight=0.0, cold_start_retry=100)
+    >>> parse_policy_params("ucb1", {"window": 3})
+    Traceback (most recent call last):
+    ...
+    banditops.errors.InvalidParameterError: bad parameters for policy 'ucb1': unknown parameter 'window'; known: c, prior_weight, cold_start_retry
+    """  # noqa: E501
+    cls = policy_params_class(name)
+    if not isinstance(params, dict):
+        raise InvalidParameterError(
+            f"parameters of policy {name!r} must be a mapping, got {type(params).__name__}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    for field in params:
+        if field not in known:
+            raise InvalidParameterError(
+                f"bad parameters for policy {name!r}: unknown parameter {field!r}; "
+                f"known: {', '.join(known) or 'none'}")
+    return cls(**params)
+
+
+def make_policy(name: str, /, **params: Any) -> Policy:
+    """Build a policy from its key (as in configs), e.g. ``make_policy("ucb1", c=0.5)``.
+
+    ``seed`` is taken apart; every other keyword is validated through the policy's Params.
+    """
+    cls = policy_class(name)
+    seed = check_seed(params.pop("seed", None))
+    return cls.from_params(parse_policy_params(name, params), seed=seed)
 
 
 def policy_names() -> list[str]:

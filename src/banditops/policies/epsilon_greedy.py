@@ -3,10 +3,39 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from banditops.policies.base import ColdStart, Policy, check_number
+from banditops.policies.base import ColdStart, Policy, check_number, check_window, set_checked
 from banditops.rewards import validate_reward
+
+
+@dataclass(frozen=True, slots=True)
+class EpsilonGreedyParams:
+    """Parameters of :class:`EpsilonGreedy` (documented there), validated on creation.
+
+    >>> EpsilonGreedyParams(epsilon=2)
+    Traceback (most recent call last):
+    ...
+    banditops.errors.InvalidParameterError: epsilon must be in [0.0, 1.0], got 2.0
+    """
+
+    epsilon: float = 0.1
+    decay: float | None = None
+    prior_weight: float = 0.0
+    cold_start_retry: int = 100
+
+    def __post_init__(self) -> None:
+        set_checked(self, "epsilon", check_number("epsilon", self.epsilon, low=0.0, high=1.0))
+        if self.decay is not None:
+            set_checked(self, "decay", check_number("decay", self.decay, low=0.0, high=1.0,
+                                                    low_open=True))
+        set_checked(self, "prior_weight",
+                    check_number("prior_weight", self.prior_weight, low=0.0, high=1e9))
+        check_window("cold_start_retry", self.cold_start_retry)
+
+
+_DEFAULTS = EpsilonGreedyParams()
 
 
 class EpsilonGreedy(Policy):
@@ -34,24 +63,23 @@ class EpsilonGreedy(Policy):
     """
 
     key = "epsilon-greedy"
+    Params: ClassVar[type] = EpsilonGreedyParams
 
-    def __init__(self, epsilon: float = 0.1, decay: float | None = None, *,
-                 prior_weight: float = 0.0, cold_start_retry: int = 100,
+    def __init__(self, epsilon: float = _DEFAULTS.epsilon, decay: float | None = _DEFAULTS.decay,
+                 *, prior_weight: float = _DEFAULTS.prior_weight,
+                 cold_start_retry: int = _DEFAULTS.cold_start_retry,
                  seed: int | None = None) -> None:
         super().__init__(seed=seed)
-        self._cold = ColdStart(cold_start_retry)
-        self.epsilon = check_number("epsilon", epsilon, low=0.0, high=1.0)
-        self.decay = None if decay is None else check_number(
-            "decay", decay, low=0.0, high=1.0, low_open=True)
-        self.prior_weight = check_number("prior_weight", prior_weight, low=0.0, high=1e9)
-        self._current_epsilon = self.epsilon
+        self.p = p = EpsilonGreedyParams(epsilon, decay, prior_weight, cold_start_retry)
+        self._cold = ColdStart(p.cold_start_retry)
+        self._current_epsilon = p.epsilon
         self._stats: dict[str, list[float]] = {}  # name -> [count, sum, mean]; mean -inf untried
         self._names: list[str] = []
         self._best: str | None = None
         self._best_stats: list[float] = [0.0, 0.0, -math.inf]
 
     def _on_add(self, name: str) -> None:
-        count, total = self._prior(name, self.prior_weight)
+        count, total = self._prior(name, self.p.prior_weight)
         self._stats[name] = [count, total, total / count if count else -math.inf]
         self._names.append(name)
         if not count:
@@ -107,8 +135,9 @@ class EpsilonGreedy(Policy):
                 self._rescan()
         elif stats[2] > self._best_stats[2]:
             self._best, self._best_stats = name, stats
-        if self.decay is not None:
-            self._current_epsilon *= self.decay
+        decay = self.p.decay
+        if decay is not None:
+            self._current_epsilon *= decay
 
     def probabilities(self) -> dict[str, float]:
         return {name: self._probability(name) for name in self._names}
@@ -124,10 +153,6 @@ class EpsilonGreedy(Policy):
         if name not in self._stats:
             self._require_arm(name)
         return self._probability(name)
-
-    def params(self) -> dict[str, Any]:
-        return {"epsilon": self.epsilon, "decay": self.decay, "prior_weight": self.prior_weight,
-                "cold_start_retry": self._cold.retry}
 
     def _stats_state(self) -> dict[str, Any]:
         return {"counts": {n: v[0] for n, v in self._stats.items()},

@@ -55,9 +55,6 @@ class _SingleArmPolicy(Policy):
     def choose(self) -> tuple[str, float]:
         return self.select(), 1.0
 
-    def params(self) -> dict[str, Any]:
-        return {}
-
     def _stats_state(self) -> dict[str, Any]:
         return {}
 

@@ -18,15 +18,71 @@ change of the arm set, so its cost is amortised.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
-from banditops.policies.base import Policy, check_number, check_window
+from banditops.policies.base import Policy, check_number, check_window, set_checked
 from banditops.rewards import validate_reward
 
 _FIRST_BATCH = 16  # a posterior that stays put this long is worth drawing from in batches
 _MAX_BATCH = 256
+
+
+def _check_common(params: Any) -> None:
+    """The parameters every posterior-sampling policy shares."""
+    set_checked(params, "prior_weight",
+                check_number("prior_weight", params.prior_weight, low=0.0, high=1e9))
+    check_window("propensity_samples", params.propensity_samples)
+    check_window("propensity_refresh", params.propensity_refresh)
+
+
+@dataclass(frozen=True, slots=True)
+class ThompsonParams:
+    """Parameters of :class:`ThompsonSampling` (documented there), validated on creation."""
+
+    prior_weight: float = 0.0
+    propensity_samples: int = 2000
+    propensity_refresh: int = 50
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscountedThompsonParams:
+    """Parameters of :class:`DiscountedThompsonSampling`, validated on creation."""
+
+    gamma: float = 0.99
+    prior_weight: float = 0.0
+    propensity_samples: int = 2000
+    propensity_refresh: int = 50
+
+    def __post_init__(self) -> None:
+        set_checked(self, "gamma",
+                    check_number("gamma", self.gamma, low=0.0, high=1.0, low_open=True))
+        _check_common(self)
+
+
+@dataclass(frozen=True, slots=True)
+class GaussianThompsonParams:
+    """Parameters of :class:`GaussianThompsonSampling`, validated on creation."""
+
+    sigma2: float = 0.25
+    prior_weight: float = 0.0
+    propensity_samples: int = 2000
+    propensity_refresh: int = 50
+
+    def __post_init__(self) -> None:
+        set_checked(self, "sigma2",
+                    check_number("sigma2", self.sigma2, low=0.0, high=1e6, low_open=True))
+        _check_common(self)
+
+
+_TS = ThompsonParams()
+_DTS = DiscountedThompsonParams()
+_GTS = GaussianThompsonParams()
 
 
 class _PosteriorSampling(Policy):
@@ -34,11 +90,9 @@ class _PosteriorSampling(Policy):
 
     _converges = True  # a posterior that only accumulates changes ever more slowly
 
-    def __init__(self, *, propensity_samples: int, propensity_refresh: int,
-                 seed: int | None) -> None:
+    def __init__(self, params: Any, *, seed: int | None) -> None:
         super().__init__(seed=seed)
-        self.propensity_samples = check_window("propensity_samples", propensity_samples)
-        self.propensity_refresh = check_window("propensity_refresh", propensity_refresh)
+        self.p = params
         self._updates = 0
         self._cached: dict[str, float] | None = None
         self._cached_at = 0
@@ -66,7 +120,7 @@ class _PosteriorSampling(Policy):
         self._updates += 1
         if self._cached is not None:
             age = self._updates - self._cached_at
-            if age >= self.propensity_refresh and (
+            if age >= self.p.propensity_refresh and (
                     not self._converges or age * 20 >= self._cached_at):
                 self._cached = None
 
@@ -78,9 +132,10 @@ class _PosteriorSampling(Policy):
             # Seeded by (seed, updates): the estimate is a pure function of the state, and it
             # never consumes the generator that drives selections.
             rng = np.random.default_rng([self.seed or 0, self._updates])
-            winners = self._draw_matrix(self.propensity_samples, rng).argmax(axis=0)
+            samples = self.p.propensity_samples
+            winners = self._draw_matrix(samples, rng).argmax(axis=0)
             wins = np.bincount(winners, minlength=len(names))
-            smoothed = (wins + 0.5) / (self.propensity_samples + 0.5 * len(names))
+            smoothed = (wins + 0.5) / (samples + 0.5 * len(names))
             self._cached = dict(zip(names, smoothed.tolist(), strict=True))
             self._cached_at = self._updates
         return self._cached
@@ -117,12 +172,14 @@ class ThompsonSampling(_PosteriorSampling):
     """
 
     key = "thompson"
+    Params: ClassVar[type] = ThompsonParams
 
-    def __init__(self, *, prior_weight: float = 0.0, propensity_samples: int = 2000,
-                 propensity_refresh: int = 50, seed: int | None = None) -> None:
-        super().__init__(propensity_samples=propensity_samples,
-                         propensity_refresh=propensity_refresh, seed=seed)
-        self.prior_weight = check_number("prior_weight", prior_weight, low=0.0, high=1e9)
+    def __init__(self, *, prior_weight: float = _TS.prior_weight,
+                 propensity_samples: int = _TS.propensity_samples,
+                 propensity_refresh: int = _TS.propensity_refresh,
+                 seed: int | None = None) -> None:
+        super().__init__(ThompsonParams(prior_weight, propensity_samples, propensity_refresh),
+                         seed=seed)
         self._np_rng = np.random.default_rng(seed)
         self._alpha: dict[str, float] = {}
         self._beta: dict[str, float] = {}
@@ -130,7 +187,7 @@ class ThompsonSampling(_PosteriorSampling):
         self._batch: dict[str, int] = {}
 
     def _on_add(self, name: str) -> None:
-        count, total = self._prior(name, self.prior_weight)
+        count, total = self._prior(name, self.p.prior_weight)
         self._alpha[name] = 1.0 + total
         self._beta[name] = 1.0 + count - total
         self._buffers[name] = []
@@ -173,10 +230,6 @@ class ThompsonSampling(_PosteriorSampling):
         self._batch[name] = 1
         self._invalidate()
 
-    def params(self) -> dict[str, Any]:
-        return {"prior_weight": self.prior_weight, "propensity_samples": self.propensity_samples,
-                "propensity_refresh": self.propensity_refresh}
-
     def _stats_state(self) -> dict[str, Any]:
         return {"alpha": dict(self._alpha), "beta": dict(self._beta),
                 "buffers": {k: list(v) for k, v in self._buffers.items()},
@@ -210,20 +263,20 @@ class DiscountedThompsonSampling(_PosteriorSampling):
     """
 
     key = "discounted-thompson"
+    Params: ClassVar[type] = DiscountedThompsonParams
     _converges = False
 
-    def __init__(self, gamma: float = 0.99, *, prior_weight: float = 0.0,
-                 propensity_samples: int = 2000, propensity_refresh: int = 50,
+    def __init__(self, gamma: float = _DTS.gamma, *, prior_weight: float = _DTS.prior_weight,
+                 propensity_samples: int = _DTS.propensity_samples,
+                 propensity_refresh: int = _DTS.propensity_refresh,
                  seed: int | None = None) -> None:
-        super().__init__(propensity_samples=propensity_samples,
-                         propensity_refresh=propensity_refresh, seed=seed)
-        self.gamma = check_number("gamma", gamma, low=0.0, high=1.0, low_open=True)
-        self.prior_weight = check_number("prior_weight", prior_weight, low=0.0, high=1e9)
+        super().__init__(DiscountedThompsonParams(gamma, prior_weight, propensity_samples,
+                                                  propensity_refresh), seed=seed)
         self._successes: dict[str, float] = {}
         self._failures: dict[str, float] = {}
 
     def _on_add(self, name: str) -> None:
-        count, total = self._prior(name, self.prior_weight)
+        count, total = self._prior(name, self.p.prior_weight)
         self._successes[name] = total
         self._failures[name] = count - total
         self._cached = None
@@ -247,7 +300,7 @@ class DiscountedThompsonSampling(_PosteriorSampling):
             self._require_arm(name)
         if reward != 1.0 and reward != 0.0:
             reward = 1.0 if self._rng.random() < reward else 0.0
-        gamma, successes, failures = self.gamma, self._successes, self._failures
+        gamma, successes, failures = self.p.gamma, self._successes, self._failures
         for arm in successes:
             successes[arm] *= gamma
             failures[arm] *= gamma
@@ -256,11 +309,6 @@ class DiscountedThompsonSampling(_PosteriorSampling):
         else:
             failures[name] += 1.0
         self._invalidate()
-
-    def params(self) -> dict[str, Any]:
-        return {"gamma": self.gamma, "prior_weight": self.prior_weight,
-                "propensity_samples": self.propensity_samples,
-                "propensity_refresh": self.propensity_refresh}
 
     def _stats_state(self) -> dict[str, Any]:
         return {"successes": dict(self._successes), "failures": dict(self._failures),
@@ -289,19 +337,19 @@ class GaussianThompsonSampling(_PosteriorSampling):
     """
 
     key = "gaussian-thompson"
+    Params: ClassVar[type] = GaussianThompsonParams
 
-    def __init__(self, *, sigma2: float = 0.25, prior_weight: float = 0.0,
-                 propensity_samples: int = 2000, propensity_refresh: int = 50,
+    def __init__(self, *, sigma2: float = _GTS.sigma2, prior_weight: float = _GTS.prior_weight,
+                 propensity_samples: int = _GTS.propensity_samples,
+                 propensity_refresh: int = _GTS.propensity_refresh,
                  seed: int | None = None) -> None:
-        super().__init__(propensity_samples=propensity_samples,
-                         propensity_refresh=propensity_refresh, seed=seed)
-        self.sigma2 = check_number("sigma2", sigma2, low=0.0, high=1e6, low_open=True)
-        self.prior_weight = check_number("prior_weight", prior_weight, low=0.0, high=1e9)
+        super().__init__(GaussianThompsonParams(sigma2, prior_weight, propensity_samples,
+                                                propensity_refresh), seed=seed)
         self._counts: dict[str, float] = {}
         self._sums: dict[str, float] = {}
 
     def _on_add(self, name: str) -> None:
-        count, total = self._prior(name, self.prior_weight)
+        count, total = self._prior(name, self.p.prior_weight)
         if not count:
             count, total = 1.0, 0.5
         self._counts[name], self._sums[name] = count, total
@@ -313,12 +361,12 @@ class GaussianThompsonSampling(_PosteriorSampling):
 
     def _draw_one(self, name: str) -> float:
         count = self._counts[name]
-        return self._rng.gauss(self._sums[name] / count, math.sqrt(self.sigma2 / count))
+        return self._rng.gauss(self._sums[name] / count, math.sqrt(self.p.sigma2 / count))
 
     def _draw_matrix(self, size: int, rng: np.random.Generator) -> np.ndarray:
         counts = np.fromiter(self._counts.values(), float, len(self._counts))
         sums = np.fromiter(self._sums.values(), float, len(self._sums))
-        return rng.normal((sums / counts)[:, None], np.sqrt(self.sigma2 / counts)[:, None],
+        return rng.normal((sums / counts)[:, None], np.sqrt(self.p.sigma2 / counts)[:, None],
                           (len(counts), size))
 
     def update(self, name: str, reward: float) -> None:
@@ -328,11 +376,6 @@ class GaussianThompsonSampling(_PosteriorSampling):
         self._counts[name] += 1.0
         self._sums[name] += reward
         self._invalidate()
-
-    def params(self) -> dict[str, Any]:
-        return {"sigma2": self.sigma2, "prior_weight": self.prior_weight,
-                "propensity_samples": self.propensity_samples,
-                "propensity_refresh": self.propensity_refresh}
 
     def _stats_state(self) -> dict[str, Any]:
         return {"counts": dict(self._counts), "sums": dict(self._sums), "updates": self._updates}

@@ -9,15 +9,49 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from banditops.policies.base import ColdStart, Policy, check_number, check_window
+from banditops.policies.base import ColdStart, Policy, check_number, check_window, set_checked
 from banditops.rewards import validate_reward
 
 DEFAULT_C = math.sqrt(2.0)
 # Garivier & Moulines pad with sqrt(xi log(min(t, window)) / n) and use xi = 0.6: inside a
 # window there are few rewards per arm, and the UCB1 constant (xi = 2) would over-explore.
 SLIDING_WINDOW_C = math.sqrt(0.6)
+
+
+@dataclass(frozen=True, slots=True)
+class UCB1Params:
+    """Parameters of :class:`UCB1` (documented there), validated on creation."""
+
+    c: float = DEFAULT_C
+    prior_weight: float = 0.0
+    cold_start_retry: int = 100
+
+    def __post_init__(self) -> None:
+        set_checked(self, "c", check_number("c", self.c, low=0.0, high=1e6))
+        set_checked(self, "prior_weight",
+                    check_number("prior_weight", self.prior_weight, low=0.0, high=1e9))
+        check_window("cold_start_retry", self.cold_start_retry)
+
+
+@dataclass(frozen=True, slots=True)
+class SlidingWindowUCBParams:
+    """Parameters of :class:`SlidingWindowUCB` (documented there), validated on creation."""
+
+    window: int = 1000
+    c: float = SLIDING_WINDOW_C
+    cold_start_retry: int = 100
+
+    def __post_init__(self) -> None:
+        check_window("window", self.window)
+        set_checked(self, "c", check_number("c", self.c, low=0.0, high=1e6))
+        check_window("cold_start_retry", self.cold_start_retry)
+
+
+_UCB1 = UCB1Params()
+_SW_UCB = SlidingWindowUCBParams()
 
 
 class _IndexPolicy(Policy):
@@ -73,19 +107,20 @@ class UCB1(_IndexPolicy):
     """
 
     key = "ucb1"
+    Params: ClassVar[type] = UCB1Params
 
-    def __init__(self, c: float = DEFAULT_C, *, prior_weight: float = 0.0,
-                 cold_start_retry: int = 100, seed: int | None = None) -> None:
+    def __init__(self, c: float = _UCB1.c, *, prior_weight: float = _UCB1.prior_weight,
+                 cold_start_retry: int = _UCB1.cold_start_retry,
+                 seed: int | None = None) -> None:
         super().__init__(seed=seed)
-        self.c = check_number("c", c, low=0.0, high=1e6)
-        self.prior_weight = check_number("prior_weight", prior_weight, low=0.0, high=1e9)
-        self._cold = ColdStart(cold_start_retry)
+        self.p = p = UCB1Params(c, prior_weight, cold_start_retry)
+        self._cold = ColdStart(p.cold_start_retry)
         self._counts: dict[str, float] = {}  # only arms with a reward (or prior)
         self._sums: dict[str, float] = {}
         self._total = 0.0
 
     def _on_add(self, name: str) -> None:
-        count, total = self._prior(name, self.prior_weight)
+        count, total = self._prior(name, self.p.prior_weight)
         if count:
             self._counts[name], self._sums[name] = count, total
             self._total += count
@@ -101,7 +136,7 @@ class UCB1(_IndexPolicy):
         if not self._counts:  # every arm still waits for its first reward
             self._require_any_arm()
             return next(iter(self._arms))
-        sums, c = self._sums, self.c
+        sums, c = self._sums, self.p.c
         log_t = math.log(self._total) if self._total > 1.0 else 0.0
         best, best_index = "", -math.inf
         for name, count in self._counts.items():
@@ -122,10 +157,6 @@ class UCB1(_IndexPolicy):
             counts[name], self._sums[name] = 1.0, reward
             self._cold.discard(name)
         self._total += 1.0
-
-    def params(self) -> dict[str, Any]:
-        return {"c": self.c, "prior_weight": self.prior_weight,
-                "cold_start_retry": self._cold.retry}
 
     def _stats_state(self) -> dict[str, Any]:
         return {"counts": dict(self._counts), "sums": dict(self._sums),
@@ -160,13 +191,14 @@ class SlidingWindowUCB(_IndexPolicy):
     """
 
     key = "sliding-window-ucb"
+    Params: ClassVar[type] = SlidingWindowUCBParams
 
-    def __init__(self, window: int = 1000, c: float = SLIDING_WINDOW_C, *,
-                 cold_start_retry: int = 100, seed: int | None = None) -> None:
+    def __init__(self, window: int = _SW_UCB.window, c: float = _SW_UCB.c, *,
+                 cold_start_retry: int = _SW_UCB.cold_start_retry,
+                 seed: int | None = None) -> None:
         super().__init__(seed=seed)
-        self.window = check_window("window", window)
-        self.c = check_number("c", c, low=0.0, high=1e6)
-        self._cold = ColdStart(cold_start_retry)
+        self.p = p = SlidingWindowUCBParams(window, c, cold_start_retry)
+        self._cold = ColdStart(p.cold_start_retry)
         self._history: deque[tuple[str, float]] = deque()
         self._counts: dict[str, int] = {}
         self._sums: dict[str, float] = {}
@@ -182,7 +214,7 @@ class SlidingWindowUCB(_IndexPolicy):
     def _best_index(self) -> str:
         if not self._counts:
             self._require_any_arm()
-        sums, c = self._sums, self.c
+        sums, c = self._sums, self.p.c
         log_t = math.log(len(self._history)) if len(self._history) > 1 else 0.0
         best, best_index = next(iter(self._counts)), -math.inf
         for name, count in self._counts.items():
@@ -204,7 +236,7 @@ class SlidingWindowUCB(_IndexPolicy):
         self._sums[name] += reward
         history = self._history
         history.append((name, reward))
-        if len(history) > self.window:
+        if len(history) > self.p.window:
             old, old_reward = history.popleft()
             if old in counts:
                 remaining = counts[old] - 1
@@ -213,9 +245,6 @@ class SlidingWindowUCB(_IndexPolicy):
                 self._sums[old] = self._sums[old] - old_reward if remaining else 0.0
                 if not remaining:
                     self._cold.add(old)
-
-    def params(self) -> dict[str, Any]:
-        return {"window": self.window, "c": self.c, "cold_start_retry": self._cold.retry}
 
     def _stats_state(self) -> dict[str, Any]:
         return {"history": [[name, reward] for name, reward in self._history],

@@ -1,20 +1,63 @@
-"""Model artifacts: where they may come from, how they load, how a request reaches them.
+"""Model artifacts: where they may come from, what they may contain, how a request reaches them.
 
-Formats: ``.skops`` (scikit-learn, loaded without running arbitrary code: only types skops
-knows, plus scikit-learn/numpy/scipy types, are trusted), ``.onnx`` (onnxruntime), and
-``.joblib``/``.pkl`` only when the config sets ``allow_pickle`` (unpickling runs code).
-Artifacts load only from the configured ``artifact_dirs``, after symlinks are resolved.
+Formats: ``.skops`` (scikit-learn), ``.onnx`` (onnxruntime), and ``.joblib``/``.pkl`` only
+when the config sets ``allow_pickle`` (unpickling runs code by design). Artifacts load only
+from the configured ``artifact_dirs``, after symlinks are resolved. The file is read once;
+its sha256 is computed on those bytes and the model is built from the same bytes, so the
+file cannot be swapped between the check and the load. A registered artifact's sha256 is
+recorded, and every later load (restart, another replica) must find the same digest.
 
-A loaded model is wrapped in a :class:`ServedModel`, which turns a validated feature mapping
-into what the model takes (a one-row frame if it was fitted on named columns, else a
-float row in the declared feature order) and turns a slow call into an error, so the
-Deployment serves the request elsewhere and quarantines the version.
+What a ``.skops`` file may hold. A skops file is a JSON tree of nodes, each naming a type
+(``module.Class``) and a loader that says how it is built. We refuse the file unless:
+
+- every node's type is in :data:`SKOPS_TYPES`, an allow-list of exact names (no prefixes):
+  the estimators and transformers :mod:`banditops.simulation.models` builds, common
+  scikit-learn classifiers, regressors, encoders, scalers and pipelines, the internal
+  objects they hold (losses, links, tree storage, bin mappers, optimizers), and the
+  numpy containers, scalars, dtypes and random generators they need. Every name was taken
+  from real dumps (``skops.io.dumps`` then the schema), not guessed;
+- every node's loader is in :data:`SKOPS_LOADERS`. Loaders that return or call something
+  named by the file (``FunctionNode``, ``PartialNode``, ``MethodNode``, ``OperatorFuncNode``,
+  ``ConstructorFromReduceNode``: ``builtins.exec(...)``, ``os.system(...)``,
+  ``numpy.load(..., allow_pickle=True)``) are never accepted, whatever the type. So
+  ``FunctionTransformer``, ``SelectKBest`` (holds a score function), ``SplineTransformer``
+  and ``TunedThresholdClassifierCV`` (hold functions) are refused;
+- skops' own audit (``get_untrusted_types``) finds nothing outside the allow-list either.
+
+The error names the offending types. ``extra_trusted`` (config) adds exact names, never
+prefixes, and never makes a code-running loader acceptable.
+
+Trusting a type is not trusting its content: scikit-learn's tree storage, the
+HistGradientBoosting predictors, KD/ball trees and libsvm models hold raw indices that
+compiled code follows without bounds checks (skops does not trust them by default for that
+reason). After loading, :func:`check_indices` verifies those indices (children after their
+parent and inside the array, features inside the fitted width), so a crafted file is
+refused instead of reading out of bounds at the first prediction.
+
+A loaded model is wrapped in a :class:`ServedModel`, which turns validated feature mappings
+into what the model takes (one frame with the fitted column names, or a float array in the
+declared feature order), calls the model once per batch, converts outputs to plain Python
+scalars, and judges its speed with :class:`SlowCalls`.
+
+:func:`smoke_test` runs at registration: two synthetic rows built from the deployment's
+feature schema must give exactly one JSON-safe scalar each (and a declared label, when
+labels are declared), or the version is refused before it serves anyone.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import math
+import re
+import statistics
+import threading
 import time
-from collections.abc import Mapping
+import zipfile
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +67,118 @@ from banditops.errors import ArtifactError, ModelTimeoutError
 
 FORMATS = {".skops": "skops", ".onnx": "onnx", ".joblib": "pickle", ".pkl": "pickle",
            ".pickle": "pickle"}
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+
+# Exact type names a .skops artifact may hold (see the module docstring for how they
+# were derived; tests/test_artifacts.py loads each family through load_artifact).
+SKOPS_TYPES: frozenset[str] = frozenset({
+    # plain containers and values
+    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.set", "builtins.slice",
+    "builtins.str", "builtins.int", "builtins.float", "builtins.bool", "builtins.object",
+    # numpy: arrays, scalars, dtypes, random generators
+    "numpy.ndarray", "numpy.dtype", "numpy.bool", "numpy.bool_", "numpy.int8", "numpy.int16",
+    "numpy.int32", "numpy.int64", "numpy.uint8", "numpy.uint16", "numpy.uint32",
+    "numpy.uint64", "numpy.float32", "numpy.float64", "numpy.str_",
+    "numpy.random.mtrand.RandomState", "numpy.random._generator.Generator",
+    # linear models
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.linear_model._base.LinearRegression",
+    "sklearn.linear_model._ridge.Ridge", "sklearn.linear_model._ridge.RidgeClassifier",
+    "sklearn.linear_model._coordinate_descent.Lasso",
+    "sklearn.linear_model._coordinate_descent.ElasticNet",
+    "sklearn.linear_model._huber.HuberRegressor",
+    "sklearn.linear_model._perceptron.Perceptron",
+    "sklearn.linear_model._stochastic_gradient.SGDClassifier",
+    "sklearn.linear_model._stochastic_gradient.SGDRegressor",
+    "sklearn.linear_model._sgd_fast.Hinge", "sklearn.linear_model._sgd_fast.ModifiedHuber",
+    # trees and forests
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.tree._classes.ExtraTreeClassifier", "sklearn.tree._classes.ExtraTreeRegressor",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.RandomForestRegressor",
+    "sklearn.ensemble._forest.ExtraTreesClassifier",
+    "sklearn.ensemble._forest.ExtraTreesRegressor",
+    "sklearn.ensemble._bagging.BaggingClassifier",
+    "sklearn.ensemble._weight_boosting.AdaBoostClassifier",
+    "sklearn.ensemble._voting.VotingClassifier",
+    "sklearn.ensemble._stacking.StackingClassifier",
+    "sklearn.utils._bunch.Bunch",
+    # gradient boosting (both kinds) and what they hold
+    "sklearn.ensemble._gb.GradientBoostingClassifier",
+    "sklearn.ensemble._gb.GradientBoostingRegressor",
+    "sklearn.dummy.DummyClassifier", "sklearn.dummy.DummyRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn._loss.link.Interval", "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.LogitLink", "sklearn._loss.link.HalfLogitLink",
+    "sklearn._loss.link.LogLink", "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.loss.HalfBinomialLoss", "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn._loss.loss.HalfSquaredError", "sklearn._loss.loss.AbsoluteError",
+    "sklearn._loss.loss.HalfPoissonLoss", "sklearn._loss.loss.PinballLoss",
+    "sklearn._loss.loss.HuberLoss", "sklearn._loss.loss.ExponentialLoss",
+    "sklearn._loss._loss.CyHalfBinomialLoss", "sklearn._loss._loss.CyHalfMultinomialLoss",
+    "sklearn._loss._loss.CyHalfSquaredError", "sklearn._loss._loss.CyAbsoluteError",
+    "sklearn._loss._loss.CyHalfPoissonLoss", "sklearn._loss._loss.CyPinballLoss",
+    "sklearn._loss._loss.CyHuberLoss", "sklearn._loss._loss.CyExponentialLoss",
+    # naive Bayes, SVMs, neighbours, neural networks, calibration, thresholds
+    "sklearn.naive_bayes.GaussianNB", "sklearn.naive_bayes.BernoulliNB",
+    "sklearn.naive_bayes.MultinomialNB", "sklearn.naive_bayes.ComplementNB",
+    "sklearn.naive_bayes.CategoricalNB",
+    "sklearn.svm._classes.SVC", "sklearn.svm._classes.NuSVC", "sklearn.svm._classes.SVR",
+    "sklearn.svm._classes.LinearSVC", "sklearn.svm._classes.LinearSVR",
+    "sklearn.neighbors._classification.KNeighborsClassifier",
+    "sklearn.neighbors._regression.KNeighborsRegressor",
+    "sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+    "sklearn.neural_network._multilayer_perceptron.MLPRegressor",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    "sklearn.calibration.CalibratedClassifierCV", "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.model_selection._classification_threshold.FixedThresholdClassifier",
+    # pipelines, column handling, preprocessing
+    "sklearn.pipeline.Pipeline", "sklearn.pipeline.FeatureUnion",
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.compose._column_transformer.make_column_selector",
+    "sklearn.impute._base.SimpleImputer", "sklearn.impute._base.MissingIndicator",
+    "sklearn.impute._knn.KNNImputer",
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._encoders.OrdinalEncoder",
+    "sklearn.preprocessing._target_encoder.TargetEncoder",
+    "sklearn.preprocessing._label.LabelEncoder", "sklearn.preprocessing._label.LabelBinarizer",
+    "sklearn.preprocessing._data.StandardScaler", "sklearn.preprocessing._data.MinMaxScaler",
+    "sklearn.preprocessing._data.MaxAbsScaler", "sklearn.preprocessing._data.RobustScaler",
+    "sklearn.preprocessing._data.Normalizer", "sklearn.preprocessing._data.QuantileTransformer",
+    "sklearn.preprocessing._data.PowerTransformer",
+    "sklearn.preprocessing._discretization.KBinsDiscretizer",
+    "sklearn.preprocessing._polynomial.PolynomialFeatures",
+    "sklearn.decomposition._pca.PCA", "sklearn.decomposition._truncated_svd.TruncatedSVD",
+    "sklearn.feature_selection._variance_threshold.VarianceThreshold",
+})
+
+# How a node may be built: data nodes, attribute-restoring nodes, and the tree/loss nodes
+# that call an allow-listed class. Absent on purpose: FunctionNode, PartialNode, MethodNode,
+# OperatorFuncNode, ConstructorFromReduceNode, DefaultDictNode (each returns or calls
+# something the file names), BytesNode/SparseMatrixNode (no supported model needs them).
+SKOPS_LOADERS: frozenset[str] = frozenset({
+    "DictNode", "ListNode", "TupleNode", "SetNode", "SliceNode", "JsonNode", "TypeNode",
+    "NdArrayNode", "DTypeNode", "RandomStateNode", "RandomGeneratorNode", "ObjectNode",
+    "TreeNode", "LossNode", "CachedNode",
+})
+_TYPE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+@dataclass(frozen=True)
+class LoadedArtifact:
+    """A model built from an artifact's bytes, with the digest of exactly those bytes."""
+
+    model: Any
+    sha256: str
+    path: Path
 
 
 def check_path(artifact: str | Path, allowed: list[Path]) -> Path:
@@ -39,47 +193,212 @@ def check_path(artifact: str | Path, allowed: list[Path]) -> Path:
     return path
 
 
-def load_artifact(artifact: str | Path, allowed: list[Path], *, allow_pickle: bool) -> Any:
+def load_artifact(artifact: str | Path, allowed: list[Path], *, allow_pickle: bool,
+                  expected_sha256: str | None = None,
+                  extra_trusted: tuple[str, ...] | list[str] = ()) -> LoadedArtifact:
+    """Check the path, read the bytes once, check the digest, build the model from them."""
     path = check_path(artifact, allowed)
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise ArtifactError(f"artifact {path.name}: unknown format {path.suffix!r}; use .skops "
                             "or .onnx (or .joblib/.pkl with allow_pickle)")
+    if kind == "pickle" and not allow_pickle:
+        raise ArtifactError(f"artifact {path.name}: pickle/joblib artifacts can run code "
+                            "when loaded; set allow_pickle = true in the config to accept "
+                            "them")
+    extra = _exact_names(extra_trusted)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ArtifactError(f"artifact {path.name} cannot be read: {error}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256.lower():
+        raise ArtifactError(f"artifact {path} changed since it was registered: sha256 "
+                            f"{digest} expected {expected_sha256}")
     try:
         if kind == "skops":
-            from skops.io import get_untrusted_types, load
+            model = load_skops(data, extra, name=path.name)
+        elif kind == "onnx":
+            model = OnnxModel(data)
+        else:
+            import joblib
 
-            untrusted = get_untrusted_types(file=path)
-            refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
-            if refused:
-                raise ArtifactError(f"artifact {path.name} holds types that are not trusted: "
-                                    f"{refused[:5]}")
-            return load(path, trusted=untrusted)
-        if kind == "onnx":
-            return OnnxModel(path)
-        if not allow_pickle:
-            raise ArtifactError(f"artifact {path.name}: pickle/joblib artifacts can run code "
-                                "when loaded; set allow_pickle = true in the config to accept "
-                                "them")
-        import joblib
-
-        return joblib.load(path)
+            model = joblib.load(io.BytesIO(data))
     except ArtifactError:
         raise
     except Exception as error:  # a corrupt or foreign file: say so, don't crash
         raise ArtifactError(f"artifact {path.name} does not load: {type(error).__name__}: "
                             f"{error}") from None
+    return LoadedArtifact(model, digest, path)
 
 
+def _exact_names(names: tuple[str, ...] | list[str]) -> frozenset[str]:
+    bad = [n for n in names if not isinstance(n, str) or not _TYPE_NAME.fullmatch(n)]
+    if bad:
+        raise ArtifactError(f"extra trusted types must be exact names like "
+                            f"'package.module.Class' (no prefixes or patterns): {bad}")
+    return frozenset(names)
+
+
+def skops_nodes(data: bytes) -> set[tuple[str, str]]:
+    """Every (type name, loader) pair in a skops file's schema, read without building anything."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        schema = json.loads(archive.read("schema.json"))
+    found: set[tuple[str, str]] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            loader = node.get("__loader__")
+            if isinstance(loader, str):
+                found.add((f"{node.get('__module__')}.{node.get('__class__')}", loader))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def load_skops(data: bytes, extra_trusted: frozenset[str] = frozenset(), *,
+               name: str = "artifact") -> Any:
+    """Build a skops model if every type is allow-listed and every loader is data-only."""
+    from skops.io import get_untrusted_types, loads
+
+    trusted = SKOPS_TYPES | extra_trusted
+    nodes = skops_nodes(data)
+    refused = {f"{t} (loaded by {loader}, which returns or calls what the file names)"
+               for t, loader in nodes if loader not in SKOPS_LOADERS}
+    refused |= {t for t, loader in nodes if loader in SKOPS_LOADERS and t not in trusted}
+    untrusted = get_untrusted_types(data=data)
+    refused |= {t for t in untrusted if t not in trusted}
+    if refused:
+        raise ArtifactError(f"artifact {name} holds types that are not trusted: "
+                            f"{sorted(refused)}")
+    model = loads(data, trusted=untrusted)
+    check_indices(model)
+    return model
+
+
+# ------------------------------------------------------------------ content checks
+def check_indices(model: Any) -> None:
+    """Refuse index arrays that compiled prediction code would follow out of bounds."""
+    from sklearn.neighbors import BallTree, KDTree
+    from sklearn.svm._base import BaseLibSVM
+    from sklearn.tree._tree import Tree
+
+    for obj in _reachable(model):
+        attrs = vars(obj) if hasattr(obj, "__dict__") else {}
+        width = attrs.get("n_features_in_")
+        what = type(obj).__name__
+        if isinstance(attrs.get("tree_"), Tree):
+            tree = attrs["tree_"]
+            leaf = tree.children_left == -1
+            _check_tree(what, tree.children_left, tree.children_right, leaf,
+                        tree.feature, width)
+            if not np.array_equal(leaf, tree.children_right == -1):
+                raise ArtifactError(f"{what}: a tree node has only one child")
+        if attrs.get("_predictors") is not None:
+            _check_predictors(what, attrs["_predictors"], width, attrs.get("_bin_mapper"))
+        if isinstance(attrs.get("_tree"), KDTree | BallTree):
+            _check_neighbors(what, attrs["_tree"], width)
+        if isinstance(obj, BaseLibSVM):
+            _check_libsvm(what, obj, attrs)
+
+
+def _reachable(root: Any, limit: int = 2_000_000) -> Iterator[Any]:
+    """Objects reachable from root through attributes, containers and object arrays."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, str | bytes | int | float | bool | type(None)):
+            continue
+        seen.add(id(obj))
+        if len(seen) > limit:
+            raise ArtifactError("the model holds too many objects to check")
+        yield obj
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, list | tuple | set):
+            stack.extend(obj)
+        elif isinstance(obj, np.ndarray):
+            if obj.dtype == object:
+                stack.extend(obj.ravel().tolist())
+        elif hasattr(obj, "__dict__"):
+            stack.extend(vars(obj).values())
+
+
+def _check_tree(what: str, left: np.ndarray, right: np.ndarray, leaf: np.ndarray,
+                feature: np.ndarray, width: Any) -> None:
+    n = len(left)
+    node = np.arange(n)
+    inner = ~leaf
+    if n == 0 or len(right) != n or len(feature) != n:
+        raise ArtifactError(f"{what}: a tree has an empty or inconsistent node array")
+    for child in (left, right):
+        if np.any((child[inner] <= node[inner]) | (child[inner] >= n)):
+            raise ArtifactError(f"{what}: a tree node points outside its tree")
+    if not isinstance(width, int | np.integer):
+        raise ArtifactError(f"{what}: a tree without a fitted feature count")
+    if np.any((feature[inner] < 0) | (feature[inner] >= width)):
+        raise ArtifactError(f"{what}: a tree node splits on a feature the model does not have")
+
+
+def _check_predictors(what: str, predictors: Any, width: Any, bin_mapper: Any) -> None:
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+
+    categorical = getattr(bin_mapper, "is_categorical_", None)
+    for predictor in (p for row in predictors for p in row):
+        if not isinstance(predictor, TreePredictor):
+            raise ArtifactError(f"{what}: holds a {type(predictor).__name__} as a tree")
+        nodes = predictor.nodes
+        leaf = nodes["is_leaf"].astype(bool)
+        _check_tree(what, nodes["left"].astype(np.int64), nodes["right"].astype(np.int64),
+                    leaf, nodes["feature_idx"].astype(np.int64), width)
+        split = nodes[~leaf & nodes["is_categorical"].astype(bool)]
+        if len(split) == 0:
+            continue
+        if (categorical is None or len(categorical) != width
+                or not np.all(np.asarray(categorical)[split["feature_idx"]])
+                or np.any(split["bitset_idx"] >= len(predictor.raw_left_cat_bitsets))):
+            raise ArtifactError(f"{what}: a categorical split points outside its tables")
+
+
+def _check_neighbors(what: str, tree: Any, width: Any) -> None:
+    data, order, nodes, bounds = tree.get_arrays()
+    n = len(data)
+    start, end = nodes["idx_start"], nodes["idx_end"]
+    inner = np.flatnonzero(nodes["is_leaf"] == 0)
+    if (len(order) != n or np.any((order < 0) | (order >= n))
+            or np.any((start < 0) | (start > end) | (end > n))
+            or np.any(2 * inner + 2 >= len(nodes))
+            or bounds.shape[1:] != (len(nodes), data.shape[1])
+            or data.shape[1] != width):
+        raise ArtifactError(f"{what}: its neighbour index points outside its data")
+
+
+def _check_libsvm(what: str, model: Any, attrs: Mapping[str, Any]) -> None:
+    vectors = attrs.get("support_vectors_")
+    dual = attrs.get("_dual_coef_", attrs.get("dual_coef_"))
+    if vectors is None or attrs.get("_n_support") is None or dual is None:
+        return  # not fitted: sklearn refuses to predict
+    rows = int(np.sum(model.n_support_))  # per class; regressors store it twice
+    columns = getattr(dual, "shape", (0, 0))[1]
+    if (getattr(vectors, "shape", (0, 0))[0] != rows or columns != rows
+            or len(attrs.get("support_", ())) != rows):
+        raise ArtifactError(f"{what}: its support vectors and coefficients disagree")
+
+
+# ------------------------------------------------------------------ ONNX
 class OnnxModel:
     """An ONNX classifier taking one float tensor of shape (n, features); first output = label."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, model: bytes | Path) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(path), options,
+        source = model if isinstance(model, bytes) else str(model)
+        self.session = onnxruntime.InferenceSession(source, options,
                                                     providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
         self.output = self.session.get_outputs()[0].name
@@ -88,37 +407,225 @@ class OnnxModel:
         return self.session.run([self.output], {self.input: np.asarray(rows, np.float32)})[0]
 
 
-class ServedModel:
-    """A model behind the service: feature mapping in, plain JSON-able prediction out."""
+# ------------------------------------------------------------------ speed
+class SlowCalls:
+    """Judges a model's speed on repeated calls, so one hiccup never quarantines it.
 
-    def __init__(self, model: Any, features: list[str], timeout_seconds: float) -> None:
+    The first ``warmup`` calls after loading (or :meth:`reset`) are not judged (caches,
+    lazy imports, first allocations). Afterwards a call is slow when its wall time exceeds
+    ``limit_seconds``; once ``strikes`` of the last ``window`` judged calls were slow, the
+    next :meth:`check` raises :class:`ModelTimeoutError` (and keeps raising until reset).
+
+    Wall time, not CPU time, decides. A model that waits on I/O (a feature store, a lock,
+    a sleep) burns no CPU yet makes every request slow, so it must be caught; and thread
+    CPU time cannot tell such a wait from a thread starved by a busy machine either. What
+    filters a busy or paused process is the k-of-n rule and the warm-up. The thread's CPU
+    time is still measured and reported (``median_cpu_ms`` and in the error message), so
+    whoever reads a quarantine can tell a model that computed for long (CPU close to wall)
+    from one that waited (CPU far below wall).
+    """
+
+    def __init__(self, limit_seconds: float, *, window: int = 20, strikes: int = 5,
+                 warmup: int = 3, clock: Callable[[], float] = time.perf_counter,
+                 cpu_clock: Callable[[], float] = time.thread_time) -> None:
+        if limit_seconds <= 0 or window < 1 or not 1 <= strikes <= window or warmup < 0:
+            raise ValueError("SlowCalls needs limit > 0, window >= 1, 1 <= strikes <= "
+                             "window and warmup >= 0")
+        self.limit = limit_seconds
+        self.window = window
+        self.strikes = strikes
+        self.warmup = warmup
+        self.clock = clock
+        self.cpu_clock = cpu_clock
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the past: a reinstated version starts with a fresh warm-up."""
+        with self._lock:
+            self._calls = 0
+            self._slow = 0
+            self._last: float | None = None
+            self._recent: deque[tuple[float, float]] = deque(maxlen=self.window)
+            self._tripped: str | None = None
+
+    def check(self) -> None:
+        """Raise ModelTimeoutError if the model has been slow too often."""
+        if self._tripped is not None:
+            raise ModelTimeoutError(self._tripped)
+
+    def record(self, wall_seconds: float, cpu_seconds: float = 0.0) -> None:
+        """Count one call (a batch counts once)."""
+        with self._lock:
+            self._calls += 1
+            self._last = wall_seconds
+            if self._calls <= self.warmup:
+                return
+            self._recent.append((wall_seconds, cpu_seconds))
+            slow = sum(wall > self.limit for wall, _ in self._recent)
+            self._slow += wall_seconds > self.limit
+            if slow >= self.strikes and self._tripped is None:
+                walls = [w for w, _ in self._recent]
+                cpus = [c for _, c in self._recent]
+                self._tripped = (
+                    f"{slow} of the last {len(walls)} calls over the "
+                    f"{self.limit * 1000:.0f} ms timeout (median "
+                    f"{statistics.median(walls) * 1000:.0f} ms, of which "
+                    f"{statistics.median(cpus) * 1000:.0f} ms on CPU)")
+
+    def timed(self, call: Callable[[], Any]) -> Any:
+        """Check, run the call, record its wall and thread CPU time; return its result."""
+        self.check()
+        cpu = self.cpu_clock()
+        started = self.clock()
+        result = call()
+        self.record(self.clock() - started, self.cpu_clock() - cpu)
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        """Calls since the last reset, slow judged calls, median/last wall time, CPU median."""
+        with self._lock:
+            walls = [w for w, _ in self._recent]
+            cpus = [c for _, c in self._recent]
+            return {
+                "calls": self._calls,
+                "slow": self._slow,
+                "median_ms": statistics.median(walls) * 1000 if walls else None,
+                "median_cpu_ms": statistics.median(cpus) * 1000 if cpus else None,
+                "last_ms": self._last * 1000 if self._last is not None else None,
+                "tripped": self._tripped is not None,
+            }
+
+
+# ------------------------------------------------------------------ serving
+class ServedModel:
+    """A model behind the service: feature mappings in, plain JSON-able predictions out."""
+
+    def __init__(self, model: Any, features: list[str] | Mapping[str, str],
+                 timeout_seconds: float, *, window: int = 20, strikes: int = 5,
+                 warmup: int = 3) -> None:
         if not callable(getattr(model, "predict", None)):
             raise ArtifactError(f"the artifact holds a {type(model).__name__}, which has no "
                                 "predict()")
         self.model = model
-        self.features = features
+        self.features = list(features)
         self.timeout = timeout_seconds
+        self.slow = SlowCalls(timeout_seconds, window=window, strikes=strikes, warmup=warmup)
         names = getattr(model, "feature_names_in_", None)
         self.named = names is not None
         if self.named:
-            missing = [str(n) for n in names if n not in features]
+            missing = [str(n) for n in names if n not in self.features]
             if missing:
                 raise ArtifactError(f"the model needs features {missing} that the deployment "
                                     "does not declare")
             self.columns = [str(n) for n in names]
 
-    def _input(self, x: Mapping[str, Any]) -> Any:
+    def _input(self, rows: list[Mapping[str, Any]]) -> Any:
         if self.named:
             import pandas as pd
 
-            return pd.DataFrame([[x[c] for c in self.columns]], columns=self.columns)
-        return np.array([[x[name] for name in self.features]], dtype=float)
+            return pd.DataFrame([[x[c] for c in self.columns] for x in rows],
+                                columns=self.columns)
+        return np.array([[x[name] for name in self.features] for x in rows], dtype=float)
+
+    def predict_many(self, rows: list[Mapping[str, Any]]) -> list[Any]:
+        """One model call for all rows; one plain Python scalar per row, or ArtifactError."""
+        if not rows:
+            return []
+        frame = self._input(rows)
+        output = self.slow.timed(lambda: self.model.predict(frame))
+        return plain_predictions(output, len(rows))
 
     def predict_one(self, x: Mapping[str, Any]) -> Any:
-        started = time.perf_counter()
-        prediction = self.model.predict(self._input(x))[0]
-        elapsed = time.perf_counter() - started
-        if elapsed > self.timeout:
-            raise ModelTimeoutError(f"prediction took {elapsed * 1000:.0f} ms, over the "
-                                    f"{self.timeout * 1000:.0f} ms timeout")
-        return prediction.item() if isinstance(prediction, np.generic) else prediction
+        return self.predict_many([x])[0]
+
+    def reset(self) -> None:
+        """A reinstated version: a fresh warm-up and no memory of past slowness."""
+        self.slow.reset()
+
+    def stats(self) -> dict[str, Any]:
+        """Call timings for reports (see :meth:`SlowCalls.stats`)."""
+        return self.slow.stats()
+
+
+def plain_predictions(output: Any, expected: int) -> list[Any]:
+    """The model's output as one JSON-safe scalar per row (str, bool, int, finite float)."""
+    try:
+        array = np.asarray(output)
+    except (TypeError, ValueError) as error:
+        raise ArtifactError(f"the model returned something that is not one prediction per "
+                            f"row: {type(output).__name__} ({error})") from None
+    if array.ndim != 1:
+        raise ArtifactError(f"the model returned an array of shape {array.shape}; expected "
+                            f"one prediction per row ({expected},)")
+    if len(array) != expected:
+        raise ArtifactError(f"the model returned {len(array)} predictions for {expected} rows")
+    return [plain_scalar(value) for value in array.tolist()]
+
+
+def plain_scalar(value: Any) -> str | bool | int | float:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    raise ArtifactError(f"the model predicted {value!r} ({type(value).__name__}); a prediction "
+                        "must be a string, a boolean, an integer or a finite number")
+
+
+# ------------------------------------------------------------------ smoke test
+def smoke_test(served: ServedModel, features: Mapping[str, str], labels: list | None) -> None:
+    """Two synthetic rows from the feature schema must give one valid prediction each.
+
+    Numbers are 0.0 then 1.0; strings are "" then a category the model knows (from a
+    fitted OneHotEncoder/OrdinalEncoder) or "unknown". Passing means: no exception, one
+    JSON-safe scalar per row, and each in ``labels`` when labels are declared (type-aware:
+    the string "1" is not the integer 1).
+    """
+    known = known_categories(served.model)
+    rows: list[dict[str, Any]] = [{}, {}]
+    for name, kind in features.items():
+        if kind == "number":
+            rows[0][name], rows[1][name] = 0.0, 1.0
+        else:
+            rows[0][name], rows[1][name] = "", known.get(name, "unknown")
+    try:
+        predictions = served.predict_many(rows)
+    except ArtifactError as error:
+        raise ArtifactError(f"smoke test failed: {error}") from None
+    except Exception as error:
+        raise ArtifactError(f"smoke test failed: the model raised {type(error).__name__}: "
+                            f"{error}") from None
+    if labels is not None:
+        declared = {(type(label), label) for label in labels}
+        unknown = [p for p in predictions if (type(p), p) not in declared]
+        if unknown:
+            raise ArtifactError(f"smoke test failed: the model predicted {unknown[0]!r}, "
+                                f"which is not one of the declared labels {labels}")
+
+
+def known_categories(model: Any) -> dict[str, str]:
+    """A string category each encoded column was fitted with, where the model shows one."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    found: dict[str, str] = {}
+    try:
+        for obj in _reachable(model, limit=100_000):
+            if not isinstance(obj, ColumnTransformer):
+                continue
+            for _, step, columns in getattr(obj, "transformers_", []):
+                steps = [s for _, s in step.steps] if isinstance(step, Pipeline) else [step]
+                encoder = next((s for s in steps
+                                if isinstance(s, OneHotEncoder | OrdinalEncoder)), None)
+                if encoder is None or not isinstance(columns, list):
+                    continue
+                for column, categories in zip(columns, encoder.categories_, strict=False):
+                    strings = [c for c in categories.tolist() if isinstance(c, str) and c]
+                    if isinstance(column, str) and strings:
+                        found.setdefault(column, strings[0])
+    except (ArtifactError, AttributeError, TypeError):
+        return found
+    return found

@@ -4,21 +4,35 @@
 database = "sqlite:///banditops.db"        # or postgresql+psycopg://user@host/db
 artifact_dirs = ["models"]                 # versions load only from these folders
 allow_pickle = false                       # joblib/pickle artifacts run code: opt in
+trusted_types = []                         # exact extra type names skops may load
 max_batch = 256                            # instances (or feedbacks) per request
 max_body_bytes = 1_000_000
-model_timeout_ms = 200                     # slower models are quarantined
+body_timeout_seconds = 5.0                 # headers, then body, each in time (else 408)
+keep_alive_seconds = 5.0                   # idle connections are closed after this
+max_connections = 1000                     # concurrent connections per worker
+max_queue = 1024                           # jobs waiting per deployment before 503
+micro_batch = 64                           # concurrent predictions batched per version
+db_timeout_seconds = 5.0                   # connect and statement timeout
+model_timeout_ms = 200                     # a model call slower than this is a strike
+model_timeout_window = 20                  # quarantine after model_timeout_strikes slow
+model_timeout_strikes = 5                  #   calls among the last model_timeout_window
+model_warmup_calls = 3                     # first calls after loading never count
 snapshot_every = 10000                     # rewards between policy snapshots
 
 [[api_keys]]
-key_env = "BANDITOPS_ADMIN_KEY"            # or key = "..." (not recommended)
-scope = "admin"                            # admin: everything; client: predict, feedback, read
+key_env = "BANDITOPS_ADMIN_KEY"            # or key = "..." (not recommended); >= 16
+scope = "admin"                            # printable ASCII characters; admin: everything,
+                                           # client: predict, feedback, read
 
 [deployments.churn]
 policy = "thompson"                        # any name from banditops.policies.policy_names()
-policy_params = { prior_weight = 20 }
+policy_params = { prior_weight = 20 }      # checked against the policy's Params at load
 reward = "accuracy"                        # or { tp = 1, fp = 0.95, fn = 0, tn = 1 }
-guardrail = { min_samples = 50, margin = 0.05 }   # or false
+labels = ["no", "yes"]                     # optional: the only labels feedback may carry
+positive = "yes"                           # cost-matrix reward only (default 1 of [0, 1])
+guardrail = { min_samples = 200, margin = 0.05, method = "welch" }   # or false
 feedback_ttl_seconds = 604800              # later feedback gets 410
+feedback_same_key = false                  # true: only the key that predicted may label
 features = { age = "number", plan = "string" }
 
 [[deployments.churn.versions]]
@@ -27,20 +41,41 @@ artifact = "models/churn-v1.skops"
 validation_score = 0.86
 ```
 
-Relative paths are resolved against the config file's folder.
+Relative paths are resolved against the config file's folder. Policy and guardrail
+parameters are validated by the library's own parameter objects (``EpsilonGreedyParams``,
+``GuardrailParams``, ...), so their defaults and rules live in one place. Every mistake is a
+:class:`ConfigError` with one line naming the field; a database password is never echoed.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from banditops.errors import BanditOpsError
-from banditops.policies import policy_names
+from banditops.errors import BanditOpsError, InvalidParameterError
+from banditops.guardrails import GuardrailParams
+from banditops.policies import parse_policy_params, policy_names
+from banditops.policies.base import check_seed
+from banditops.rewards import Label, RewardFunction, accuracy, check_label, cost_matrix
+
+MIN_KEY_CHARS = 16
+_KEY_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
+_TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_GUARDRAIL = GuardrailParams()
+BACKENDS = ("sqlite", "postgresql")
 
 
 class ConfigError(BanditOpsError):
@@ -48,7 +83,7 @@ class ConfigError(BanditOpsError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class VersionConfig(_Strict):
@@ -65,19 +100,44 @@ class CostMatrixConfig(_Strict):
 
 
 class GuardrailConfig(_Strict):
-    confidence: float = Field(default=0.99, gt=0.5, lt=1.0)
-    min_samples: int = Field(default=50, ge=2)
-    margin: float = Field(default=0.05, ge=0.0, lt=1.0)
-    window: int = Field(default=1000, ge=10)
-    check_every: int = Field(default=5, ge=1)
+    """A deployment's guardrail section: the fields, defaults and rules of GuardrailParams."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+    confidence: float = _GUARDRAIL.confidence
+    min_samples: int = _GUARDRAIL.min_samples
+    margin: float = _GUARDRAIL.margin
+    method: str = _GUARDRAIL.method
+    window: int = _GUARDRAIL.window  # type: ignore[assignment]  (a config always has one)
+    check_every: int = _GUARDRAIL.check_every
+
+    @model_validator(mode="after")
+    def _library_rules(self) -> GuardrailConfig:
+        try:
+            self.params()
+        except InvalidParameterError as error:
+            raise ValueError(str(error)) from None
+        return self
+
+    def params(self) -> GuardrailParams:
+        """The library's parameter object (what ``Guardrail.from_params`` takes)."""
+        return GuardrailParams(**self.model_dump())
+
+
+def _label_key(label: Label) -> tuple[type, Label]:
+    """Labels compare type-aware: 1, True and "1" are different classes."""
+    return type(label), label
 
 
 class DeploymentConfig(_Strict):
     policy: str = "thompson"
     policy_params: dict[str, Any] = Field(default_factory=dict)
     reward: Literal["accuracy"] | CostMatrixConfig = "accuracy"
+    labels: list[str | int | bool] | None = Field(default=None, min_length=2, max_length=1000)
+    positive: str | int | bool | None = None
     guardrail: GuardrailConfig | Literal[False] = Field(default_factory=GuardrailConfig)
     feedback_ttl_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    feedback_same_key: bool = False
     features: dict[str, Literal["number", "string"]] = Field(min_length=1)
     versions: list[VersionConfig] = Field(default_factory=list)
 
@@ -88,18 +148,115 @@ class DeploymentConfig(_Strict):
             raise ValueError(f"unknown policy {value!r}; known: {', '.join(policy_names())}")
         return value
 
+    @field_validator("policy_params")
+    @classmethod
+    def _policy_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        policy = info.data.get("policy")
+        if policy is None:
+            return value  # the policy itself is reported
+        params = dict(value)
+        try:
+            check_seed(params.pop("seed", None))
+            parse_policy_params(policy, params)
+        except InvalidParameterError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("guardrail", mode="before")
+    @classmethod
+    def _guardrail(cls, value: Any) -> Any:
+        if value is False or isinstance(value, GuardrailConfig):
+            return value
+        try:  # one clear error for a bad section, not one per member of the union
+            return GuardrailConfig.model_validate(value)
+        except ValidationError as error:
+            problems = "; ".join(
+                ".".join(str(p) for p in e["loc"]) + ": " * bool(e["loc"])
+                + e["msg"].removeprefix("Value error, ") for e in error.errors())
+            raise ValueError(f"{problems} (or false to disable the guardrail)") from None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[Label] | None) -> list[Label] | None:
+        if value is None:
+            return None
+        try:
+            labels = [check_label(label) for label in value]
+        except InvalidParameterError as error:
+            raise ValueError(str(error)) from None
+        if len({_label_key(label) for label in labels}) != len(labels):
+            raise ValueError(f"labels repeat: {labels!r}")
+        return labels
+
+    @field_validator("positive")
+    @classmethod
+    def _positive(cls, value: Label | None) -> Label | None:
+        try:
+            return None if value is None else check_label(value)
+        except InvalidParameterError as error:
+            raise ValueError(str(error)) from None
+
     @model_validator(mode="after")
-    def _unique_versions(self) -> DeploymentConfig:
+    def _consistent(self) -> DeploymentConfig:
         names = [v.name for v in self.versions]
         if len(names) != len(set(names)):
             raise ValueError(f"version names repeat: {names}")
+        if self.reward == "accuracy":
+            if self.positive is not None:
+                raise ValueError("positive applies to a cost-matrix reward only; "
+                                 "reward is 'accuracy'")
+        else:
+            self._binary_classes()
         return self
+
+    def _binary_classes(self) -> tuple[Label, Label]:
+        """(negative, positive) of a cost-matrix reward; ValueError when they are unclear."""
+        labels: list[Label] = [0, 1] if self.labels is None else list(self.labels)
+        if len(labels) != 2:
+            raise ValueError(f"a cost-matrix reward needs exactly two labels, got {labels!r}")
+        positive = 1 if self.positive is None else self.positive
+        keys = [_label_key(label) for label in labels]
+        if _label_key(positive) not in keys:
+            raise ValueError(f"positive {positive!r} is not one of labels {labels!r}"
+                             + ("; set positive" if self.positive is None else ""))
+        negative = labels[1 - keys.index(_label_key(positive))]
+        return negative, positive
+
+    def reward_function(self) -> RewardFunction:
+        """``accuracy``, or the cost matrix with this deployment's positive and negative."""
+        if self.reward == "accuracy":
+            return accuracy
+        negative, positive = self._binary_classes()
+        return cost_matrix(**self.reward.model_dump(), positive=positive, negative=negative)
+
+    def label_classes(self) -> tuple[Label, ...] | None:
+        """The labels feedback may carry: declared, else the cost matrix's, else any (None)."""
+        if self.labels is not None:
+            return tuple(self.labels)
+        if self.reward != "accuracy":
+            return self._binary_classes()
+        return None
+
+
+KEY_RULE = f"at least {MIN_KEY_CHARS} printable ASCII characters, no spaces"
+
+
+def is_valid_api_key(key: str) -> bool:
+    """An API key is >= 16 printable ASCII characters without spaces (keys are never echoed)."""
+    return len(key) >= MIN_KEY_CHARS and _KEY_CHARS.fullmatch(key) is not None
 
 
 class ApiKeyConfig(_Strict):
-    key: str | None = Field(default=None, min_length=16)
-    key_env: str | None = None
+    key: str | None = None
+    key_env: str | None = Field(default=None, min_length=1)
     scope: Literal["client", "admin"]
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and not is_valid_api_key(value):
+            raise ValueError(f"an API key needs {KEY_RULE}")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ApiKeyConfig:
@@ -111,23 +268,81 @@ class ApiKeyConfig(_Strict):
         if self.key is not None:
             return self.key
         value = os.environ.get(self.key_env or "", "")
-        if len(value) < 16:
-            raise ConfigError(f"environment variable {self.key_env} must hold an API key of at "
-                              "least 16 characters")
+        if not is_valid_api_key(value):
+            state = "is not set" if self.key_env not in os.environ else "is not a valid key"
+            raise ConfigError(f"environment variable {self.key_env} must hold an API key of "
+                              f"{KEY_RULE} ({state})")
         return value
+
+
+def check_database_url(url: str) -> str:
+    """``url`` if SQLAlchemy can parse it and it names SQLite or PostgreSQL; else ConfigError.
+
+    Messages never contain the password (``hide_password`` rendering, or no URL at all).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    hint = "e.g. sqlite:///banditops.db or postgresql+psycopg://user@host/db"
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        shown = f" (scheme {scheme!r})" if re.fullmatch(r"[A-Za-z0-9+._-]{1,40}", scheme) else ""
+        raise ConfigError(f"database: not a valid database URL{shown}; {hint}") from None
+    if "@" in (parsed.host or ""):
+        raise ConfigError("database: the URL has more than one '@'; write an '@' in the "
+                          "password as %40")
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() not in BACKENDS:
+        raise ConfigError(f"database: {shown} is not SQLite or PostgreSQL; {hint}")
+    try:
+        parsed.get_dialect()
+    except (ArgumentError, ImportError):
+        raise ConfigError(f"database: no SQLAlchemy driver for {shown}; {hint}") from None
+    return url
 
 
 class ServiceConfig(_Strict):
     database: str = "sqlite:///banditops.db"
     artifact_dirs: list[Path] = Field(default_factory=list)
     allow_pickle: bool = False
+    trusted_types: list[str] = Field(default_factory=list)
     max_batch: int = Field(default=256, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     model_timeout_ms: float = Field(default=200.0, gt=0)
+    model_timeout_window: int = Field(default=20, ge=1)
+    model_timeout_strikes: int = Field(default=5, ge=1)
+    model_warmup_calls: int = Field(default=3, ge=0)
     sync_interval_seconds: float = Field(default=0.25, ge=0.0)
     snapshot_every: int = Field(default=10_000, ge=1)  # learned rewards between snapshots
+    max_queue: int = Field(default=1024, ge=1)  # jobs waiting per deployment; more get 503
+    micro_batch: int = Field(default=64, ge=1, le=100_000)  # instances per model call
+    body_timeout_seconds: float = Field(default=5.0, gt=0)  # to receive headers, then body
+    keep_alive_seconds: float = Field(default=5.0, gt=0)  # idle connections are closed
+    max_connections: int = Field(default=1000, ge=1)  # concurrent connections (uvicorn)
+    db_timeout_seconds: float = Field(default=5.0, gt=0)  # connect and statement timeout
     api_keys: list[ApiKeyConfig] = Field(default_factory=list)
     deployments: dict[str, DeploymentConfig] = Field(min_length=1)
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        try:
+            return check_database_url(value)
+        except ConfigError as error:
+            raise ValueError(str(error).removeprefix("database: ")) from None
+
+    @field_validator("trusted_types")
+    @classmethod
+    def _exact_types(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name.endswith(".") or "*" in name:
+                raise ValueError(f"{name!r} looks like a prefix; list exact type names, "
+                                 "e.g. 'sklearn.linear_model._logistic.LogisticRegression'")
+            if not _TYPE_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a dotted type name (module.Name)")
+        return value
 
     @field_validator("deployments")
     @classmethod
@@ -137,15 +352,28 @@ class ServiceConfig(_Strict):
                 raise ValueError(f"deployment name {name!r}: use letters, digits, - and _")
         return value
 
+    @model_validator(mode="after")
+    def _strikes(self) -> ServiceConfig:
+        if self.model_timeout_strikes > self.model_timeout_window:
+            raise ValueError(f"model_timeout_strikes ({self.model_timeout_strikes}) must be at "
+                             f"most model_timeout_window ({self.model_timeout_window})")
+        return self
+
     def keys(self) -> dict[str, str]:
-        """API key -> scope."""
-        return {entry.resolve(): entry.scope for entry in self.api_keys}
+        """API key -> scope (environment keys are read and checked here)."""
+        keys: dict[str, str] = {}
+        for index, entry in enumerate(self.api_keys):
+            key = entry.resolve()
+            if key in keys:
+                raise ConfigError(f"api_keys.{index}: the same key is configured twice")
+            keys[key] = entry.scope
+        return keys
 
 
 def describe_errors(errors: list[Any], *, skip: int = 0, whole: str = "body") -> str:
     """Pydantic errors as "field.path: message; ..." (``whole`` when the path is empty)."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'][skip:]) or whole}: {e['msg']}"
-                     for e in errors)
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'][skip:]) or whole}: "
+                     f"{e['msg'].removeprefix('Value error, ')}" for e in errors)
 
 
 def load_config(path: str | Path) -> ServiceConfig:
@@ -162,6 +390,7 @@ def load_config(path: str | Path) -> ServiceConfig:
     except ValidationError as error:
         problems = describe_errors(error.errors(), whole="config")
         raise ConfigError(f"invalid config {path}: {problems}") from None
+    config.keys()  # keys from the environment are checked now, not at the first request
     base = path.resolve().parent
     config.artifact_dirs = [d if d.is_absolute() else base / d for d in config.artifact_dirs]
     for deployment in config.deployments.values():

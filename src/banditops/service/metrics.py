@@ -1,18 +1,18 @@
-"""Prometheus metrics, and the ASGI wrapper that counts, times and size-limits requests.
+"""Prometheus metrics of one service process (scrape every replica).
 
-A plain ASGI wrapper rather than a Starlette middleware class: it adds microseconds, not
-a task per request. Each process exposes its own counters (scrape every replica).
+Label values are bounded: methods are GET, POST, DELETE or "other"; routes are route
+templates or "unmatched"; deployments and versions come from the configuration.
 """
 
 from __future__ import annotations
 
-import json
-import time
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+METHODS = frozenset({"GET", "POST", "DELETE"})
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -34,6 +34,8 @@ class Metrics:
                               ["deployment", "version"], registry=r)
         self.rollbacks = Counter("banditops_rollbacks", "Versions taken down automatically",
                                  ["deployment", "kind"], registry=r)
+        self.queued = Gauge("banditops_queued_jobs", "Jobs waiting for a deployment's worker",
+                            ["deployment"], registry=r)
         self._children: dict[tuple, Any] = {}  # labels() costs ~10 us; children are cached
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -42,6 +44,16 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def request(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        """One answered request; ``route`` is its template (None: no route matched)."""
+        method = method if method in METHODS else "other"
+        route = route or "unmatched"
+        self._child(self.requests, method, route, str(status)).inc()
+        self._child(self.latency, method, route).observe(seconds)
+
+    def queue_depth(self, deployment: str, depth: Callable[[], float]) -> None:
+        self.queued.labels(deployment).set_function(depth)
 
     def decision(self, deployment: str, version: str) -> None:
         self._child(self.decisions, deployment, version).inc()
@@ -55,84 +67,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-    def wrap(self, app: Any, *, max_body_bytes: int, fast_lane=None, fast_route: str = ""
-             ) -> Any:
-        """The ASGI app with request metrics, a request body limit (413), and an optional
-        fast lane: ``fast_lane(scope, body) -> (status, payload) | None`` answers the
-        requests it recognises before the framework sees them."""
-        metrics = self
-
-        async def guarded(scope, receive, send):
-            if scope["type"] != "http":
-                return await app(scope, receive, send)
-            started = time.perf_counter()
-            status = {"code": 500}
-
-            async def record_status(message):
-                if message["type"] == "http.response.start":
-                    status["code"] = message["status"]
-                await send(message)
-
-            length = dict(scope.get("headers") or []).get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-                await _reject(record_status, max_body_bytes)
-            else:
-                body = await _read_body(receive, max_body_bytes)
-                answer = None if body is None or fast_lane is None else fast_lane(scope, body)
-                if body is None:
-                    await _reject(record_status, max_body_bytes)
-                elif answer is not None:
-                    scope["route_path"] = fast_route
-                    await _respond(record_status, *answer)
-                else:
-                    await app(scope, _replay(body, receive), record_status)
-            path = scope.get("route_path") or getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"]
-            metrics._child(metrics.requests, method, path, str(status["code"])).inc()
-            metrics._child(metrics.latency, method, path).observe(
-                time.perf_counter() - started)
-
-        guarded.state = app.state  # tests and tools reach the FastAPI state through the wrapper
-        guarded.fastapi = app
-        return guarded
-
-
-async def _read_body(receive, limit: int) -> bytes | None:
-    """The whole request body, or None once it passes ``limit`` bytes."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes, receive):
-    sent = {"done": False}
-
-    async def replayed():
-        if not sent["done"]:
-            sent["done"] = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
-
-
-async def _reject(send, limit: int) -> None:
-    await _respond(send, 413, {"detail": f"request body over the {limit:,}-byte limit"})
-
-
-async def _respond(send, status: int, payload: Any) -> None:
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

@@ -1,40 +1,50 @@
-"""One named deployment inside a service process: a ``Deployment`` kept in step with the store.
+"""One named deployment inside a service process: a ``Deployment`` over the shared SQL log.
 
-The database is the source of truth; each replica holds a :class:`~banditops.Deployment`
-that routes its requests. A decision is committed before it is returned. A feedback is
-committed once (the decision id is unique in the feedback log), then learned. Every replica
-*catches up* on the feedback log (rows with a sequence number it has not applied) and on
-version status changes every ``sync_interval_seconds`` (a task between requests, on a shared
-PostgreSQL; a SQLite file has one process) and before every report or admin change, so all
-replicas learn every reward exactly once. Every ``snapshot_every`` rewards the learned state
-is stored with the sequence numbers it covers; a restart loads it and replays the rest of
-the log, ending with the same policy state.
+The database is the source of truth. Each replica holds a :class:`~banditops.Deployment`
+whose decision log is the deployment's :class:`~banditops.store.sql.SqlLog`: predictions are
+logged there (committed before they are answered), and feedback goes through
+``Deployment.feedback_many``, the same path the replay uses, which looks the decision up in the
+log, turns the label into a reward, closes the decision once and updates the policy. Rewards
+that other replicas stored reach this one through ``Deployment.catch_up``; version changes
+(registrations, rollbacks, reinstatements) through :meth:`ServiceDeployment.sync`, which runs
+every ``sync_interval_seconds`` and before every report or admin change.
 
-Sequence numbers can commit out of order under concurrency, so a number skipped during
-catch-up is looked for again for :data:`GAP_SECONDS` before it is given up (a failed insert
-leaves a hole for good).
+Every ``snapshot_every`` learned rewards, and at a clean stop, the learned state (policy with
+its RNG, guardrail windows, the log's read position) is stored; a restart loads it and learns
+only the feedback after it.
+
+Not thread-safe: the HTTP layer calls one ServiceDeployment from one worker thread.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from banditops.deployment import Deployment, Event, reward_interval
-from banditops.errors import BanditOpsError, InvalidParameterError
+from banditops.deployment import Deployment, Event
+from banditops.errors import (
+    BanditOpsError,
+    DuplicateFeedbackError,
+    ExpiredDecisionError,
+    InvalidParameterError,
+    ModelError,
+    UnknownArmError,
+    UnknownDecisionError,
+)
 from banditops.guardrails import Guardrail
 from banditops.policies import make_policy
-from banditops.rewards import cost_matrix, resolve_reward, validate_reward
-from banditops.service.artifacts import ServedModel, load_artifact
+from banditops.service.artifacts import LoadedArtifact, ServedModel, load_artifact, smoke_test
 from banditops.service.config import DeploymentConfig, ServiceConfig
-from banditops.service.store import Store
+from banditops.store.sql import Store
 
-GAP_SECONDS = 30.0
 log = logging.getLogger("banditops.service")
 TAKE_DOWN = {"rolled_back", "quarantined", "retired"}
+#: Which status a version must have for each change to be stored (atomically, once).
+CHANGE_FROM = {"rolled_back": ("live",), "quarantined": ("live",),
+               "live": ("rolled_back", "quarantined"), "retired": None}
 
 
 @dataclass(frozen=True)
@@ -46,77 +56,120 @@ class FeedbackOutcome:
     version: str | None = None
 
 
+def _outcome_of(decision_id: str, result: tuple[str, float] | BanditOpsError
+                ) -> FeedbackOutcome:
+    if not isinstance(result, BanditOpsError):
+        version, reward = result
+        return FeedbackOutcome(decision_id, "recorded", reward, version=version)
+    status = ("duplicate" if isinstance(result, DuplicateFeedbackError)
+              else "unknown" if isinstance(result, UnknownDecisionError)
+              else "expired" if isinstance(result, ExpiredDecisionError) else "invalid")
+    return FeedbackOutcome(decision_id, status, message=str(result))
+
+
+class _Retired:
+    """Stands in for the model of a retired version: it never serves again, so it is not
+    loaded (its file may be long gone)."""
+
+    def predict(self, rows: Any) -> Any:
+        raise ModelError("a retired version does not serve")
+
+
 class ServiceDeployment:
     def __init__(self, name: str, config: DeploymentConfig, service: ServiceConfig,
-                 store: Store, on_event=None) -> None:
+                 store: Store, on_event: Callable[[str, Event], None] | None = None) -> None:
+        """Builds the policy and the deployment; no I/O (see :meth:`start`)."""
         self.name = name
         self.config = config
         self.service = service
         self.store = store
         self.features = list(config.features)
         self.on_event = on_event
-        reward = (resolve_reward(config.reward) if isinstance(config.reward, str)
-                  else cost_matrix(**config.reward.model_dump()))
-        guardrail = (Guardrail(**config.guardrail.model_dump())
-                     if config.guardrail is not False else None)
         try:
             policy = make_policy(config.policy, **config.policy_params)
         except (BanditOpsError, TypeError) as error:
             raise InvalidParameterError(
                 f"deployment {name}: policy {config.policy} with {config.policy_params}: "
                 f"{error}") from None
-        self.deployment = Deployment(policy, reward, guardrail, record_pending=False)
-        self._high_water = 0
-        self._gaps: dict[int, float] = {}  # seq -> when first missed
-        self._ahead: set[int] = set()  # learned directly, before catch-up reached them
+        guardrail = (Guardrail.from_params(config.guardrail.params())
+                     if config.guardrail is not False else None)
+        self.log = store.log(name, config.feedback_ttl_seconds)
+        self.deployment = Deployment(policy, config.reward_function(), guardrail,
+                                     labels=config.label_classes(), log=self.log)
         self._remote = False  # applying another replica's change: don't write it back
         self._since_snapshot = 0
-        self.restored_from: int | None = None  # snapshot high-water mark used at start-up
+        self._unloadable: dict[str, str] = {}  # version -> why this replica cannot load it
+        self.restored_from: int | None = None  # snapshot read position used at start-up
+        self.started = False
+
+    # ------------------------------------------------------------ start-up
+    def start(self) -> None:
+        """Load the versions (sha256-checked), restore the snapshot, catch up."""
+        if self.started:
+            return
         self._restore()
         self._load_snapshot()
         self.deployment.subscribe(self._persist_event)
         self.sync()
+        self.started = True
 
-    # ------------------------------------------------------------ state
-    def _load(self, artifact: str) -> ServedModel:
-        model = load_artifact(artifact, self.service.artifact_dirs,
-                              allow_pickle=self.service.allow_pickle)
-        return ServedModel(model, self.features, self.service.model_timeout_ms / 1000)
+    def _load(self, artifact: str, expected_sha256: str | None = None) -> LoadedArtifact:
+        return load_artifact(artifact, self.service.artifact_dirs,
+                             allow_pickle=self.service.allow_pickle,
+                             expected_sha256=expected_sha256,
+                             extra_trusted=self.service.trusted_types)
+
+    def _serve(self, loaded: LoadedArtifact) -> ServedModel:
+        service = self.service
+        return ServedModel(loaded.model, self.features, service.model_timeout_ms / 1000,
+                           window=service.model_timeout_window,
+                           strikes=service.model_timeout_strikes,
+                           warmup=service.model_warmup_calls)
 
     def _restore(self) -> None:
-        """Versions from the config (first start) and the store; statuses as stored."""
+        """Versions from the config (first start) and the store; statuses as stored.
+
+        A version that may serve again whose artifact is missing or changed since it was
+        registered stops the start-up: serving something else under its name would be
+        silently wrong."""
+        loaded: dict[str, LoadedArtifact] = {}
         for version in self.config.versions:
+            artifact = self._load(str(version.artifact))
+            loaded[version.name] = artifact
             self.store.add_version(self.name, version.name, str(version.artifact),
-                                   version.validation_score, if_missing=True)
+                                   version.validation_score, artifact.sha256, if_missing=True)
         rows = self.store.versions(self.name)
         for row in rows:
-            self.deployment.register(row.name, self._load(row.artifact),
-                                     validation_score=row.validation_score)
+            if row.status == "retired":
+                model: Any = _Retired()
+            else:
+                artifact = loaded.get(row.name)
+                if artifact is None or artifact.path != _resolved(row.artifact) or (
+                        row.sha256 is not None and artifact.sha256 != row.sha256):
+                    artifact = self._load(row.artifact, row.sha256)
+                if row.sha256 is None:
+                    self.store.pin_version(self.name, row.name, artifact.sha256)
+                model = self._serve(artifact)
+            self.deployment.register(row.name, model, validation_score=row.validation_score)
         for row in rows:
             self._apply_status(row.name, row.status, "restored from the database")
 
     def _load_snapshot(self) -> None:
         """Start from the last snapshot, if it fits this configuration; else from scratch."""
-        row = self.store.load_snapshot(self.name)
-        if row is None:
+        state = self.store.load_snapshot(self.name)
+        if state is None:
             return
         try:
-            self.deployment.restore_learning(row.state)
+            self.deployment.restore_learning(state)
         except BanditOpsError as error:
-            log.warning("deployment %s: snapshot not used, replaying all feedback (%s)",
+            log.warning("deployment %s: snapshot not used, learning all feedback again (%s)",
                         self.name, error)
             return
-        now = time.monotonic()
-        self._high_water = int(row.high_water)
-        self._gaps = {int(seq): now for seq in row.applied["gaps"]}
-        self._ahead = {int(seq) for seq in row.applied["ahead"]}
-        self.restored_from = self._high_water
+        self.restored_from = int(state["log"].get("high_water", 0))
 
     def snapshot(self) -> None:
-        """Store what this replica has learned and up to which feedback (see the store)."""
-        self.store.save_snapshot(self.name, self._high_water,
-                                 {"gaps": sorted(self._gaps), "ahead": sorted(self._ahead)},
-                                 _json_safe(self.deployment.learning_state()))
+        """Store what this replica has learned and how far it has read the feedback log."""
+        self.store.save_snapshot(self.name, _json_safe(self.deployment.learning_state()))
         self._since_snapshot = 0
 
     def _learned(self, count: int) -> None:
@@ -124,6 +177,7 @@ class ServiceDeployment:
         if self._since_snapshot >= self.service.snapshot_every:
             self.snapshot()
 
+    # ---------------------------------------------------- versions in step
     def _apply_status(self, version: str, status: str, reason: str) -> None:
         current = self.deployment.status(version)
         if current == status:
@@ -143,51 +197,47 @@ class ServiceDeployment:
             self._remote = False
 
     def _persist_event(self, event: Event) -> None:
+        """Store this replica's changes (a status change only if it is the first to make it)."""
         if self._remote:
             return
         if event.kind in TAKE_DOWN or event.kind == "reinstated":
             status = "live" if event.kind == "reinstated" else event.kind
-            first = self.store.set_status(self.name, event.version or "", status,
-                                          only_from=None if status in ("live", "retired")
-                                          else "live")
-            if not first:
+            if not self.store.set_status(self.name, event.version or "", status,
+                                         only_from=CHANGE_FROM[status]):
                 return  # another replica recorded it already
-        evidence = _json_safe(event.evidence)
         self.store.add_event(self.name, event.time, event.kind, event.version, event.reason,
-                             evidence)
+                             _json_safe(event.evidence))
         if self.on_event is not None:
             self.on_event(self.name, event)
 
     def sync(self) -> None:
-        """Catch up on other replicas' feedback and version changes."""
-        now = time.monotonic()
+        """Catch up on other replicas' versions, status changes and feedback."""
         for row in self.store.versions(self.name):
-            if not self.deployment.has_version(row.name):
-                self._remote = True
-                try:
-                    self.deployment.register(row.name, self._load(row.artifact),
-                                             validation_score=row.validation_score)
-                finally:
-                    self._remote = False
-            self._apply_status(row.name, row.status, "changed by another replica")
-        expired = [seq for seq, first in self._gaps.items() if now - first > GAP_SECONDS]
-        for seq in expired:
-            del self._gaps[seq]
-        learned = 0
-        for seq, version, reward in self.store.feedback_after(self.name, self._high_water,
-                                                              self._gaps):
-            self._gaps.pop(seq, None)
-            if seq > self._high_water:
-                for missing in range(self._high_water + 1, seq):
-                    self._gaps.setdefault(missing, now)
-                self._high_water = seq
-            if seq in self._ahead:
-                self._ahead.discard(seq)
+            if not self.deployment.has_version(row.name) and not self._register_remote(row):
                 continue
-            self.deployment.learn(version, reward)
-            learned += 1
+            self._apply_status(row.name, row.status, "changed by another replica")
+        learned = self.deployment.catch_up()
         if learned:
             self._learned(learned)
+
+    def _register_remote(self, row: Any) -> bool:
+        """Register a version another replica added; False if it cannot load here."""
+        try:
+            model = _Retired() if row.status == "retired" else self._serve(
+                self._load(row.artifact, row.sha256))
+        except BanditOpsError as error:
+            if self._unloadable.get(row.name) != str(error):
+                log.error("deployment %s: version %s, registered by another replica, does "
+                          "not load here: %s", self.name, row.name, error)
+                self._unloadable[row.name] = str(error)
+            return False
+        self._remote = True
+        try:
+            self.deployment.register(row.name, model, validation_score=row.validation_score)
+        finally:
+            self._remote = False
+        self._unloadable.pop(row.name, None)
+        return True
 
     # -------------------------------------------------------- requests
     def validate(self, instance: Any, where: str) -> dict[str, Any]:
@@ -199,97 +249,62 @@ class ServiceDeployment:
         if missing:
             raise InvalidParameterError(f"{where}: missing feature(s) {missing}")
         if extra:
-            raise InvalidParameterError(f"{where}: unknown feature(s) {extra}; this deployment "
+            shown = [str(f)[:100] for f in extra[:10]]
+            raise InvalidParameterError(f"{where}: unknown feature(s) {shown}; this deployment "
                                         f"takes {self.features}")
         for feature, kind in self.config.features.items():
             value = instance[feature]
             if kind == "number":
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise InvalidParameterError(
-                        f"{where}.{feature}: expected a number, got {value!r}")
-                if not math.isfinite(value):
+                        f"{where}.{feature}: expected a number, got {_shown(value)}")
+                if not math.isfinite(value) or abs(value) > 1e300:
                     raise InvalidParameterError(
-                        f"{where}.{feature}: must be a finite number, got {value!r}")
+                        f"{where}.{feature}: must be a finite number, got {_shown(value)}")
             elif not isinstance(value, str):
                 raise InvalidParameterError(f"{where}.{feature}: expected a string, got "
-                                            f"{value!r}")
+                                            f"{_shown(value)}")
+            elif "\x00" in value:
+                raise InvalidParameterError(f"{where}.{feature}: NUL characters are not allowed")
         return instance
 
-    def predict(self, instances: list[tuple[str, Any]]) -> list[dict[str, Any]]:
-        """Route and log a batch of (where, features); all are validated before any is served.
+    def predict(self, instances: list[dict[str, Any]],
+                owners: list[str | None] | None = None) -> list[dict[str, Any] | BanditOpsError]:
+        """Route and log validated instances (possibly of several requests); per instance an
+        answer, or the ModelError that every live version raised on it."""
+        results = self.deployment.predict_batch(instances, owners=owners, errors="return")
+        return [r if isinstance(r, BanditOpsError) else
+                {"decision_id": r.id, "version": r.version, "prediction": r.prediction,
+                 "propensity": r.propensity} for r in results]
 
-        Raises :class:`~banditops.errors.ModelError` when every live version fails.
-        """
-        checked = [self.validate(x, where) for where, x in instances]
-        now = time.time()
-        rows, answers = [], []
-        for x in checked:
-            decision = self.deployment.predict(x)
-            prediction = _json_safe(decision.prediction)
-            rows.append({"id": decision.id, "deployment": self.name,
-                         "version": decision.version, "prediction": prediction,
-                         "propensity": decision.propensity, "created_at": now})
-            answers.append({"decision_id": decision.id, "version": decision.version,
-                            "prediction": prediction, "propensity": decision.propensity})
-        self.store.add_decisions(rows)
-        return answers
-
-    def feedback(self, items: list[tuple[str, Any]]) -> list[FeedbackOutcome]:
-        """Record ground truth; each item is learned once, whichever replica gets it."""
-        found = self.store.decisions_by_id(d for d, _ in items)
-        if any(not self.deployment.has_version(d.version) for d in found.values()):
-            self.sync()  # another replica registered a version we have not seen
-        now = time.time()
-        outcomes: dict[int, FeedbackOutcome] = {}
-        rows, row_items = [], []
-        for index, (decision_id, label) in enumerate(items):
-            decision = found.get(decision_id)
-            if decision is None or decision.deployment != self.name:
-                outcomes[index] = FeedbackOutcome(decision_id, "unknown",
-                                                  message=f"unknown decision id {decision_id!r}")
-                continue
-            if now - decision.created_at > self.config.feedback_ttl_seconds:
-                outcomes[index] = FeedbackOutcome(
-                    decision_id, "expired", message=f"decision {decision_id} is older than "
-                    f"feedback_ttl_seconds={self.config.feedback_ttl_seconds:g}")
-                continue
-            try:
-                reward = validate_reward(self.deployment.reward(label, decision.prediction))
-            except Exception as error:
-                outcomes[index] = FeedbackOutcome(
-                    decision_id, "invalid", message=f"label {label!r} gives no reward: {error}")
-                continue
-            rows.append({"decision_id": decision_id, "deployment": self.name,
-                         "version": decision.version, "label": label, "reward": reward,
-                         "created_at": now})
-            row_items.append(index)
-        seqs = self.store.add_feedback(rows) if rows else []
-        recorded = 0
-        for index, row, seq in zip(row_items, rows, seqs, strict=True):
-            if seq is None:
-                outcomes[index] = FeedbackOutcome(
-                    row["decision_id"], "duplicate", row["reward"],
-                    f"decision {row['decision_id']} already has feedback; counted once")
-                continue
-            outcomes[index] = FeedbackOutcome(row["decision_id"], "recorded", row["reward"],
-                                              version=row["version"])
-            self._ahead.add(seq)
-            self.deployment.learn(row["version"], row["reward"])
-            recorded += 1
-        while self._high_water + 1 in self._ahead:  # contiguous: no catch-up needed for them
-            self._high_water += 1
-            self._ahead.discard(self._high_water)
+    def feedback(self, items: list[tuple[str, Any]], owner: str | None = None
+                 ) -> list[FeedbackOutcome]:
+        """Record ground truth; each decision is closed and learned once, whichever replica
+        gets it. A decision of a version another replica registered a moment ago is
+        retried after catching up."""
+        results = self.deployment.feedback_many(items, owner=owner)
+        retry = [i for i, r in enumerate(results) if isinstance(r, UnknownArmError)]
+        if retry:
+            self.sync()
+            again = self.deployment.feedback_many([items[i] for i in retry], owner=owner)
+            for index, result in zip(retry, again, strict=True):
+                results[index] = result
+        recorded = sum(1 for r in results if not isinstance(r, BanditOpsError))
         if recorded:
             self._learned(recorded)
-        return [outcomes[i] for i in range(len(items))]
+        return [_outcome_of(decision_id, result)
+                for (decision_id, _), result in zip(items, results, strict=True)]
 
     # ------------------------------------------------------------ admin
     def register(self, version: str, artifact: str, validation_score: float | None) -> None:
-        """Load, check and record a new version; it goes live on every replica."""
-        model = self._load(artifact)
+        """Load, smoke-test and record a new version; it goes live on every replica."""
+        loaded = self._load(artifact)
+        served = self._serve(loaded)
+        smoke_test(served, dict(self.config.features), self.deployment.labels)
         self.sync()
-        self.store.add_version(self.name, version, artifact, validation_score)
-        self.deployment.register(version, model, validation_score=validation_score)
+        self.store.add_version(self.name, version, str(loaded.path), validation_score,
+                               loaded.sha256)
+        self.deployment.register(version, served, validation_score=validation_score)
 
     def rollback(self, version: str, reason: str) -> None:
         self.sync()
@@ -299,31 +314,46 @@ class ServiceDeployment:
         self.sync()
         self.deployment.retire(version, reason)
 
+    def reinstate(self, version: str, reason: str) -> None:
+        self.sync()
+        self.deployment.reinstate(version, reason)
+
     # ---------------------------------------------------------- reading
+    @property
+    def live_versions(self) -> list[str]:
+        return self.deployment.live_versions
+
+    def events(self, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        return self.store.events(self.name, since, limit)
+
     def report(self) -> dict[str, Any]:
         self.sync()
-        totals = self.store.totals(self.name)
         versions = []
         for report in self.deployment.versions():
-            total = totals.get(report.name)
-            mean = low = high = None
-            if total and total.feedbacks:
-                mean = total.reward_sum / total.feedbacks
-                binary = abs(total.reward_sq - total.reward_sum) < 1e-9
-                low, high = reward_interval(total.feedbacks, total.reward_sum, total.reward_sq,
-                                            binary)
+            model = self.deployment.model(report.name)
+            timing = model.stats() if isinstance(model, ServedModel) else None
             versions.append({
                 "name": report.name, "status": report.status,
-                "traffic_share": report.traffic_share,
-                "decisions": total.decisions if total else 0,
-                "feedbacks": total.feedbacks if total else 0,
-                "reward_mean": mean, "ci_low": low, "ci_high": high,
-                "validation_score": report.validation_score,
-                "learned": report.feedbacks,
-                "learned_reward_sum": (report.reward_mean or 0.0) * report.feedbacks})
+                "traffic_share": report.traffic_share, "decisions": report.decisions,
+                "feedbacks": report.feedbacks, "reward_mean": report.reward_mean,
+                "ci_low": report.ci_low, "ci_high": report.ci_high,
+                "validation_score": report.validation_score, "learned": report.learned,
+                "learned_reward_sum": report.learned_reward_sum, "model_calls": timing})
         return {"name": self.name, "policy": self.config.policy,
-                "features": self.config.features, "versions": versions,
-                "restored_from_snapshot_at": self.restored_from}
+                "features": self.config.features, "labels": self.deployment.labels,
+                "versions": versions, "restored_from_snapshot_at": self.restored_from}
+
+
+def _resolved(path: str) -> Any:
+    from pathlib import Path
+
+    return Path(path).resolve()
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, cut short (a client may send megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _json_safe(value: Any) -> Any:

@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from banditops.service.config import ServiceConfig
+from banditops.service.config import ConfigError, ServiceConfig
 
 TRAIN_ROWS = 10_000
 
@@ -20,6 +20,12 @@ TRAIN_ROWS = 10_000
 def demo_config(data_dir: Path | None, database: str, folder: Path) -> tuple[ServiceConfig,
                                                                               dict[str, str]]:
     """Config and the keys to show the user (scope -> key)."""
+    keys = {"client": os.environ.get("BANDITOPS_API_KEY") or secrets.token_urlsafe(24),
+            "admin": os.environ.get("BANDITOPS_ADMIN_KEY") or secrets.token_urlsafe(24)}
+    for scope, variable in (("client", "BANDITOPS_API_KEY"), ("admin", "BANDITOPS_ADMIN_KEY")):
+        if len(keys[scope]) < 16:  # checked before the minutes of training
+            raise ConfigError(f"environment variable {variable} must hold an API key of at "
+                              "least 16 characters")
     import pandas as pd
     from skops.io import dump
 
@@ -43,13 +49,14 @@ def demo_config(data_dir: Path | None, database: str, folder: Path) -> tuple[Ser
         versions.append({"name": f"v{index}", "artifact": str(path), "validation_score": score})
     kinds = {c: "number" if pd.api.types.is_numeric_dtype(features[c]) else "string"
              for c in features.columns}
-    keys = {"client": os.environ.get("BANDITOPS_API_KEY") or secrets.token_urlsafe(24),
-            "admin": os.environ.get("BANDITOPS_ADMIN_KEY") or secrets.token_urlsafe(24)}
     config = ServiceConfig.model_validate({
         "database": database, "artifact_dirs": [str(folder)],
         "api_keys": [{"key": keys["client"], "scope": "client"},
                      {"key": keys["admin"], "scope": "admin"}],
         "deployments": {"adult": {"policy": "thompson", "policy_params": {"prior_weight": 20},
+                                  # the service's guardrail defaults before they became
+                                  # the library's (200 / 10)
+                                  "guardrail": {"min_samples": 50, "check_every": 5},
                                   "features": kinds, "versions": versions}},
     })
     return config, keys

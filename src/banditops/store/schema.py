@@ -1,6 +1,8 @@
-"""The service's tables. Decisions, feedback and events are append-only logs; totals are
-computed from them when read, so concurrent replicas never read-modify-write a counter.
-The schema is created and evolved by the Alembic migrations in ``migrations/``."""
+"""The SQL tables. Decisions, feedback and events are append-only logs; ``version_totals``
+holds running totals, one row per (deployment, version, replica), each replica incrementing
+only its own rows in the transaction that writes the logged rows, so totals are exact and
+replicas never contend on a counter. Created and evolved by the Alembic migrations in
+``migrations/``."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ versions = Table(
     Column("validation_score", Float),
     Column("status", String(20), nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("sha256", String(64)),  # the artifact's bytes, pinned at registration (0003)
     UniqueConstraint("deployment", "name", name="uq_versions_deployment_name"),
 )
 
@@ -43,6 +46,7 @@ decisions = Table(
     Column("prediction", JSON, nullable=False),
     Column("propensity", Float, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("owner", String(64)),  # digest of the key that made it, when feedback must match
     Index("ix_decisions_deployment_version", "deployment", "version"),
 )
 
@@ -79,4 +83,15 @@ policy_snapshots = Table(
     Column("high_water", BigInteger, nullable=False),
     Column("applied", JSON, nullable=False),  # {"gaps": [...], "ahead": [...]}
     Column("state", JSON, nullable=False),
+)
+
+version_totals = Table(
+    "version_totals", metadata,
+    Column("deployment", String(100), primary_key=True),
+    Column("version", String(100), primary_key=True),
+    Column("replica", String(32), primary_key=True),
+    Column("decisions", BigInteger, nullable=False, server_default="0"),
+    Column("feedbacks", BigInteger, nullable=False, server_default="0"),
+    Column("reward_sum", Float, nullable=False, server_default="0"),
+    Column("reward_sq", Float, nullable=False, server_default="0"),
 )

@@ -1,0 +1,234 @@
+"""The ASGI wrapper in front of the application: limits before bodies, metrics for everything.
+
+Before any byte of a body is read: an unknown route or method is answered (404/405), the API
+key is checked from the headers (401/403), and a declared ``Content-Length`` over the limit is
+a 413. The body is then read with a size limit (413 while streaming) and a time limit
+(408), and replayed to the application. Early answers close the connection, so an unread
+body is never drained. Keys are compared as SHA-256 digests; a key that is not printable
+ASCII is a 401.
+
+A plain ASGI callable rather than a Starlette middleware: microseconds, not a task per
+request. Every request, whatever its answer, is counted and timed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.routing import Match
+
+from banditops.service.endpoints import Caller, HttpError, encode, error_answer
+from banditops.service.metrics import Metrics
+
+log = logging.getLogger("banditops.service")
+KEY_PATTERN = re.compile(rb"[\x21-\x7e]{1,512}")  # printable ASCII, no spaces
+CALLER = "banditops.caller"  # the scope key endpoints read the caller from
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int
+    body_timeout_seconds: float
+
+
+def key_digest(key: str | bytes) -> bytes:
+    return hashlib.sha256(key.encode() if isinstance(key, str) else key).digest()
+
+
+class Guard:
+    """Wraps the application; ``access`` maps (method, route template) to the scope needed
+    ("client", "admin", or None for public routes; routes missing from it need admin)."""
+
+    def __init__(self, app: Any, *, keys: dict[str, str],
+                 access: dict[tuple[str, str], str | None], metrics: Metrics,
+                 limits: Limits) -> None:
+        self.app = app
+        self.state = app.state  # tests and tools reach the application state through here
+        self.routes = app.router.routes
+        self.digests = [(key_digest(key), scope) for key, scope in keys.items()]
+        self.access = access
+        self.metrics = metrics
+        self.limits = limits
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = [0]
+
+        async def recorded(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        route, allowed = self._match(scope)
+        try:
+            body = await self._admit(scope, receive, route, allowed)
+            if body is not None:
+                await self.app(scope, _replay(body, receive), recorded)
+        except HttpError as error:
+            await _answer(recorded, *error_answer(error), close=True)
+        except Exception as error:  # the application's own handlers answered, or not
+            if not status[0]:
+                await _answer(recorded, *error_answer(error), close=True)
+            elif status[0] < 500:
+                log.exception("error after the answer started on %s", route)
+        if status[0]:
+            self.metrics.request(scope["method"], route, status[0],
+                                 time.perf_counter() - started)
+
+    def _match(self, scope: dict[str, Any]) -> tuple[str | None, list[str]]:
+        """(route template, None) or (None, the methods the path allows)."""
+        allowed: list[str] = []
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return route.path, []
+            if match is Match.PARTIAL:
+                allowed.extend(sorted(getattr(route, "methods", None) or ()))
+        return None, allowed
+
+    async def _admit(self, scope: dict[str, Any], receive: Any, route: str | None,
+                     allowed: list[str]) -> bytes | None:
+        """The body once the request may be read; raises HttpError for early answers."""
+        if route is None:
+            if allowed:
+                raise HttpError(405, f"method {scope['method'][:10]} not allowed here; use "
+                                     f"{', '.join(allowed)}")
+            raise HttpError(404, "no such route; see /docs")
+        headers = dict(scope["headers"])
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        need = self.access.get((method, route), "admin")
+        if need is not None:
+            caller = self._caller(headers)
+            if need == "admin" and caller.scope != "admin":
+                raise HttpError(403, "this API key has the client scope; this needs admin")
+            scope[CALLER] = caller
+        return await self._body(headers, receive)
+
+    def _caller(self, headers: dict[bytes, bytes]) -> Caller:
+        header = headers.get(b"authorization", b"")
+        key = header[7:] if header[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
+        if not key:
+            raise HttpError(401, "missing API key: send 'Authorization: Bearer <key>'")
+        if not KEY_PATTERN.fullmatch(key):
+            raise HttpError(401, "malformed API key: keys are printable ASCII without spaces")
+        digest = key_digest(key)
+        found = None
+        for known, scope in self.digests:  # every digest compared: no early exit timing
+            if hmac.compare_digest(digest, known):
+                found = scope
+        if found is None:
+            raise HttpError(401, "unknown API key")
+        return Caller(found, digest.hex()[:16])
+
+    async def _body(self, headers: dict[bytes, bytes], receive: Any) -> bytes | None:
+        limit = self.limits.max_body_bytes
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or len(length) > 18:
+                raise HttpError(400, "invalid Content-Length header")
+            if int(length) > limit:
+                raise HttpError(413, f"request body over the {limit:,}-byte limit")
+        try:
+            async with asyncio.timeout(self.limits.body_timeout_seconds):
+                return await _read_body(receive, limit)
+        except TimeoutError:
+            raise HttpError(408, "the request body did not arrive within "
+                                 f"{self.limits.body_timeout_seconds:g} s") from None
+
+
+async def _read_body(receive: Any, limit: int) -> bytes | None:
+    """The whole request body (413 past ``limit``); None if the client went away."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"request body over the {limit:,}-byte limit")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def replayed() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _answer(send: Any, status: int, payload: Any, headers: list[tuple[bytes, bytes]],
+                  *, close: bool) -> None:
+    """An answer from the wrapper itself; ``close``: the body may be unread, end the
+    connection rather than drain it."""
+    body = encode(payload)
+    extra = [(b"connection", b"close")] if close else []
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *headers, *extra]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def header_timeout_protocol(seconds: float) -> Any:
+    """uvicorn's HTTP protocol (httptools) with a deadline for each request's headers.
+
+    uvicorn times out idle keep-alive connections only once some data arrives, and never a
+    connection that trickles its headers; with this class a connection whose next request
+    headers are not complete ``seconds`` after it opened (or after its last answer) is
+    closed. Falls back to uvicorn's default when httptools is missing."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # pragma: no cover - httptools is a dependency of uvicorn[standard]
+        return "auto"
+
+    class HeaderDeadline(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.pipeline and not self.transport.is_closing():
+                self._arm()
+
+    return HeaderDeadline

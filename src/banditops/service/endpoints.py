@@ -1,0 +1,440 @@
+"""What each route does, one layer below the wiring in ``app.py``.
+
+Bodies are parsed here, with limits (depth, number sizes, no NaN/Infinity, no NUL), not by
+the framework: every bad input is a 4xx naming what was wrong. Error bodies are
+``{"detail": "<message>"}``; one table maps error types to statuses. Every call of a
+``ServiceDeployment`` goes through its worker thread (see ``workers.py``); the event loop
+only parses, validates the features against the schema, and waits.
+
+Feedback for one decision answers 200 when it is recorded, 404 for an unknown decision id,
+410 when the decision is older than the deployment's ``feedback_ttl_seconds``, 409 when it
+already had feedback (it is counted once), and 422 when the label is not one the deployment
+knows. A list of feedbacks answers 200 with one result per item, each with its own status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from banditops.errors import (
+    ArtifactError,
+    BanditOpsError,
+    DuplicateArmError,
+    DuplicateFeedbackError,
+    ExpiredDecisionError,
+    InvalidLabelError,
+    InvalidParameterError,
+    ModelError,
+    ModelTimeoutError,
+    OverloadedError,
+    StateConflictError,
+    StoreError,
+    UnknownArmError,
+    UnknownDecisionError,
+)
+from banditops.service.config import ServiceConfig, describe_errors
+from banditops.service.metrics import Metrics
+from banditops.service.runtime import ServiceDeployment
+from banditops.service.workers import Worker, Workers
+from banditops.store.sql import Store
+
+log = logging.getLogger("banditops.service")
+
+MAX_DEPTH = 64  # JSON nesting; a request needs 3 or 4
+MAX_NUMBER_CHARS = 100  # a float literal longer than this is not a measurement
+MAX_INT = 2**63 - 1
+MAX_LABEL_CHARS = 200
+VERSION_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+RETRY_AFTER_SECONDS = 1
+
+# One table from error type to HTTP status (the most specific type in the MRO wins).
+ERROR_STATUS: dict[type[BaseException], int] = {
+    UnknownArmError: 404, UnknownDecisionError: 404,
+    InvalidParameterError: 422, InvalidLabelError: 422, ArtifactError: 422,
+    StateConflictError: 409, DuplicateArmError: 409, DuplicateFeedbackError: 409,
+    ExpiredDecisionError: 410,
+    ModelError: 503, ModelTimeoutError: 503, StoreError: 503, OverloadedError: 503,
+    BanditOpsError: 422,
+}
+RETRY_LATER = (StoreError, OverloadedError)
+FEEDBACK_STATUS = {"recorded": 200, "duplicate": 409, "unknown": 404, "expired": 410,
+                   "invalid": 422}
+
+
+class HttpError(BanditOpsError):
+    """A request mistake with its status decided here (400 malformed JSON, 413 too many...)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Caller:
+    scope: str  # "client" | "admin"
+    key_id: str  # a short digest of the key: who made a decision, never the key
+
+
+def error_answer(error: BaseException) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+    """Status, body and extra headers for an error (unexpected ones are a logged 500)."""
+    if isinstance(error, HttpError):
+        return error.status, {"detail": str(error)}, []
+    for kind in type(error).__mro__:
+        if kind in ERROR_STATUS:
+            status = ERROR_STATUS[kind]
+            headers = ([(b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
+                       if isinstance(error, RETRY_LATER) else [])
+            message = str(error)
+            if isinstance(error, ModelError):
+                message = f"no live version could serve: {message}"
+            return status, {"detail": message}, headers
+    log.error("unexpected error", exc_info=error)
+    return 500, {"detail": f"internal error ({type(error).__name__}); see the server log"}, []
+
+
+def encode(payload: Any) -> bytes:
+    """JSON bytes; numpy scalars, non-finite floats and odd objects made JSON-safe."""
+    try:
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError):
+        return json.dumps(_json_safe(payload), separators=(",", ":")).encode()
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def respond(payload: Any, status: int = 200) -> Response:
+    return Response(encode(payload), status_code=status, media_type="application/json")
+
+
+# ------------------------------------------------------------------ parsing
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity, no huge numbers, no NUL, at most MAX_DEPTH deep."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise HttpError(400, f"malformed JSON: the body is not UTF-8 ({error.reason} at byte "
+                             f"{error.start})") from None
+    try:
+        data = json.loads(text, parse_constant=_no_constant, parse_int=_int, parse_float=_float)
+    except HttpError:
+        raise
+    except RecursionError:
+        raise HttpError(400, f"malformed JSON: nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as error:
+        raise HttpError(400, f"malformed JSON: {error}") from None
+    _check_tree(data)
+    return data
+
+
+def _no_constant(token: str) -> Any:
+    raise HttpError(400, f"malformed JSON: {token} is not a JSON number; send finite numbers")
+
+
+def _int(literal: str) -> int:
+    if len(literal.lstrip("-")) > 19 or abs(int(literal)) > MAX_INT:
+        raise HttpError(400, f"malformed JSON: integer with {len(literal)} characters; at most "
+                             "64-bit integers are accepted")
+    return int(literal)
+
+
+def _float(literal: str) -> float:
+    value = float(literal) if len(literal) <= MAX_NUMBER_CHARS else math.inf
+    if not math.isfinite(value):
+        raise HttpError(400, f"malformed JSON: number {literal[:30]!r}... is too large or too "
+                             "long")
+    return value
+
+
+def _check_tree(data: Any) -> None:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise HttpError(400, "malformed JSON: strings must not contain NUL characters")
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise HttpError(400, f"malformed JSON: nested deeper than {MAX_DEPTH} levels")
+            if isinstance(value, dict):
+                stack.extend((k, depth) for k in value)
+                stack.extend((v, depth + 1) for v in value.values())
+            else:
+                stack.extend((v, depth + 1) for v in value)
+
+
+def parse(model: type[BaseModel], raw: bytes, *, where: str = "") -> Any:
+    """The body as ``model``, or a 400 (not JSON) / 422 (naming each bad field)."""
+    return validate(model, parse_json(raw), where=where)
+
+
+def validate(model: type[BaseModel], data: Any, *, where: str = "") -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = describe_errors(error.errors())
+        raise HttpError(422, f"{where}{problems}" if where else problems) from None
+
+
+# ----------------------------------------------------------------- bodies
+class PredictBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    features: dict[str, Any] | None = None
+    instances: list[Any] | None = None
+
+
+class FeedbackItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decision_id: str = Field(min_length=1, max_length=64)
+    label: Any = Field(...)
+
+    @field_validator("label")
+    @classmethod
+    def _scalar(cls, label: Any) -> Any:
+        if label is None or isinstance(label, dict | list):
+            raise ValueError("expected a class label (a string, number or boolean)")
+        if isinstance(label, str) and len(label) > MAX_LABEL_CHARS:
+            raise ValueError(f"at most {MAX_LABEL_CHARS} characters")
+        return label
+
+
+class VersionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    artifact: str = Field(min_length=1, max_length=4096)
+    validation_score: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class ReasonBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="", max_length=500)
+
+
+def body_schema(model: type[BaseModel] | None, *, list_of: bool = False, required: bool = True
+                ) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` for a route that reads its body itself."""
+    if model is None:
+        return {}
+    schema = model.model_json_schema()
+    if list_of:
+        schema = {"anyOf": [schema, {"type": "array", "items": schema, "minItems": 1}]}
+    return {"requestBody": {"required": required,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+# -------------------------------------------------------------- endpoints
+Since = Annotated[int, Query(ge=0, le=MAX_INT, description="First event sequence number")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Most events to return")]
+
+
+class Endpoints:
+    """The routes' logic; each method answers one route (see ``create_app`` for the table)."""
+
+    def __init__(self, config: ServiceConfig, store: Store,
+                 deployments: dict[str, ServiceDeployment], workers: Workers,
+                 metrics: Metrics) -> None:
+        self.config = config
+        self.store = store
+        self.deployments = deployments
+        self.workers = workers
+        self.metrics = metrics
+        self._pinger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-ping")
+        self._ping: asyncio.Future | None = None
+
+    def _find(self, name: str) -> tuple[ServiceDeployment, Worker]:
+        try:
+            return self.deployments[name], self.workers[name]
+        except KeyError:
+            raise HttpError(404, f"unknown deployment {name[:100]!r}; deployments: "
+                                 f"{sorted(self.deployments)}") from None
+
+    @staticmethod
+    def _version(version: str) -> str:
+        if not VERSION_NAME.fullmatch(version):
+            raise UnknownArmError(f"unknown version {version[:100]!r}")
+        return version
+
+    @staticmethod
+    def _caller(request: Request) -> Caller:
+        return request.scope["banditops.caller"]
+
+    # --------------------------------------------------------- requests
+    async def predict(self, name: str, request: Request) -> Response:
+        """Route one instance (``features``) or a batch (``instances``)."""
+        target, worker = self._find(name)
+        body = parse(PredictBody, await request.body())
+        if (body.features is None) == (body.instances is None):
+            raise HttpError(422, "send either 'features' (one instance) or 'instances' (a list)")
+        if body.instances is not None:
+            if not body.instances:
+                raise HttpError(422, "instances: the list is empty")
+            if len(body.instances) > self.config.max_batch:
+                raise HttpError(413, f"instances: {len(body.instances)} items; at most "
+                                     f"{self.config.max_batch} per request")
+            batch = [target.validate(x, f"instances[{i}]") for i, x in enumerate(body.instances)]
+        else:
+            batch = [target.validate(body.features, "features")]
+        answers = await worker.predict(batch, self._caller(request).key_id)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        for answer in answers:
+            self.metrics.decision(name, answer["version"])
+        return respond(answers[0] if body.features is not None else {"decisions": answers})
+
+    async def feedback(self, name: str, request: Request) -> Response:
+        """Ground truth for one decision, or a list of them."""
+        _, worker = self._find(name)
+        data = parse_json(await request.body())
+        if isinstance(data, list):
+            if not data:
+                raise HttpError(422, "feedback: the list is empty")
+            if len(data) > self.config.max_batch:
+                raise HttpError(413, f"feedback: {len(data)} items; at most "
+                                     f"{self.config.max_batch} per request")
+            items = [validate(FeedbackItem, item, where=f"[{i}].") for i, item in enumerate(data)]
+        else:
+            items = [validate(FeedbackItem, data)]
+        owner = self._caller(request).key_id
+        pairs = [(item.decision_id, item.label) for item in items]
+        outcomes = await worker.call(lambda d: d.feedback(pairs, owner=owner))
+        for outcome in outcomes:
+            if outcome.status == "recorded":
+                self.metrics.feedback_received(name, outcome.version, outcome.reward or 0.0)
+        results = [{"decision_id": o.decision_id, "status": o.status, "reward": o.reward,
+                    **({"detail": o.message} if o.message else {})} for o in outcomes]
+        if isinstance(data, list):
+            return respond({"results": results})
+        outcome = outcomes[0]
+        if outcome.status != "recorded":
+            raise HttpError(FEEDBACK_STATUS.get(outcome.status, 422), outcome.message)
+        return respond(results[0])
+
+    # ---------------------------------------------------------- reading
+    async def list_deployments(self) -> Response:
+        return respond({"deployments": [
+            {"name": name, "policy": d.config.policy,
+             "live_versions": list(self.workers[name].live_versions)}
+            for name, d in self.deployments.items()]})
+
+    async def show(self, name: str) -> Response:
+        _, worker = self._find(name)
+        return respond(await worker.call(lambda d: d.report()))
+
+    async def events(self, name: str, since: Since = 0, limit: Limit = 100) -> Response:
+        _, worker = self._find(name)
+        return respond({"events": await worker.call(lambda d: d.events(since, limit))})
+
+    # ------------------------------------------------------------ admin
+    async def register(self, name: str, request: Request) -> Response:
+        _, worker = self._find(name)
+        body = parse(VersionBody, await request.body())
+        config = self.config
+
+        def register(d: ServiceDeployment) -> None:  # the path lookup touches the disk
+            d.register(body.name, artifact_path(config, body.artifact), body.validation_score)
+
+        await worker.call(register)
+        return respond({"name": body.name, "status": "live"}, 201)
+
+    async def _reason(self, request: Request, default: str) -> str:
+        raw = await request.body()
+        return (parse(ReasonBody, raw).reason if raw.strip() else "") or default
+
+    async def rollback(self, name: str, version: str, request: Request) -> Response:
+        _, worker = self._find(name)
+        version = self._version(version)
+        reason = await self._reason(request, "manual rollback")
+        await worker.call(lambda d: d.rollback(version, reason))
+        return respond({"name": version, "status": "rolled_back"})
+
+    async def reinstate(self, name: str, version: str, request: Request) -> Response:
+        """Put a rolled-back or quarantined version live again."""
+        _, worker = self._find(name)
+        version = self._version(version)
+        reason = await self._reason(request, "reinstated through the API")
+        await worker.call(lambda d: d.reinstate(version, reason))
+        return respond({"name": version, "status": "live"})
+
+    async def retire(self, name: str, version: str) -> Response:
+        _, worker = self._find(name)
+        version = self._version(version)
+        await worker.call(lambda d: d.retire(version, "retired through the API"))
+        return respond({"name": version, "status": "retired"})
+
+    # ----------------------------------------------------------- health
+    async def healthz(self) -> Response:
+        """The process answers: touches no worker and no database."""
+        return respond({"status": "ok"})
+
+    async def readyz(self) -> Response:
+        """The database answers (within ``db_timeout_seconds``) and every deployment serves."""
+        if not self.workers.started:
+            return respond({"status": "not ready", "problems": ["starting"]}, 503)
+        problems = [] if await self._database_answers() else ["database unreachable"]
+        problems += [f"{name}: no live version" for name in self.deployments
+                     if not self.workers[name].live_versions]
+        if problems:
+            return respond({"status": "not ready", "problems": problems}, 503)
+        return respond({"status": "ready"})
+
+    async def _database_answers(self) -> bool:
+        """One ping at a time in its own thread; a stalled one is shared, not repeated."""
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.get_running_loop().run_in_executor(self._pinger, self._ping_db)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._ping),
+                                          self.config.db_timeout_seconds)
+        except TimeoutError:
+            return False
+
+    def _ping_db(self) -> bool:
+        try:
+            return bool(self.store.ping())
+        except Exception:
+            return False
+
+    async def prometheus(self) -> Response:
+        return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+
+def artifact_path(config: ServiceConfig, artifact: str) -> str:
+    """Absolute paths as given; relative ones are looked up in each artifact folder."""
+    if "\x00" in artifact:
+        raise ArtifactError("artifact: the path must not contain NUL characters")
+    path = Path(artifact)
+    if path.is_absolute():
+        return str(path)
+    for folder in config.artifact_dirs:
+        try:
+            if (folder / path).exists():
+                return str(folder / path)
+        except OSError:  # a name too long for the file system
+            break
+    return str((config.artifact_dirs[0] if config.artifact_dirs else Path.cwd()) / path)

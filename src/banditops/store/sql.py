@@ -1,0 +1,437 @@
+"""Durable state through SQLAlchemy: SQLite (WAL) by default, PostgreSQL by URL.
+
+:class:`Store` is one database: schema migrations, the version registry, events, policy
+snapshots, and a :class:`SqlLog` (the :class:`~banditops.store.log.DecisionLog` of one
+deployment) per deployment. Every write is committed before the request that caused it is
+answered, so what a client saw acknowledged survives a crash. Feedback is idempotent by
+construction: the decision id is unique in the feedback table and a second insert does
+nothing. Every database failure surfaces as :class:`~banditops.errors.StoreError` (the service
+answers 503); PostgreSQL connections carry connect, statement and idle-transaction timeouts, so
+a stalled server fails a request instead of freezing it.
+
+A SQLite file belongs to one process: :meth:`Store.lock` takes an exclusive lock on
+``<file>.lock`` for the life of the process, and a second process is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+
+from banditops.errors import (
+    DuplicateArmError,
+    DuplicateFeedbackError,
+    ExpiredDecisionError,
+    StoreError,
+    UnknownDecisionError,
+)
+from banditops.store.cursor import FeedbackCursor
+from banditops.store.log import Closing, DecisionLog, LoggedDecision, VersionTotals, unique_ids
+from banditops.store.schema import (
+    decisions,
+    events,
+    feedback,
+    policy_snapshots,
+    version_totals,
+    versions,
+)
+
+MIGRATION_LOCK = 724_007  # PostgreSQL advisory lock id: one replica migrates at a time
+GAP_SECONDS = 30.0  # how long a skipped feedback sequence number is looked for again
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    name: str
+    artifact: str
+    validation_score: float | None
+    status: str
+    sha256: str | None
+
+
+@contextlib.contextmanager
+def _database(what: str, url: str) -> Iterator[None]:
+    """SQLAlchemy failures as one StoreError naming the operation (never the password)."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except SQLAlchemyError as error:
+        detail = str(getattr(error, "orig", None) or error).splitlines()[0][:300]
+        raise StoreError(f"database {url} unavailable during {what}: "
+                         f"{type(error).__name__}: {detail}") from None
+
+
+class Store:
+    """One database. Construction does no I/O; :meth:`migrate` and :meth:`lock` do."""
+
+    def __init__(self, url: str, *, timeout_seconds: float = 5.0) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StoreError("cannot parse the database URL (expected e.g. "
+                             "sqlite:///banditops.db or postgresql+psycopg://user@host/db)"
+                             ) from None
+        self.safe_url = parsed.render_as_string(hide_password=True)
+        self.timeout = float(timeout_seconds)
+        self.replica = secrets.token_hex(8)  # this process's rows in version_totals
+        self._lock_file: Any = None
+        try:
+            if parsed.get_backend_name() == "sqlite":
+                self.path = None if parsed.database in (None, "", ":memory:") else Path(
+                    parsed.database).resolve()
+                self.engine: Engine = create_engine(
+                    parsed, connect_args={"check_same_thread": False,
+                                          "timeout": self.timeout})
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            else:
+                self.path = None
+                milliseconds = int(self.timeout * 1000)
+                connect_args = {"connect_timeout": max(1, round(self.timeout)),
+                                "options": f"-c statement_timeout={milliseconds} "
+                                           f"-c idle_in_transaction_session_timeout="
+                                           f"{milliseconds * 2}"}
+                self.engine = create_engine(parsed, pool_size=5, max_overflow=5,
+                                            pool_pre_ping=True, pool_timeout=self.timeout,
+                                            connect_args=connect_args)
+        except (SQLAlchemyError, ValueError, ImportError) as error:
+            raise StoreError(f"cannot use database {self.safe_url}: {error}") from None
+        self.dialect = self.engine.dialect.name
+        self._checkpointer: threading.Thread | None = None
+
+    def _guard(self, what: str):
+        return _database(what, self.safe_url)
+
+    # ------------------------------------------------------------ process
+    def lock(self) -> None:
+        """Own a SQLite file for this process's lifetime; a second process is refused."""
+        if self.dialect != "sqlite" or self.path is None or self._lock_file is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(f"{self.path}.lock", "a+")  # noqa: SIM115 (held until the process ends)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreError(
+                f"the SQLite database {self.path} is in use by another banditops process; "
+                "a SQLite file belongs to one process (use PostgreSQL for replicas)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock_file = handle
+        self._start_checkpointer()
+
+    def _start_checkpointer(self) -> None:
+        """Move the WAL into the database from a background thread, once a second.
+
+        SQLite's automatic checkpoint runs inside whichever commit crosses 1,000 pages and
+        stalls that request for milliseconds; connections here turn it off instead."""
+        if self._checkpointer is not None:
+            return
+
+        def checkpoint() -> None:
+            while True:
+                time.sleep(1.0)
+                try:
+                    with self.engine.connect() as connection:
+                        connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                except SQLAlchemyError:
+                    continue
+
+        self._checkpointer = threading.Thread(target=checkpoint, name="wal-checkpoint",
+                                              daemon=True)
+        self._checkpointer.start()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (safe with concurrent replicas)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        location = resources.files("banditops.store") / "migrations"
+        config.set_main_option("script_location", str(location))
+        with self._guard("migration"), self.engine.begin() as connection:
+            if self.dialect == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:id)"),
+                                   {"id": MIGRATION_LOCK})
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def insert(self, table):
+        """INSERT with the dialect's ON CONFLICT support."""
+        return (postgresql.insert(table) if self.dialect == "postgresql"
+                else sqlite.insert(table))
+
+    def log(self, deployment: str, ttl: float) -> SqlLog:
+        """The decision log of one deployment."""
+        return SqlLog(self, deployment, ttl)
+
+    # ----------------------------------------------------------- versions
+    def versions(self, deployment: str) -> list[VersionRow]:
+        query = (select(versions.c.name, versions.c.artifact, versions.c.validation_score,
+                        versions.c.status, versions.c.sha256)
+                 .where(versions.c.deployment == deployment).order_by(versions.c.id))
+        with self._guard("reading versions"), self.engine.connect() as connection:
+            return [VersionRow(*row) for row in connection.execute(query)]
+
+    def add_version(self, deployment: str, name: str, artifact: str,
+                    validation_score: float | None, sha256: str, *,
+                    if_missing: bool = False) -> bool:
+        """Record a version as live; False if it exists and ``if_missing``."""
+        values = {"deployment": deployment, "name": name, "artifact": artifact,
+                  "validation_score": validation_score, "status": "live",
+                  "created_at": time.time(), "sha256": sha256}
+        try:
+            with self._guard("registering a version"), self.engine.begin() as connection:
+                if if_missing:
+                    result = connection.execute(
+                        self.insert(versions).values(**values)
+                        .on_conflict_do_nothing(index_elements=["deployment", "name"]))
+                    return result.rowcount == 1
+                connection.execute(versions.insert().values(**values))
+                return True
+        except IntegrityError:
+            raise DuplicateArmError(
+                f"version {name!r} exists already in deployment {deployment!r}; versions are "
+                "never reused, pick a new name") from None
+
+    def pin_version(self, deployment: str, name: str, sha256: str) -> None:
+        """Record the sha256 of a version registered before pins existed."""
+        query = (update(versions).where(versions.c.deployment == deployment,
+                                        versions.c.name == name, versions.c.sha256.is_(None))
+                 .values(sha256=sha256))
+        with self._guard("pinning a version"), self.engine.begin() as connection:
+            connection.execute(query)
+
+    def set_status(self, deployment: str, name: str, status: str, *,
+                   only_from: Sequence[str] | None = None) -> bool:
+        """Change a version's status; with ``only_from``, only if it is one of those (atomic)."""
+        query = (update(versions).where(versions.c.deployment == deployment,
+                                        versions.c.name == name).values(status=status))
+        if only_from is not None:
+            query = query.where(versions.c.status.in_(list(only_from)))
+        with self._guard("changing a version's status"), self.engine.begin() as connection:
+            return connection.execute(query).rowcount == 1
+
+    # ---------------------------------------------------------- snapshots
+    def save_snapshot(self, deployment: str, state: dict[str, Any]) -> None:
+        """Upsert what a replica has learned (the state holds its log position)."""
+        values = {"deployment": deployment, "taken_at": time.time(), "high_water": 0,
+                  "applied": {}, "state": state}
+        statement = self.insert(policy_snapshots).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["deployment"],
+            set_={k: statement.excluded[k] for k in values if k != "deployment"})
+        with self._guard("saving a snapshot"), self.engine.begin() as connection:
+            connection.execute(statement)
+
+    def load_snapshot(self, deployment: str) -> dict[str, Any] | None:
+        query = (select(policy_snapshots.c.state)
+                 .where(policy_snapshots.c.deployment == deployment))
+        with self._guard("loading a snapshot"), self.engine.connect() as connection:
+            return connection.execute(query).scalar_one_or_none()
+
+    # ------------------------------------------------------------- events
+    def add_event(self, deployment: str, when: float, kind: str, version: str | None,
+                  reason: str, evidence: dict[str, Any]) -> None:
+        with self._guard("recording an event"), self.engine.begin() as connection:
+            connection.execute(events.insert().values(
+                deployment=deployment, time=when, kind=kind, version=version, reason=reason,
+                evidence=evidence))
+
+    def events(self, deployment: str, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        query = (select(events).where(events.c.deployment == deployment, events.c.seq >= since)
+                 .order_by(events.c.seq).limit(limit))
+        with self._guard("reading events"), self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+
+class SqlLog(DecisionLog):
+    """One deployment's decisions and feedback in SQL, shared by every replica.
+
+    Used from one thread at a time (the deployment's worker): decision inserts go through
+    one held connection as driver SQL, which keeps the hot path to one round trip and no
+    statement compilation.
+    """
+
+    def __init__(self, store: Store, deployment: str, ttl: float) -> None:
+        self.store = store
+        self.deployment = deployment
+        self.ttl = ttl
+        self.cursor = FeedbackCursor(GAP_SECONDS)
+        self._writer = None
+        marker = "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
+        self._insert_decisions = (
+            "INSERT INTO decisions (id, deployment, version, prediction, propensity, "
+            f"created_at, owner) VALUES ({', '.join([marker] * 7)})")
+        self._count_decisions = (
+            "INSERT INTO version_totals (deployment, version, replica, decisions, feedbacks, "
+            f"reward_sum, reward_sq) VALUES ({marker}, {marker}, {marker}, {marker}, 0, 0, 0) "
+            "ON CONFLICT (deployment, version, replica) DO UPDATE SET "
+            "decisions = version_totals.decisions + excluded.decisions")
+        self._count_feedback = (
+            "INSERT INTO version_totals (deployment, version, replica, decisions, feedbacks, "
+            f"reward_sum, reward_sq) VALUES ({marker}, {marker}, {marker}, 0, {marker}, "
+            f"{marker}, {marker}) ON CONFLICT (deployment, version, replica) DO UPDATE SET "
+            "feedbacks = version_totals.feedbacks + excluded.feedbacks, "
+            "reward_sum = version_totals.reward_sum + excluded.reward_sum, "
+            "reward_sq = version_totals.reward_sq + excluded.reward_sq")
+        self._add_feedback = (store.insert(feedback).on_conflict_do_nothing(
+            index_elements=["decision_id"]).returning(feedback.c.seq))
+
+    def _connection(self):
+        writer = self._writer
+        if writer is None or writer.closed or writer.invalidated:
+            writer = self._writer = self.store.engine.connect()
+        return writer
+
+    def record(self, decisions_: Sequence[LoggedDecision]) -> None:
+        params = [(d.id, self.deployment, d.version, json.dumps(d.prediction), d.propensity,
+                   d.created_at, d.owner) for d in decisions_]
+        counts: dict[str, int] = {}
+        for d in decisions_:
+            counts[d.version] = counts.get(d.version, 0) + 1
+        writer = self._connection()
+        try:
+            with self.store._guard("logging decisions"), writer.begin():
+                writer.exec_driver_sql(self._insert_decisions, params)
+                writer.exec_driver_sql(self._count_decisions, [
+                    (self.deployment, version, self.store.replica, n)
+                    for version, n in counts.items()])
+        except Exception:
+            writer.close()  # a broken connection is replaced on the next call
+            raise
+
+    def lookup(self, decision_id: str, now: float) -> LoggedDecision:
+        found = self.lookup_many([decision_id], now)[decision_id]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def lookup_many(self, ids: Sequence[str], now: float) -> dict[str, Any]:
+        wanted = unique_ids(ids)
+        query = (select(decisions.c.id, decisions.c.deployment, decisions.c.version,
+                        decisions.c.prediction, decisions.c.propensity, decisions.c.created_at,
+                        decisions.c.owner, feedback.c.seq)
+                 .outerjoin(feedback, feedback.c.decision_id == decisions.c.id)
+                 .where(decisions.c.id.in_(wanted)))
+        with self.store._guard("reading decisions"), self.store.engine.connect() as connection:
+            rows = {row.id: row for row in connection.execute(query)}
+        found: dict[str, Any] = {}
+        for decision_id in wanted:
+            row = rows.get(decision_id)
+            if row is None or row.deployment != self.deployment:
+                found[decision_id] = UnknownDecisionError(
+                    f"unknown decision id {decision_id!r}")
+            elif row.seq is not None:
+                found[decision_id] = DuplicateFeedbackError(
+                    f"decision {decision_id} already has feedback; counted once")
+            elif now - row.created_at > self.ttl:
+                found[decision_id] = ExpiredDecisionError(
+                    f"decision {decision_id} is older than feedback_ttl_seconds={self.ttl:g}")
+            else:
+                found[decision_id] = LoggedDecision(row.id, row.version, row.prediction,
+                                                    row.propensity, row.created_at, row.owner)
+        return found
+
+    def close(self, closings: Sequence[Closing], now: float) -> list[int | None]:
+        seqs: list[int | None] = []
+        sums: dict[str, list[float]] = {}
+        with self.store._guard("recording feedback"), \
+                self.store.engine.begin() as connection:
+            for decision, label, reward in closings:
+                seq = connection.execute(self._add_feedback, {
+                    "decision_id": decision.id, "deployment": self.deployment,
+                    "version": decision.version, "label": label, "reward": reward,
+                    "created_at": now}).scalar_one_or_none()
+                seqs.append(seq)
+                if seq is not None:
+                    total = sums.setdefault(decision.version, [0, 0.0, 0.0])
+                    total[0] += 1
+                    total[1] += reward
+                    total[2] += reward * reward
+            if sums:
+                connection.exec_driver_sql(self._count_feedback, [
+                    (self.deployment, version, self.store.replica, int(n), s, sq)
+                    for version, (n, s, sq) in sums.items()])
+        for seq in seqs:
+            if seq is not None:
+                self.cursor.wrote(seq)
+        return seqs
+
+    def catch_up(self) -> list[tuple[str, float]]:
+        """Feedback other replicas wrote: rows above the cursor or in its gaps.
+
+        Rows of other deployments are read too (sequence numbers are shared), so that their
+        numbers settle instead of lingering as gaps; only this deployment's are learned."""
+        now = time.monotonic()
+        cursor = self.cursor
+        condition = feedback.c.seq > cursor.high_water
+        gaps = cursor.wanted(now)
+        if gaps:
+            condition = condition | feedback.c.seq.in_(gaps)
+        query = (select(feedback.c.seq, feedback.c.deployment, feedback.c.version,
+                        feedback.c.reward).where(condition).order_by(feedback.c.seq))
+        with self.store._guard("catching up"), self.store.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        if not rows:
+            return []
+        learn = set(cursor.advance([row.seq for row in rows], now))
+        return [(row.version, row.reward) for row in rows
+                if row.seq in learn and row.deployment == self.deployment]
+
+    def position(self) -> dict[str, Any]:
+        return self.cursor.state()
+
+    def restore_position(self, position: dict[str, Any]) -> None:
+        self.cursor.load(position, time.monotonic())
+
+    def totals(self) -> dict[str, VersionTotals]:
+        query = (select(version_totals.c.version, func.sum(version_totals.c.decisions),
+                        func.sum(version_totals.c.feedbacks),
+                        func.sum(version_totals.c.reward_sum),
+                        func.sum(version_totals.c.reward_sq))
+                 .where(version_totals.c.deployment == self.deployment)
+                 .group_by(version_totals.c.version))
+        with self.store._guard("reading totals"), self.store.engine.connect() as connection:
+            return {version: VersionTotals(int(n or 0), int(f or 0), 0, float(s or 0.0),
+                                           float(sq or 0.0))
+                    for version, n, f, s, sq in connection.execute(query)}
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    """WAL: readers never block the writer; NORMAL sync survives a killed process."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA wal_autocheckpoint=0")  # see Store._start_checkpointer
+    cursor.close()
