@@ -711,6 +711,14 @@ labels = [0, 1]
 [[deployments.binary.versions]]
 name = "good"
 artifact = "ARTIFACTS/good.skops"
+
+[deployments.owned]
+policy = "thompson"
+features = FEATURES
+feedback_same_key = true
+[[deployments.owned.versions]]
+name = "good"
+artifact = "ARTIFACTS/good.skops"
 """
 
 
@@ -729,10 +737,14 @@ def test_a_label_outside_the_declared_labels_is_422_and_leaves_the_decision_open
     assert right.status_code == 200, right.text
 
 
+OTHER_CLIENT_KEY = "other-client-key-0123456789"
+
+
 @pytest.fixture(scope="module")
 def labelled_server(tmp_path_factory, artifacts):
     folder = tmp_path_factory.mktemp("labelled")
-    config = write_config(folder, artifacts, LABELLED.replace("ARTIFACTS", str(artifacts)))
+    config = write_config(folder, artifacts, LABELLED.replace("ARTIFACTS", str(artifacts)),
+                          extra=f'[[api_keys]]\nkey = "{OTHER_CLIENT_KEY}"\nscope = "client"\n')
     server = Server(config).start()
     yield server
     server.stop()
@@ -1135,3 +1147,15 @@ artifact = "{artifacts}/good.skops"
         assert first.process.poll() is None
     finally:
         first.stop()
+
+
+def test_feedback_with_another_key_is_refused_when_the_deployment_says_so(labelled_server):
+    url = labelled_server.url
+    decision_id, label = open_decision(url, "owned")
+    forged = httpx.post(f"{url}{P}/owned/feedback", headers=auth(OTHER_CLIENT_KEY), timeout=30,
+                        json={"decision_id": decision_id, "label": label})
+    check_answer(forged.status_code, forged.content, forged.headers.get("content-type", ""),
+                 {403, 404}, "decision|key")
+    mine = httpx.post(f"{url}{P}/owned/feedback", headers=auth(CLIENT_KEY), timeout=30,
+                      json={"decision_id": decision_id, "label": label})
+    assert mine.status_code == 200, mine.text
