@@ -34,3 +34,25 @@ class Slow:
         time.sleep(0.3)
         rows = np.asarray(rows, dtype=float)
         return (rows[:, 0] + 0.5 * rows[:, 1] > 0).astype(int)
+
+
+SLEEP_SIGNAL = 777.0  # x0 value that makes SleepsOnSignal sleep
+
+
+class SleepsOnSignal:
+    """Right and fast, except for rows with x0 == SLEEP_SIGNAL: then it takes 5 s, and first
+    touches the file named by $BANDITOPS_TEST_SLEEP_MARK so a test knows the call started."""
+
+    seconds = 5.0
+
+    def predict(self, rows):
+        import os
+        from pathlib import Path
+
+        rows = np.asarray(rows, dtype=float)
+        if (rows[:, 0] == SLEEP_SIGNAL).any():
+            mark = os.environ.get("BANDITOPS_TEST_SLEEP_MARK")
+            if mark:
+                Path(mark).touch()
+            time.sleep(self.seconds)
+        return (rows[:, 0] + 0.5 * rows[:, 1] > 0).astype(int)

@@ -13,6 +13,8 @@ from tests.service.conftest import CLIENT_KEY, Server, good_and_bad, write_confi
 from tests.service.models import as_features, make_rows
 
 X, Y = make_rows(100_000, seed=9)
+MIN_FED = 250  # acknowledged feedbacks before the kill
+LOAD_TIMEOUT = 120.0
 
 
 def load(url: str, acked: dict, fed: set, stop: threading.Event, worker: int) -> None:
@@ -45,12 +47,18 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path, artifacts, database, reques
                for i in range(8)]
     for worker in workers:
         worker.start()
-    time.sleep(3.0)
+    # Kill once enough feedback is acknowledged, however slow the machine: a condition with
+    # a generous bound, not a fixed sleep.
+    deadline = time.monotonic() + LOAD_TIMEOUT
+    while len(fed) < MIN_FED and time.monotonic() < deadline and any(
+            worker.is_alive() for worker in workers):
+        time.sleep(0.05)
+    reached = len(fed)
     server.kill9()  # mid-load: requests are in flight
     stop.set()
     for worker in workers:
         worker.join()
-    assert len(fed) > 200, "the load did not get going"
+    assert reached >= MIN_FED, f"only {reached} feedbacks in {LOAD_TIMEOUT:.0f} s"
 
     restarted = Server(config, db=db).start()
     try:
