@@ -57,6 +57,9 @@ def demo_config(data_dir: Path | None, database: str, folder: Path) -> tuple[Ser
                                   # the service's guardrail defaults before they became
                                   # the library's (200 / 10)
                                   "guardrail": {"min_samples": 50, "check_every": 5},
+                                  # the census labels as the models predict them:
+                                  # 1 for >50K, 0 for <=50K; anything else is a 422
+                                  "labels": [0, 1],
                                   "features": kinds, "versions": versions}},
     })
     return config, keys

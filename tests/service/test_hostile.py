@@ -581,8 +581,6 @@ CASES: list[Case] = [
               NOPE, key=ADMIN_KEY),
     body_case("rollback-a-retired-version", f"{P}/states/versions/c/rollback", {}, 409,
               r"\bc\b|live|retired", key=ADMIN_KEY),
-    Case("retire-a-retired-version", "DELETE", f"{P}/states/versions/c", 409,
-         r"\bc\b|retired", key=ADMIN_KEY),
     body_case("rollback-a-rolled-back-version", f"{P}/states/versions/b/rollback", {}, 409,
               r"\bb\b|live|rolled", key=ADMIN_KEY),
     body_case("reinstate-a-live-version", f"{P}/states/versions/a/reinstate", {}, 409,

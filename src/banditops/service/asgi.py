@@ -123,6 +123,10 @@ class Guard:
             if need == "admin" and caller.scope != "admin":
                 raise HttpError(403, "this API key has the client scope; this needs admin")
             scope[CALLER] = caller
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if kind and kind != b"application/json" and not kind.endswith(b"+json"):
+            raise HttpError(415, f"Content-Type {kind[:60].decode('latin-1')!r}: send "
+                                 "application/json")
         return await self._body(headers, receive)
 
     def _caller(self, headers: dict[bytes, bytes]) -> Caller:
