@@ -46,7 +46,8 @@ V = D + "/{name}/versions/{version}"
 
 def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
     """The ASGI application for a checked config (no I/O until its lifespan starts)."""
-    store = store or Store(config.database, timeout_seconds=config.db_timeout_seconds)
+    store = store or Store(config.database, timeout_seconds=config.db_timeout_seconds,
+                           logs=len(config.deployments))
     metrics = Metrics()
     keys = config.keys()  # ConfigError for a short key from the environment
 

@@ -80,7 +80,9 @@ def _database(what: str, url: str) -> Iterator[None]:
 class Store:
     """One database. Construction does no I/O; :meth:`migrate` and :meth:`lock` do."""
 
-    def __init__(self, url: str, *, timeout_seconds: float = 5.0) -> None:
+    def __init__(self, url: str, *, timeout_seconds: float = 5.0, logs: int = 1) -> None:
+        """``logs``: how many deployment logs will write here; each holds one connection
+        of the pool for its decision inserts, so the pool grows with them."""
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -106,7 +108,7 @@ class Store:
                                 "options": f"-c statement_timeout={milliseconds} "
                                            f"-c idle_in_transaction_session_timeout="
                                            f"{milliseconds * 2}"}
-                self.engine = create_engine(parsed, pool_size=5, max_overflow=5,
+                self.engine = create_engine(parsed, pool_size=4 + logs, max_overflow=5,
                                             pool_pre_ping=True, pool_timeout=self.timeout,
                                             connect_args=connect_args)
         except (SQLAlchemyError, ValueError, ImportError) as error:
