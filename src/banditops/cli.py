@@ -14,6 +14,7 @@ from banditops.errors import BanditOpsError
 app = typer.Typer(help="Deploy model versions with multi-armed bandits.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 console = Console(width=max(Console().width, 130))
+errors = Console(stderr=True, width=max(Console().width, 130))
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Folder holding adult/ and vehicle-insurance-fraud/ "
     "(default: $BANDITOPS_DATA_DIR, then the user cache).")]
@@ -22,7 +23,7 @@ DataDir = Annotated[Path | None, typer.Option(
 def fail(error: Exception) -> None:
     """One line (never wrapped, no markup taken from the message), exit code 2."""
     message = " ".join(str(error).split())  # a database error's text spans lines
-    console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
+    errors.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -111,11 +112,12 @@ def serve(
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # no plugin chatter at start-up
     sock = None
     try:
+        sock = _listen(host, port)  # first: the demo trains models before it is configured
         settings = _serve_config(config, db, data_dir)
         application = create_app(settings)
-        sock = _listen(host, port)
         application.state.workers.startup()
     except (BanditOpsError, ValidationError) as error:
         if sock is not None:

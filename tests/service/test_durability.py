@@ -74,7 +74,7 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path, artifacts, database, reques
             report = {v["name"]: v for v in shown["versions"]}
     finally:
         restarted.stop()
-    assert shown["restored_from_snapshot_at"] > 0
+    assert shown["restored_snapshot_feedback_seq"] > 0
     for name in ("good", "bad"):
         mine = [reward for version, reward, _ in acked.values() if version == name]
         stored = report[name]

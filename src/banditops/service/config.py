@@ -294,6 +294,9 @@ def check_database_url(url: str) -> str:
         raise ConfigError("database: the URL has more than one '@'; write an '@' in the "
                           "password as %40")
     shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() in ("postgres", "pgsql"):
+        raise ConfigError(f"database: write PostgreSQL URLs as postgresql+psycopg://...; "
+                          f"got {shown}")
     if parsed.get_backend_name() not in BACKENDS:
         raise ConfigError(f"database: {shown} is not SQLite or PostgreSQL; {hint}")
     try:

@@ -344,7 +344,7 @@ class ServiceDeployment:
                 "learned_reward_sum": report.learned_reward_sum, "model_calls": timing})
         return {"name": self.name, "policy": self.config.policy,
                 "features": self.config.features, "labels": self.deployment.labels,
-                "versions": versions, "restored_from_snapshot_at": self.restored_from}
+                "versions": versions, "restored_snapshot_feedback_seq": self.restored_from}
 
 
 def _resolved(path: str) -> Any:

@@ -124,8 +124,11 @@ class Store:
         """Own a SQLite file for this process's lifetime; a second process is refused."""
         if self.dialect != "sqlite" or self.path is None or self._lock_file is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(f"{self.path}.lock", "a+")  # noqa: SIM115 (held until the process ends)
+        try:
+            handle = open(f"{self.path}.lock", "a+")  # noqa: SIM115 (held for the process)
+        except OSError as error:
+            raise StoreError(f"cannot use the SQLite database {self.path}: "
+                             f"{error.strerror or error}") from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
