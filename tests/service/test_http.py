@@ -306,15 +306,17 @@ def test_serve_refuses_a_busy_port_and_a_short_demo_key_in_one_line(tmp_path, ar
         port = busy.getsockname()[1]
         result = _serve(["--config", str(config), "--port", str(port)], {}, tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stdout.strip().splitlines()
+    lines = result.stderr.strip().splitlines()  # errors go to stderr, one line
     assert lines == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert result.stdout == ""
     result = _serve(["--port", str(free_port())], {"BANDITOPS_API_KEY": "short"}, tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stdout.strip().splitlines()[-1] == (
+    assert result.stderr.strip().splitlines() == [(
         "error: environment variable BANDITOPS_API_KEY must hold an API key of at least 16 "
-        "characters")
+        "characters")]
     secret = "postgresql+psycopg://user:hunter2secret@127.0.0.1:1/nodb"
     result = _serve(["--config", str(config), "--port", str(free_port()), "--db", secret],
                     {}, tmp_path)
     assert result.returncode == 2 and "hunter2secret" not in result.stdout + result.stderr
-    assert result.stdout.strip().splitlines()[-1].startswith("error: ")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in result.stderr
