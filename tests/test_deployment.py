@@ -340,3 +340,42 @@ def test_decision_ids_are_128_random_bits():
     # No shared prefix or counter: consecutive ids differ in about half their 128 bits.
     distances = [bin(int(a, 16) ^ int(b, 16)).count("1") for a, b in itertools.pairwise(ids)]
     assert 56 < sum(distances) / len(distances) < 72
+
+
+def test_a_version_failing_on_one_input_stays_live_if_it_is_healthy():
+    """A client cannot take a healthy version out with an input only it chokes on."""
+
+    class Picky:
+        def __init__(self, healthy: bool):
+            self.is_healthy = healthy
+
+        def predict(self, rows):
+            if any(row[0] > 1e30 for row in rows):
+                raise ValueError("value too large for dtype('float32')")
+            return [1] * len(rows)
+
+        def healthy(self):
+            return self.is_healthy
+
+    deployment = Deployment(EpsilonGreedy(epsilon=1.0, seed=6))
+    deployment.register("picky", Picky(healthy=True))
+    deployment.register("sturdy", Constant(1))
+    served = [deployment.predict([1e35]) for _ in range(20)]
+    assert all(d.version == "sturdy" for d in served)
+    assert deployment.status("picky") == "live"
+    broken = Deployment(EpsilonGreedy(epsilon=1.0, seed=6))
+    broken.register("picky", Picky(healthy=False))  # broken on its known-good rows too
+    broken.register("sturdy", Constant(1))
+    while broken.status("picky") == "live":
+        broken.predict([1e35])
+    assert broken.status("picky") == "quarantined"
+
+
+def test_labels_of_another_kind_than_the_predictions_are_refused():
+    deployment = Deployment(Latest())  # no declared labels
+    deployment.register("v1", Constant(1))
+    decision = deployment.predict([0])
+    for wrong in ("1", 1.0, True, "yes"):
+        with pytest.raises(InvalidLabelError, match="not the kind of value"):
+            deployment.feedback(decision.id, wrong)
+    assert deployment.feedback(decision.id, 0) == 0.0

@@ -29,9 +29,11 @@ from banditops.errors import (
     BanditOpsError,
     DuplicateArmError,
     DuplicateFeedbackError,
+    InvalidLabelError,
     InvalidParameterError,
     InvalidStateError,
     ModelError,
+    ModelTimeoutError,
     StateConflictError,
     UnknownArmError,
     UnknownDecisionError,
@@ -41,7 +43,9 @@ from banditops.policies.base import Policy
 from banditops.rewards import (
     LabelSet,
     RewardFunction,
+    accuracy,
     check_label,
+    label_kind,
     resolve_reward,
     validate_reward,
 )
@@ -106,6 +110,12 @@ class _Version:
     status: Status = Status.LIVE
     learned: int = 0
     learned_sum: float = 0.0
+    input_failures: int = 0  # requests it failed while another version served them
+
+
+def _short(text: str, limit: int = 300) -> str:
+    """Error text for events and logs, cut short (an input may be megabytes)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class _DecisionIds:
@@ -393,12 +403,19 @@ class Deployment:
                 results[index] = LoggedDecision(
                     self._new_id(), served, prediction, propensity, now,
                     owners[index] if owners is not None else None)
-        self.log.record([r for r in results if isinstance(r, LoggedDecision)])
+        logged = [r for r in results if isinstance(r, LoggedDecision)]
+        if logged:
+            self.log.record(logged)
         return [Decision(r.id, r.version, r.prediction, r.propensity)
                 if isinstance(r, LoggedDecision) else r for r in results]
 
     def _serve_elsewhere(self, x: Any, failed: str, error: Exception) -> tuple[str, Any, float]:
-        """Serve with another live version; quarantine the failed ones if one succeeds."""
+        """Serve with another live version; quarantine the failed ones if one succeeds.
+
+        A failed version whose model can vouch for itself (``healthy()``: it still predicts
+        its known-good rows) failed on this input only, which a client chose: it keeps
+        serving, so no request can take a healthy version out. A timeout is never excused:
+        the model has judged itself slow over many calls already."""
         failures = {failed: error}
         shares = self.policy.probabilities()
         for name in sorted(self._live, key=lambda n: -shares.get(n, 0.0)):
@@ -410,12 +427,21 @@ class Deployment:
                 failures[name] = other_error
                 continue
             for bad, bad_error in failures.items():
-                if self._versions[bad].status is Status.LIVE and len(self._live) > 1:
-                    self._take_down(bad, Status.QUARANTINED,
-                                    f"model raised {type(bad_error).__name__}: {bad_error}",
-                                    {"error": repr(bad_error)[:500]})
+                version = self._versions[bad]
+                if version.status is not Status.LIVE or len(self._live) < 2:
+                    continue
+                version.input_failures += 1
+                healthy = getattr(version.model, "healthy", None)
+                if (not isinstance(bad_error, ModelTimeoutError) and callable(healthy)
+                        and healthy()):
+                    continue
+                self._take_down(bad, Status.QUARANTINED,
+                                f"model raised {type(bad_error).__name__}: "
+                                f"{_short(str(bad_error))}",
+                                {"error": _short(repr(bad_error))})
             return name, prediction, self.policy.propensity(name)
-        details = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in failures.items())
+        details = "; ".join(f"{n}: {type(e).__name__}: {_short(str(e))}"
+                            for n, e in failures.items())
         raise ModelError(f"every live version failed on this input ({details})") from error
 
     # ------------------------------------------------------------- feedback
@@ -426,7 +452,7 @@ class Deployment:
         InvalidLabelError / InvalidParameterError for a label that gives no reward (the
         decision then stays open for the right label)."""
         now = self._clock()
-        decision = self.log.lookup(decision_id, now)
+        decision = self.log.lookup(decision_id, now, owner)
         reward = self._reward_for(decision, label, owner)
         if self.log.close_one(decision, label, reward, now) is None:
             raise DuplicateFeedbackError(f"decision {decision_id} already has feedback; "
@@ -439,7 +465,7 @@ class Deployment:
         """:meth:`feedback` for a batch: one log round trip; per item, (version, reward) or
         the error that refused it (the others still count)."""
         now = self._clock()
-        found = self.log.lookup_many([decision_id for decision_id, _ in items], now)
+        found = self.log.lookup_many([decision_id for decision_id, _ in items], now, owner)
         results: list[tuple[str, float] | BanditOpsError] = []
         closings: list[Closing] = []
         positions: list[int] = []
@@ -477,6 +503,13 @@ class Deployment:
             raise UnknownArmError(f"decision {decision.id} was served by version "
                                   f"{decision.version!r}, which this deployment has not seen")
         label = check_label(label, self.labels)
+        if self.labels is None and self.reward is accuracy:  # equality is the reward
+            kinds = label_kind(label), label_kind(decision.prediction)
+            if None not in kinds and kinds[0] is not kinds[1]:
+                raise InvalidLabelError(
+                    f"label {_short(repr(label), 80)} ({kinds[0].__name__}) is not the kind of "
+                    f"value the model predicts ({kinds[1].__name__}); declare the deployment's "
+                    "labels to check them fully")
         try:
             return validate_reward(self.reward(label, decision.prediction))
         except BanditOpsError:

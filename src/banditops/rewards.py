@@ -47,6 +47,13 @@ def _class_key(value: object) -> tuple[type, Any] | None:
     return None
 
 
+def label_kind(value: object) -> type | None:
+    """The kind a label or prediction compares as (bool, int, float or str); None if it is
+    not a JSON scalar. ``1``, ``True``, ``1.0`` and ``"1"`` are four kinds of label."""
+    key = _class_key(value)
+    return None if key is None else key[0]
+
+
 def _describe(value: object) -> str:
     text = repr(value)
     text = text if len(text) <= 80 else text[:77] + "..."

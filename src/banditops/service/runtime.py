@@ -31,6 +31,7 @@ from banditops.errors import (
     ExpiredDecisionError,
     InvalidParameterError,
     ModelError,
+    StateConflictError,
     UnknownArmError,
     UnknownDecisionError,
 )
@@ -42,9 +43,8 @@ from banditops.store.sql import Store
 
 log = logging.getLogger("banditops.service")
 TAKE_DOWN = {"rolled_back", "quarantined", "retired"}
-#: Which status a version must have for each change to be stored (atomically, once).
-CHANGE_FROM = {"rolled_back": ("live",), "quarantined": ("live",),
-               "live": ("rolled_back", "quarantined"), "retired": None}
+FLOAT32_MAX = 3.4e38  # models that compute in float32 (trees, ONNX) fail past it
+REINSTATABLE = ("rolled_back", "quarantined")
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ class ServiceDeployment:
         self._remote = False  # applying another replica's change: don't write it back
         self._since_snapshot = 0
         self._unloadable: dict[str, str] = {}  # version -> why this replica cannot load it
+        self._refused: list[str] = []  # take-downs the database refused (see _persist_event)
         self.restored_from: int | None = None  # snapshot read position used at start-up
         self.started = False
 
@@ -197,14 +198,22 @@ class ServiceDeployment:
             self._remote = False
 
     def _persist_event(self, event: Event) -> None:
-        """Store this replica's changes (a status change only if it is the first to make it)."""
+        """Store this replica's changes (a status change only if it is the first to make it,
+        and a take-down only if another version stays live across all replicas)."""
         if self._remote:
             return
-        if event.kind in TAKE_DOWN or event.kind == "reinstated":
-            status = "live" if event.kind == "reinstated" else event.kind
-            if not self.store.set_status(self.name, event.version or "", status,
-                                         only_from=CHANGE_FROM[status]):
+        version = event.version or ""
+        if event.kind == "reinstated":
+            if not self.store.set_status(self.name, version, "live", only_from=REINSTATABLE):
                 return  # another replica recorded it already
+        elif event.kind in TAKE_DOWN:
+            outcome = self.store.take_down(self.name, version, event.kind)
+            if outcome == "last_live":
+                self._refused.append(f"{version} is the last live version (the others were "
+                                     "taken down meanwhile, perhaps by another replica)")
+                return  # the next sync puts it back live here
+            if outcome == "already":
+                return
         self.store.add_event(self.name, event.time, event.kind, event.version, event.reason,
                              _json_safe(event.evidence))
         if self.on_event is not None:
@@ -212,9 +221,11 @@ class ServiceDeployment:
 
     def sync(self) -> None:
         """Catch up on other replicas' versions, status changes and feedback."""
-        for row in self.store.versions(self.name):
-            if not self.deployment.has_version(row.name) and not self._register_remote(row):
-                continue
+        self._refused.clear()
+        rows = [row for row in self.store.versions(self.name)  # in release order
+                if self.deployment.has_version(row.name) or self._register_remote(row)]
+        # Reinstatements first: taking a version down needs another live one here.
+        for row in sorted(rows, key=lambda r: r.status != "live"):
             self._apply_status(row.name, row.status, "changed by another replica")
         learned = self.deployment.catch_up()
         if learned:
@@ -258,7 +269,7 @@ class ServiceDeployment:
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise InvalidParameterError(
                         f"{where}.{feature}: expected a number, got {_shown(value)}")
-                if not math.isfinite(value) or abs(value) > 1e300:
+                if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
                     raise InvalidParameterError(
                         f"{where}.{feature}: must be a finite number, got {_shown(value)}")
             elif not isinstance(value, str):
@@ -312,10 +323,19 @@ class ServiceDeployment:
     def rollback(self, version: str, reason: str) -> None:
         self.sync()
         self.deployment.rollback(version, reason)
+        self._settle_refusals()
 
     def retire(self, version: str, reason: str) -> None:
         self.sync()
         self.deployment.retire(version, reason)
+        self._settle_refusals()
+
+    def _settle_refusals(self) -> None:
+        """A take-down the database refused is undone here and reported as a conflict."""
+        if self._refused:
+            reasons = "; ".join(self._refused)
+            self.sync()
+            raise StateConflictError(reasons)
 
     def reinstate(self, version: str, reason: str) -> None:
         self.sync()

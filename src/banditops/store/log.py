@@ -78,16 +78,17 @@ class DecisionLog(ABC):
         self.record((decision,))
 
     @abstractmethod
-    def lookup(self, decision_id: str, now: float) -> LoggedDecision:
-        """The open decision with this id, or the error that says why there is none."""
+    def lookup(self, decision_id: str, now: float, owner: str | None = None) -> LoggedDecision:
+        """The open decision with this id, or the error that says why there is none. A
+        decision logged with another owner is unknown, whatever its state (no oracle)."""
 
-    def lookup_many(self, ids: Sequence[str], now: float
+    def lookup_many(self, ids: Sequence[str], now: float, owner: str | None = None
                     ) -> dict[str, LoggedDecision | BanditOpsError]:
         """:meth:`lookup` for many ids at once (one round trip where the log is remote)."""
         found: dict[str, LoggedDecision | BanditOpsError] = {}
         for decision_id in ids:
             try:
-                found[decision_id] = self.lookup(decision_id, now)
+                found[decision_id] = self.lookup(decision_id, now, owner)
             except BanditOpsError as error:
                 found[decision_id] = error
         return found

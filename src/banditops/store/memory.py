@@ -57,7 +57,7 @@ class MemoryLog(DecisionLog):
         if len(pending) > self.max_pending:
             self._expire_oldest()
 
-    def lookup(self, decision_id: str, now: float) -> LoggedDecision:
+    def lookup(self, decision_id: str, now: float, owner: str | None = None) -> LoggedDecision:
         decision = self._pending.get(decision_id) if isinstance(decision_id, str) else None
         if decision is not None:
             if self.ttl is None or decision.created_at >= now - self.ttl:

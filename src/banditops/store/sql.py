@@ -246,6 +246,31 @@ class Store:
         with self._guard("changing a version's status"), self.engine.begin() as connection:
             return connection.execute(query).rowcount == 1
 
+    def take_down(self, deployment: str, name: str, status: str) -> str:
+        """Take a version out of service unless that would leave no live version.
+
+        "changed", "already" (another replica took it down first), or "last_live" (the other
+        live versions were taken down meanwhile, e.g. by another replica's rollback). The
+        deployment's version rows are locked first (PostgreSQL), so two replicas taking down
+        the last two live versions at once cannot both succeed."""
+        rows = (select(versions.c.name, versions.c.status)
+                .where(versions.c.deployment == deployment).order_by(versions.c.id))
+        if self.dialect == "postgresql":
+            rows = rows.with_for_update()
+        with self._guard("taking a version down"), self.engine.begin() as connection:
+            statuses = dict(connection.execute(rows).all())
+            current = statuses.get(name)
+            if current is None or current == status or current == "retired" or (
+                    current != "live" and status != "retired"):
+                return "already"
+            if current == "live" and not any(
+                    s == "live" for n, s in statuses.items() if n != name):
+                return "last_live"
+            connection.execute(update(versions).where(
+                versions.c.deployment == deployment, versions.c.name == name)
+                .values(status=status))
+            return "changed"
+
     # ---------------------------------------------------------- snapshots
     def save_snapshot(self, deployment: str, state: dict[str, Any]) -> None:
         """Upsert what a replica has learned (the state holds its log position)."""
@@ -319,6 +344,8 @@ class SqlLog(DecisionLog):
         return writer
 
     def record(self, decisions_: Sequence[LoggedDecision]) -> None:
+        if not decisions_:
+            return
         params = [(d.id, self.deployment, d.version, json.dumps(d.prediction), d.propensity,
                    d.created_at, d.owner) for d in decisions_]
         counts: dict[str, int] = {}
@@ -335,13 +362,14 @@ class SqlLog(DecisionLog):
             writer.close()  # a broken connection is replaced on the next call
             raise
 
-    def lookup(self, decision_id: str, now: float) -> LoggedDecision:
-        found = self.lookup_many([decision_id], now)[decision_id]
+    def lookup(self, decision_id: str, now: float, owner: str | None = None) -> LoggedDecision:
+        found = self.lookup_many([decision_id], now, owner)[decision_id]
         if isinstance(found, Exception):
             raise found
         return found
 
-    def lookup_many(self, ids: Sequence[str], now: float) -> dict[str, Any]:
+    def lookup_many(self, ids: Sequence[str], now: float, owner: str | None = None
+                    ) -> dict[str, Any]:
         wanted = unique_ids(ids)
         query = (select(decisions.c.id, decisions.c.deployment, decisions.c.version,
                         decisions.c.prediction, decisions.c.propensity, decisions.c.created_at,
@@ -353,7 +381,8 @@ class SqlLog(DecisionLog):
         found: dict[str, Any] = {}
         for decision_id in wanted:
             row = rows.get(decision_id)
-            if row is None or row.deployment != self.deployment:
+            if row is None or row.deployment != self.deployment or (
+                    row.owner is not None and row.owner != owner):
                 found[decision_id] = UnknownDecisionError(
                     f"unknown decision id {decision_id!r}")
             elif row.seq is not None:
