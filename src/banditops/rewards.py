@@ -36,6 +36,9 @@ def _class_key(value: object) -> tuple[type, Any] | None:
     bool (Python or numpy) -> bool, integers (Python or numpy) -> int, str -> str,
     finite floats -> float. ``1``, ``True``, ``1.0`` and ``"1"`` get four different keys.
     """
+    kind = type(value)
+    if kind is int or kind is str or kind is bool:  # the common case, checked in ~50 ns
+        return kind, value
     if isinstance(value, bool | np.bool_):
         return bool, bool(value)
     if isinstance(value, int | np.integer):
