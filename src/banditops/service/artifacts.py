@@ -32,7 +32,14 @@ HistGradientBoosting predictors, KD/ball trees and libsvm models hold raw indice
 compiled code follows without bounds checks (skops does not trust them by default for that
 reason). After loading, :func:`check_indices` verifies those indices (children after their
 parent and inside the array, features inside the fitted width), so a crafted file is
-refused instead of reading out of bounds at the first prediction.
+refused instead of reading out of bounds at the first prediction. Ensembles are checked
+for the shapes compiled code trusts too (GradientBoosting's tree grid, each member tree's
+width and outputs, HistGradientBoosting's predictors per iteration).
+
+Before skops reads a file, its inflated size is bounded (:func:`check_zip_size`); an ONNX
+model is parsed with ``onnx`` first and refused if any tensor lives in external data
+(:func:`check_onnx_tensors`). For what no check foresees, :func:`check_in_subprocess` loads
+and smoke-tests an artifact in a child process, so a crash or hang there refuses the version.
 
 A loaded model is wrapped in a :class:`ServedModel`, which turns validated feature mappings
 into what the model takes (one frame with the fitted column names, or a float array in the
