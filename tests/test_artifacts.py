@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
+import sys
+import textwrap
 import warnings
 import zipfile
 from pathlib import Path
@@ -38,6 +41,8 @@ from banditops.service.artifacts import (
     SKOPS_TYPES,
     ServedModel,
     SlowCalls,
+    check_in_subprocess,
+    check_indices,
     load_artifact,
     smoke_test,
 )
@@ -539,3 +544,185 @@ def test_a_batch_counts_as_one_call():
     served.predict_many([{"a": 1.0, "b": 2.0}] * 50)
     served.predict_one({"a": 1.0, "b": 2.0})
     assert served.stats()["calls"] == 2 and served.stats()["slow"] == 0
+
+
+
+# ------------------------------------------------------------------ ensemble shapes
+def crafted_gradient_boosting() -> ensemble.GradientBoostingRegressor:
+    """The reviewer's model: a (3, 300) tree grid where sklearn writes one column per row."""
+    x, y = small_xy()
+    model = ensemble.GradientBoostingRegressor(n_estimators=3, max_depth=2,
+                                               random_state=0).fit(x, y.astype(float))
+    trees = model.estimators_.ravel().tolist()
+    grid = np.empty((3, 300), dtype=object)
+    for i in range(grid.size):
+        grid.flat[i] = trees[i % len(trees)]
+    model.estimators_ = grid
+    return model
+
+
+def test_a_gradient_boosting_tree_grid_of_the_wrong_shape_is_refused(tmp_path):
+    path = dump(crafted_gradient_boosting(), tmp_path, "gb.skops")
+    with pytest.raises(ArtifactError, match=r"\(3, 300\) grid; expected \(3, 1\)"):
+        load_artifact(path, [tmp_path], allow_pickle=False)
+
+
+def test_ensemble_checks_accept_real_models_and_refuse_mismatched_trees():
+    x, y = small_xy()
+    y3 = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0).astype(int)
+    fitted = [ensemble.GradientBoostingClassifier(n_estimators=3).fit(x, y3),
+              ensemble.GradientBoostingClassifier(n_estimators=3, init="zero").fit(x, y),
+              ensemble.HistGradientBoostingClassifier(max_iter=3).fit(x, y3),
+              ensemble.RandomForestRegressor(n_estimators=3).fit(x, x[:, :2])]
+    for model in fitted:
+        check_indices(model)
+    gb, _, hist, forest = fitted
+    wide = tree.DecisionTreeRegressor().fit(np.hstack([x, x]), y)  # 8 features, not 4
+    gb.estimators_[1, 2] = wide
+    with pytest.raises(ArtifactError, match="a tree takes 8 features"):
+        check_indices(gb)
+    forest.estimators_[0] = tree.DecisionTreeRegressor().fit(x, y)  # 1 output, not 2
+    with pytest.raises(ArtifactError, match="gives 1 outputs"):
+        check_indices(forest)
+    hist._predictors[0] = hist._predictors[0][:2]
+    with pytest.raises(ArtifactError, match="not 3 per iteration"):
+        check_indices(hist)
+    gb3 = ensemble.GradientBoostingClassifier(n_estimators=3).fit(x, y3)
+    gb3.init_ = linear_model.LogisticRegression().fit(x, y)  # 2 classes for 3 columns
+    with pytest.raises(ArtifactError, match="initial estimator"):
+        check_indices(gb3)
+
+
+# ------------------------------------------------------------------ checking in a child
+CRASHING = textwrap.dedent("""
+    import os, signal, time
+
+    class Crash:
+        def predict(self, rows):
+            os.kill(os.getpid(), signal.SIGSEGV)
+
+    class Hang:
+        def predict(self, rows):
+            time.sleep(600)
+
+    class Seven:
+        def predict(self, rows):
+            return [7 for _ in rows]
+""")
+
+
+@pytest.fixture
+def hostile(tmp_path, monkeypatch):
+    """A module of hostile models importable here (to pickle) and in the child (to load)."""
+    (tmp_path / "hostile_models.py").write_text(CRASHING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    import hostile_models
+
+    yield hostile_models
+    sys.modules.pop("hostile_models", None)
+
+
+def child_check(path: Path, folder: Path, **options) -> None:
+    check_in_subprocess(path, [folder], allow_pickle=True, features=NUMBERS, labels=[0, 1],
+                        **options)
+
+
+def test_the_child_check_passes_a_good_model_and_relays_refusals(tmp_path, hostile):
+    x, y = small_xy()
+    good = linear_model.LogisticRegression().fit(x[:, :2], y)
+    child_check(dump(good, tmp_path, "good.skops"), tmp_path)
+    with pytest.raises(ArtifactError, match=r"\(3, 300\) grid"):
+        child_check(dump(crafted_gradient_boosting(), tmp_path, "gb.skops"), tmp_path)
+    path = tmp_path / "seven.pkl"
+    path.write_bytes(pickle.dumps(hostile.Seven()))
+    with pytest.raises(ArtifactError, match="smoke test failed: the model predicted 7"):
+        child_check(path, tmp_path)
+
+
+def test_a_model_that_crashes_its_process_is_refused(tmp_path, hostile):
+    path = tmp_path / "crash.pkl"
+    path.write_bytes(pickle.dumps(hostile.Crash()))
+    with pytest.raises(ArtifactError, match=r"crashed the checking process \(signal 11\)"):
+        child_check(path, tmp_path)
+
+
+def test_a_model_that_hangs_is_refused_after_the_timeout(tmp_path, hostile):
+    path = tmp_path / "hang.pkl"
+    path.write_bytes(pickle.dumps(hostile.Hang()))
+    with pytest.raises(ArtifactError, match="took over 5 s"):
+        child_check(path, tmp_path, timeout_seconds=5)
+
+
+# ------------------------------------------------------------------ ONNX external data
+def test_onnx_tensors_in_external_files_are_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    secret = tmp_path / "outside" / "secret.bin"
+    secret.parent.mkdir()
+    secret.write_bytes(np.ones(4, np.float32).tobytes())
+    weights = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4])
+    weights.data_location = TensorProto.EXTERNAL
+    for key, value in {"location": str(secret), "offset": "0", "length": "16"}.items():
+        weights.external_data.add(key=key, value=value)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    folder = tmp_path / "models"
+    folder.mkdir()
+    path = folder / "external.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ArtifactError, match=r"external data \('.*secret.bin'\)"):
+        load_artifact(path, [folder], allow_pickle=False)
+
+    # The same tensor hidden in a Constant node inside an If branch is found too.
+    inner = helper.make_graph([helper.make_node("Constant", [], ["c"], value=weights)],
+                              "then", [], [helper.make_tensor_value_info(
+                                  "c", TensorProto.FLOAT, [4])])
+    node = helper.make_node("If", ["cond"], ["out"], then_branch=inner, else_branch=inner)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [4])])
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    with pytest.raises(ArtifactError, match="external data"):
+        load_artifact(path, [folder], allow_pickle=False)
+    assert weights.data_location == onnx.TensorProto.EXTERNAL
+
+
+# ------------------------------------------------------------------ zip bomb
+def test_a_skops_zip_bomb_is_refused_before_it_inflates(tmp_path):
+    x, y = small_xy()
+    path = dump(linear_model.LogisticRegression().fit(x, y), tmp_path, "bomb.skops")
+    assert load_artifact(path, [tmp_path], allow_pickle=False)
+    chunk = b"\0" * (1 << 20)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive, \
+            archive.open("padding", "w", force_zip64=True) as padding:
+        for _ in range(200):
+            padding.write(chunk)
+    assert path.stat().st_size < 2 << 20
+    with pytest.raises(ArtifactError, match=r"inflates to 209,7\d\d,\d\d\d bytes .*zip bomb"):
+        load_artifact(path, [tmp_path], allow_pickle=False)
+
+
+# ------------------------------------------------------------------ health
+def test_healthy_tells_a_working_model_from_a_broken_one(real, adult_model):
+    features = kinds(real["adult"].features)
+    assert ServedModel(adult_model, features, 1.0).healthy()
+    calls: list[int] = []
+
+    def flaky(rows):
+        calls.append(len(rows))
+        if len(calls) > 1:
+            raise RuntimeError("broken for good")
+        return np.zeros(len(rows), dtype=int)
+
+    served = ServedModel(Stub(flaky), list(NUMBERS), 1.0)
+    assert served.healthy()
+    assert not served.healthy()  # raises: unhealthy, and healthy() itself does not raise
+    assert calls == [2, 2]
+    assert not ServedModel(Stub(lambda rows: np.zeros((2, 2))), NUMBERS, 1.0).healthy()
+    assert not ServedModel(Stub(lambda rows: [object()] * 2), NUMBERS, 1.0).healthy()

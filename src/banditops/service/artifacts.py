@@ -32,7 +32,14 @@ HistGradientBoosting predictors, KD/ball trees and libsvm models hold raw indice
 compiled code follows without bounds checks (skops does not trust them by default for that
 reason). After loading, :func:`check_indices` verifies those indices (children after their
 parent and inside the array, features inside the fitted width), so a crafted file is
-refused instead of reading out of bounds at the first prediction.
+refused instead of reading out of bounds at the first prediction. Ensembles are checked
+for the shapes compiled code trusts too (GradientBoosting's tree grid, each member tree's
+width and outputs, HistGradientBoosting's predictors per iteration).
+
+Before skops reads a file, its inflated size is bounded (:func:`check_zip_size`); an ONNX
+model is parsed with ``onnx`` first and refused if any tensor lives in external data
+(:func:`check_onnx_tensors`). For what no check foresees, :func:`check_in_subprocess` loads
+and smoke-tests an artifact in a child process, so a crash or hang there refuses the version.
 
 A loaded model is wrapped in a :class:`ServedModel`, which turns validated feature mappings
 into what the model takes (one frame with the fitted column names, or a float array in the
@@ -258,12 +265,35 @@ def skops_nodes(data: bytes) -> set[tuple[str, str]]:
     return found
 
 
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+def check_zip_size(data: bytes, *, name: str = "artifact") -> None:
+    """Refuse a zip that would inflate far beyond its size (a zip bomb) before reading it.
+
+    The limit is min(1 GiB, max(64 MiB, 50 x the file size)): real models compress a few
+    times at most, and every load would otherwise pay the inflated size in memory.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise ArtifactError(f"artifact {name} is not a valid skops (zip) file: "
+                            f"{error}") from None
+    limit = min(GiB, max(64 * MiB, 50 * len(data)))
+    if inflated > limit:
+        raise ArtifactError(f"artifact {name} inflates to {inflated:,} bytes from "
+                            f"{len(data):,} (limit {limit:,}): refused as a zip bomb")
+
+
 def load_skops(data: bytes, extra_trusted: frozenset[str] = frozenset(), *,
                name: str = "artifact") -> Any:
     """Build a skops model if every type is allow-listed and every loader is data-only."""
     from skops.io import get_untrusted_types, loads
 
     trusted = SKOPS_TYPES | extra_trusted
+    check_zip_size(data, name=name)
     nodes = skops_nodes(data)
     refused = {f"{t} (loaded by {loader}, which returns or calls what the file names)"
                for t, loader in nodes if loader not in SKOPS_LOADERS}
@@ -302,6 +332,7 @@ def check_indices(model: Any) -> None:
             _check_neighbors(what, attrs["_tree"], width)
         if isinstance(obj, BaseLibSVM):
             _check_libsvm(what, obj, attrs)
+        _check_ensemble(what, obj, attrs, width)
 
 
 def _reachable(root: Any, limit: int = 2_000_000) -> Iterator[Any]:
@@ -341,6 +372,87 @@ def _check_tree(what: str, left: np.ndarray, right: np.ndarray, leaf: np.ndarray
         raise ArtifactError(f"{what}: a tree without a fitted feature count")
     if np.any((feature[inner] < 0) | (feature[inner] >= width)):
         raise ArtifactError(f"{what}: a tree node splits on a feature the model does not have")
+
+
+def _expected_trees_per_iteration(what: str, obj: Any, attrs: Mapping[str, Any]) -> int:
+    """1 for regressors and binary classifiers, the class count otherwise (from ``classes_``)."""
+    from sklearn.base import is_classifier
+
+    if not is_classifier(obj):
+        return 1
+    classes = attrs.get("classes_")
+    n_classes = len(classes) if classes is not None else 0
+    if n_classes < 2 or attrs.get("n_classes_", n_classes) != n_classes:
+        raise ArtifactError(f"{what}: its class count and classes disagree")
+    return 1 if n_classes == 2 else n_classes
+
+
+def _check_ensemble(what: str, obj: Any, attrs: Mapping[str, Any], width: Any) -> None:
+    """Ensemble shapes that compiled code trusts: the tree grid, each tree's width.
+
+    GradientBoosting's ``predict_stages`` writes tree k's output into column k of a buffer
+    with one column per tree of an iteration and checks nothing: a (3, 300) tree grid for a
+    regressor writes 299 columns past the end. Only the first tree's feature count is checked
+    against the input, so every tree must have the model's width.
+    """
+    from sklearn.ensemble import BaseEnsemble
+    from sklearn.ensemble._forest import BaseForest
+    from sklearn.ensemble._gb import BaseGradientBoosting
+    from sklearn.ensemble._hist_gradient_boosting.gradient_boosting import (
+        BaseHistGradientBoosting,
+    )
+    from sklearn.tree import BaseDecisionTree, DecisionTreeRegressor
+
+    if not isinstance(obj, BaseEnsemble | BaseHistGradientBoosting):
+        return
+    if isinstance(obj, BaseGradientBoosting) and attrs.get("estimators_") is not None:
+        k = _expected_trees_per_iteration(what, obj, attrs)
+        grid = attrs["estimators_"]
+        if (not isinstance(grid, np.ndarray) or grid.dtype != object or grid.ndim != 2
+                or grid.shape != (attrs.get("n_estimators_"), k) or grid.shape[0] < 1
+                or attrs.get("n_trees_per_iteration_", k) != k):
+            shape = getattr(grid, "shape", type(grid).__name__)
+            raise ArtifactError(f"{what}: its trees form a {shape} grid; expected "
+                                f"({attrs.get('n_estimators_')}, {k})")
+        _check_members(what, grid.ravel().tolist(), DecisionTreeRegressor, width, 1)
+        try:  # the init estimator fills the buffer the trees add to: same width
+            init = obj._raw_predict_init(np.zeros((1, width)))
+        except Exception as error:
+            raise ArtifactError(f"{what}: its initial estimator does not predict: "
+                                f"{type(error).__name__}: {error}") from None
+        if np.shape(init) != (1, k):
+            raise ArtifactError(f"{what}: its initial estimator gives {np.shape(init)} "
+                                f"values per row; expected (1, {k})")
+    elif isinstance(obj, BaseForest) and attrs.get("estimators_") is not None:
+        trees = attrs["estimators_"]
+        if not isinstance(trees, list) or not trees:
+            raise ArtifactError(f"{what}: its trees are not a non-empty list")
+        _check_members(what, trees, BaseDecisionTree, width, attrs.get("n_outputs_"))
+    elif isinstance(obj, BaseHistGradientBoosting) and attrs.get("_predictors") is not None:
+        k = _expected_trees_per_iteration(what, obj, attrs)
+        predictors = attrs["_predictors"]
+        if (attrs.get("n_trees_per_iteration_") != k or not isinstance(predictors, list)
+                or any(not isinstance(row, list) or len(row) != k for row in predictors)):
+            raise ArtifactError(f"{what}: its predictors are not {k} per iteration")
+        baseline = attrs.get("_baseline_prediction")
+        if np.shape(baseline) != (1, k):
+            raise ArtifactError(f"{what}: its baseline prediction has shape "
+                                f"{np.shape(baseline)}; expected (1, {k})")
+
+
+def _check_members(what: str, trees: list[Any], kind: type, width: Any,
+                   outputs: Any) -> None:
+    for tree in trees:
+        if not isinstance(tree, kind):
+            raise ArtifactError(f"{what}: holds a {type(tree).__name__} where a "
+                                f"{kind.__name__} belongs")
+        tree_width = getattr(tree, "n_features_in_", None)
+        if (tree_width != width or getattr(tree.tree_, "n_features", None) != width
+                or getattr(tree, "n_outputs_", None) != outputs
+                or tree.tree_.n_outputs != outputs):
+            raise ArtifactError(f"{what}: a tree takes {tree_width} features and gives "
+                                f"{getattr(tree, 'n_outputs_', None)} outputs; the model "
+                                f"takes {width} and gives {outputs}")
 
 
 def _check_predictors(what: str, predictors: Any, width: Any, bin_mapper: Any) -> None:
@@ -389,6 +501,47 @@ def _check_libsvm(what: str, model: Any, attrs: Mapping[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------ ONNX
+def check_onnx_tensors(data: bytes) -> None:
+    """Refuse an ONNX model whose tensors live in external files.
+
+    onnxruntime resolves an external tensor's ``location`` against the working directory
+    when the model comes as bytes, so such a model reads files outside the artifact_dirs
+    (the service's config, say). Served models must be self-contained.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load_model_from_string(data)  # never follows external data
+    except Exception as error:
+        raise ArtifactError(f"the ONNX model does not parse: {type(error).__name__}: "
+                            f"{error}") from None
+    graphs: list[Any] = [proto.graph]
+    graphs += [g for info in proto.training_info
+               for g in (info.initialization, info.algorithm)]
+    nodes: list[Any] = [n for function in proto.functions for n in function.node]
+    tensors: list[Any] = []
+    while graphs or nodes:
+        if graphs:
+            graph = graphs.pop()
+            tensors.extend(graph.initializer)
+            tensors.extend(t for s in graph.sparse_initializer for t in (s.values, s.indices))
+            nodes.extend(graph.node)
+            continue
+        for attribute in nodes.pop().attribute:
+            tensors.append(attribute.t)
+            tensors.extend(attribute.tensors)
+            sparse = [attribute.sparse_tensor, *attribute.sparse_tensors]
+            tensors.extend(t for s in sparse for t in (s.values, s.indices))
+            if attribute.HasField("g"):
+                graphs.append(attribute.g)
+            graphs.extend(attribute.graphs)
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            where = {e.key: e.value for e in tensor.external_data}.get("location", "?")
+            raise ArtifactError(f"the ONNX model keeps tensor {tensor.name!r} in external "
+                                f"data ({where!r}); only self-contained models are served")
+
+
 class OnnxModel:
     """An ONNX classifier taking one float tensor of shape (n, features); first output = label."""
 
@@ -397,8 +550,9 @@ class OnnxModel:
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1
-        source = model if isinstance(model, bytes) else str(model)
-        self.session = onnxruntime.InferenceSession(source, options,
+        data = model if isinstance(model, bytes) else Path(model).read_bytes()
+        check_onnx_tensors(data)
+        self.session = onnxruntime.InferenceSession(data, options,
                                                     providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
         self.output = self.session.get_outputs()[0].name
@@ -509,6 +663,9 @@ class ServedModel:
                                 "predict()")
         self.model = model
         self.features = list(features)
+        # Feature kinds for healthy(); a plain list of names means all numbers.
+        self.kinds = (dict(features) if isinstance(features, Mapping)
+                      else dict.fromkeys(self.features, "number"))
         self.timeout = timeout_seconds
         self.slow = SlowCalls(timeout_seconds, window=window, strikes=strikes, warmup=warmup)
         names = getattr(model, "feature_names_in_", None)
@@ -538,6 +695,19 @@ class ServedModel:
 
     def predict_one(self, x: Mapping[str, Any]) -> Any:
         return self.predict_many([x])[0]
+
+    def healthy(self) -> bool:
+        """Whether the model still predicts the smoke test's two rows well-formedly.
+
+        Decides whether one failed request is about its input (healthy: keep serving) or
+        about the version. Not timed (a slow spell is SlowCalls' business) and never raises.
+        """
+        try:
+            rows = synthetic_rows(self.model, self.kinds)
+            plain_predictions(self.model.predict(self._input(rows)), len(rows))
+        except Exception:
+            return False
+        return True
 
     def reset(self) -> None:
         """A reinstated version: a fresh warm-up and no memory of past slowness."""
@@ -583,13 +753,7 @@ def smoke_test(served: ServedModel, features: Mapping[str, str], labels: list | 
     JSON-safe scalar per row, and each in ``labels`` when labels are declared (type-aware:
     the string "1" is not the integer 1).
     """
-    known = known_categories(served.model)
-    rows: list[dict[str, Any]] = [{}, {}]
-    for name, kind in features.items():
-        if kind == "number":
-            rows[0][name], rows[1][name] = 0.0, 1.0
-        else:
-            rows[0][name], rows[1][name] = "", known.get(name, "unknown")
+    rows = synthetic_rows(served.model, features)
     try:
         predictions = served.predict_many(rows)
     except ArtifactError as error:
@@ -603,6 +767,18 @@ def smoke_test(served: ServedModel, features: Mapping[str, str], labels: list | 
         if unknown:
             raise ArtifactError(f"smoke test failed: the model predicted {unknown[0]!r}, "
                                 f"which is not one of the declared labels {labels}")
+
+
+def synthetic_rows(model: Any, features: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The smoke test's two rows: numbers 0.0 and 1.0; strings "" and a known category."""
+    known = known_categories(model)
+    rows: list[dict[str, Any]] = [{}, {}]
+    for name, kind in features.items():
+        if kind == "number":
+            rows[0][name], rows[1][name] = 0.0, 1.0
+        else:
+            rows[0][name], rows[1][name] = "", known.get(name, "unknown")
+    return rows
 
 
 def known_categories(model: Any) -> dict[str, str]:
@@ -629,3 +805,68 @@ def known_categories(model: Any) -> dict[str, str]:
     except (ArtifactError, AttributeError, TypeError):
         return found
     return found
+
+
+# ------------------------------------------------------------------ isolated check
+def check_in_subprocess(path: str | Path, allowed: list[Path], *, allow_pickle: bool,
+                        extra_trusted: tuple[str, ...] | list[str] = (),
+                        features: Mapping[str, str], labels: list | None,
+                        timeout_seconds: float = 60) -> None:
+    """Load, wrap and smoke-test an artifact in a child process first.
+
+    The content checks cover the index arrays we know compiled code follows; this is the
+    defence for those we don't: a model that corrupts memory, spins or kills its process
+    takes down the child, and the version is refused instead of crashing the server.
+    """
+    import subprocess
+    import sys
+
+    request = json.dumps({"path": str(path), "allowed": [str(a) for a in allowed],
+                          "allow_pickle": allow_pickle, "extra_trusted": list(extra_trusted),
+                          "features": dict(features), "labels": labels})
+    try:
+        done = subprocess.run([sys.executable, "-m", "banditops.service.artifacts", request],
+                              capture_output=True, text=True, timeout=timeout_seconds)
+    except subprocess.TimeoutExpired:
+        raise ArtifactError(f"checking the model took over {timeout_seconds:g} s in the "
+                            "checking process; refused") from None
+    if done.returncode < 0:
+        raise ArtifactError(f"the model crashed the checking process (signal "
+                            f"{-done.returncode})")
+    lines = done.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict) or done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise ArtifactError(f"the checking process failed (exit {done.returncode}): "
+                            f"{tail[0]}")
+    if answer.get("error") is not None:
+        raise ArtifactError(str(answer["error"]))
+
+
+def _check_here(request: Mapping[str, Any]) -> None:
+    loaded = load_artifact(request["path"], [Path(a) for a in request["allowed"]],
+                           allow_pickle=request["allow_pickle"],
+                           extra_trusted=request["extra_trusted"])
+    features = request["features"]
+    served = ServedModel(loaded.model, features, 3600.0)
+    smoke_test(served, features, request["labels"])
+
+
+def _main(argv: list[str]) -> int:
+    """The child side of check_in_subprocess: one JSON line with the error or none."""
+    try:
+        _check_here(json.loads(argv[0]))
+    except ArtifactError as error:
+        print(json.dumps({"error": str(error)}), flush=True)
+        return 0
+    print(json.dumps({"error": None}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))
