@@ -37,7 +37,13 @@ from banditops.errors import (
 )
 from banditops.guardrails import Guardrail
 from banditops.policies import make_policy
-from banditops.service.artifacts import LoadedArtifact, ServedModel, load_artifact, smoke_test
+from banditops.service.artifacts import (
+    LoadedArtifact,
+    ServedModel,
+    check_in_subprocess,
+    load_artifact,
+    smoke_test,
+)
 from banditops.service.config import DeploymentConfig, ServiceConfig
 from banditops.store.sql import Store
 
@@ -122,7 +128,8 @@ class ServiceDeployment:
 
     def _serve(self, loaded: LoadedArtifact) -> ServedModel:
         service = self.service
-        return ServedModel(loaded.model, self.features, service.model_timeout_ms / 1000,
+        return ServedModel(loaded.model, dict(self.config.features),
+                           service.model_timeout_ms / 1000,
                            window=service.model_timeout_window,
                            strikes=service.model_timeout_strikes,
                            warmup=service.model_warmup_calls)
@@ -311,7 +318,15 @@ class ServiceDeployment:
 
     # ------------------------------------------------------------ admin
     def register(self, version: str, artifact: str, validation_score: float | None) -> None:
-        """Load, smoke-test and record a new version; it goes live on every replica."""
+        """Check the artifact in a child process (a model that corrupts memory or spins
+        takes the child down, not the server), then load, smoke-test and record it; it goes
+        live on every replica."""
+        service = self.service
+        check_in_subprocess(artifact, service.artifact_dirs, allow_pickle=service.allow_pickle,
+                            extra_trusted=service.trusted_types,
+                            features=dict(self.config.features),
+                            labels=None if self.deployment.labels is None
+                            else list(self.deployment.labels))
         loaded = self._load(artifact)
         served = self._serve(loaded)
         smoke_test(served, dict(self.config.features), self.deployment.labels)
