@@ -233,7 +233,7 @@ BAD_REQUESTS = [
     ("POST", "main/versions", {"name": "v1", "artifact": "good.skops"}, ADMIN_KEY, 409,
      "version 'v1' exists already"),
     ("POST", "main/versions", {"name": "v3", "artifact": "junk.skops"}, ADMIN_KEY, 422,
-     "junk.skops does not load"),
+     "junk.skops is not a valid skops"),
     ("POST", "main/versions", {"name": "v3", "artifact": "missing.skops"}, ADMIN_KEY, 422,
      "not found"),
     ("POST", "main/versions", {"name": "v3", "artifact": "good.skops",
