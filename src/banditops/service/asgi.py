@@ -35,6 +35,11 @@ from banditops.service.metrics import Metrics
 
 log = logging.getLogger("banditops.service")
 KEY_PATTERN = re.compile(rb"[\x21-\x7e]{1,512}")  # printable ASCII, no spaces
+KEY_HEADERS = (b"authorization", b"x-api-key")
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers; httptools alone would take any size
+TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+             b"content-length: 42\r\nconnection: close\r\n\r\n"
+             b"request headers over the 65,536-byte limit")
 CALLER = "banditops.caller"  # the scope key endpoints read the caller from
 
 
@@ -75,16 +80,18 @@ class Guard:
                 status[0] = message["status"]
             await send(message)
 
-        route, allowed, params = self._match(scope)
+        # HEAD is answered as GET; uvicorn drops the body of an answer to HEAD itself
+        inner = {**scope, "method": "GET"} if scope["method"] == "HEAD" else scope
+        route, allowed, params = self._match(inner)
         body = None
         try:
-            body = await self._admit(scope, receive, route, allowed)
-            fast = self.fast.get((scope["method"], route))
+            body = await self._admit(inner, receive, route, allowed)
+            fast = self.fast.get((inner["method"], route))
             if body is not None and fast is not None:
-                payload = await fast(**params, raw=body, caller=scope[CALLER])
+                payload = await fast(**params, raw=body, caller=inner[CALLER])
                 await _answer(recorded, 200, payload, [], close=False)
             elif body is not None:
-                await self.app(scope, _replay(body, receive), recorded)
+                await self.app(inner, _replay(body, receive), recorded)
         except HttpError as error:  # an unread body: end the connection rather than drain it
             await _answer(recorded, *error_answer(error), close=body is None)
         except Exception as error:  # the application's own handlers answered, or not
@@ -116,9 +123,11 @@ class Guard:
                                      f"{', '.join(allowed)}")
             raise HttpError(404, "no such route; see /docs")
         headers = dict(scope["headers"])
-        method = "GET" if scope["method"] == "HEAD" else scope["method"]
-        need = self.access.get((method, route), "admin")
+        need = self.access.get((scope["method"], route), "admin")
         if need is not None:
+            if sum(name in KEY_HEADERS for name, _ in scope["headers"]) > 1:
+                raise HttpError(401, "more than one API key header: send one 'Authorization: "
+                                     "Bearer <key>' (or one X-API-Key)")
             caller = self._caller(headers)
             if need == "admin" and caller.scope != "admin":
                 raise HttpError(403, "this API key has the client scope; this needs admin")
@@ -208,7 +217,10 @@ def header_timeout_protocol(seconds: float) -> Any:
     uvicorn times out idle keep-alive connections only once some data arrives, and never a
     connection that trickles its headers; with this class a connection whose next request
     headers are not complete ``seconds`` after it opened (or after its last answer) is
-    closed. Falls back to uvicorn's default when httptools is missing."""
+    closed. A connection whose request line and headers pass ``MAX_HEAD_BYTES`` before they
+    are complete is answered 431 and closed: httptools buffers header values without a limit,
+    so 74 MB of one header took 74 MB of memory and stalled the event loop. Falls back to
+    uvicorn's default when httptools is missing."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:  # pragma: no cover - httptools is a dependency of uvicorn[standard]
@@ -216,6 +228,8 @@ def header_timeout_protocol(seconds: float) -> Any:
 
     class HeaderDeadline(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
+        _in_head = True  # reading a request line and headers (not a body)
+        _head_bytes = 0  # bytes received since this request's head began
 
         def _arm(self) -> None:
             self._disarm()
@@ -238,9 +252,29 @@ def header_timeout_protocol(seconds: float) -> Any:
             self._disarm()
             super().connection_lost(exc)
 
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            # still in a head (a completed one reset the count) and past the limit
+            if self._in_head and self._head_bytes > MAX_HEAD_BYTES:
+                self._too_large()
+
+        def _too_large(self) -> None:
+            if self.transport.is_closing():
+                return
+            if self.cycle is None or self.cycle.response_complete:  # no answer under way
+                self.transport.write(TOO_LARGE)
+            self.transport.close()
+
         def on_headers_complete(self) -> None:
             self._disarm()
+            self._in_head, self._head_bytes = False, 0
             super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._in_head, self._head_bytes = True, 0
+            super().on_message_complete()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
