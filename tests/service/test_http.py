@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import joblib
@@ -62,6 +63,7 @@ def server(tmp_path_factory, artifacts):
         .replace("SLEEPY", str(artifacts / "sleepy.joblib")), allow_pickle=True,
         extra="max_batch = 10\nmax_body_bytes = 4096\nmodel_timeout_ms = 20000\n"
               "max_queue = 2\nbody_timeout_seconds = 1")
+    os.environ["SLEEPY_MARK"] = str(folder / "sleeping")  # inherited by the server
     running = Server(config).start()
     yield running
     running.stop()
@@ -100,10 +102,15 @@ def test_healthz_answers_fast_while_a_model_sleeps_and_a_full_queue_is_503(serve
                                       json={"features": SLEEP}, headers=headers(), timeout=60)
         slow["seconds"] = time.monotonic() - started
 
+    mark = Path(os.environ["SLEEPY_MARK"])
+    mark.unlink(missing_ok=True)
     thread = threading.Thread(target=call_the_slow_model)
     thread.start()
     latencies = []
-    time.sleep(0.3)  # let the slow request reach the worker first
+    deadline = time.monotonic() + 60  # until the slow call is under way in the worker
+    while not mark.exists():
+        assert time.monotonic() < deadline and thread.is_alive(), "the slow call never started"
+        time.sleep(0.01)
     overloaded = []
     with httpx.Client(timeout=30) as http:
         queued = [threading.Thread(target=lambda: overloaded.append(http.post(
