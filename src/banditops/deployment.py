@@ -378,10 +378,12 @@ class Deployment:
         results: list[Any] = [None] * len(rows)
         for name, indexes in groups.items():
             version = self._versions[name]
-            try:
-                predictions = _predict_rows(version.model, [rows[i] for i in indexes])
-            except Exception:  # find the rows at fault one by one, as predict() would
-                predictions = None
+            predictions = None  # None: row by row, as predict() would (finds rows at fault)
+            if version.status is Status.LIVE:  # not quarantined by an earlier group's rows
+                try:
+                    predictions = _predict_rows(version.model, [rows[i] for i in indexes])
+                except Exception:
+                    predictions = None
             for position, index in enumerate(indexes):
                 served, propensity = name, choices[index][1]
                 if predictions is not None:
