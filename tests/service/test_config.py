@@ -201,7 +201,7 @@ def test_service_fields_and_their_defaults():
     assert (config.trusted_types, config.model_timeout_window, config.model_timeout_strikes,
             config.model_warmup_calls, config.max_queue, config.micro_batch,
             config.body_timeout_seconds, config.keep_alive_seconds, config.max_connections,
-            config.db_timeout_seconds) == ([], 20, 5, 3, 1024, 64, 5.0, 5.0, 1000, 5.0)
+            config.db_timeout_seconds) == ([], 20, 5, 3, 1024, 64, 4.0, 5.0, 1000, 5.0)
     assert not config.deployments["main"].feedback_same_key
     exact = "sklearn.linear_model._logistic.LogisticRegression"
     assert ServiceConfig(trusted_types=[exact], deployments=config.deployments).trusted_types \

@@ -7,7 +7,7 @@ allow_pickle = false                       # joblib/pickle artifacts run code: o
 trusted_types = []                         # exact extra type names skops may load
 max_batch = 256                            # instances (or feedbacks) per request
 max_body_bytes = 1_000_000
-body_timeout_seconds = 5.0                 # headers, then body, each in time (else 408)
+body_timeout_seconds = 4.0                 # headers, then body, each in time (else 408)
 keep_alive_seconds = 5.0                   # idle connections are closed after this
 max_connections = 1000                     # concurrent connections per worker
 max_queue = 1024                           # jobs waiting per deployment before 503
@@ -321,7 +321,7 @@ class ServiceConfig(_Strict):
     snapshot_every: int = Field(default=10_000, ge=1)  # learned rewards between snapshots
     max_queue: int = Field(default=1024, ge=1)  # jobs waiting per deployment; more get 503
     micro_batch: int = Field(default=64, ge=1, le=100_000)  # instances per model call
-    body_timeout_seconds: float = Field(default=5.0, gt=0)  # to receive headers, then body
+    body_timeout_seconds: float = Field(default=4.0, gt=0)  # to receive headers, then body
     keep_alive_seconds: float = Field(default=5.0, gt=0)  # idle connections are closed
     max_connections: int = Field(default=1000, ge=1)  # concurrent connections (uvicorn)
     db_timeout_seconds: float = Field(default=5.0, gt=0)  # connect and statement timeout
