@@ -50,7 +50,7 @@ from banditops.errors import (
 )
 from banditops.service.config import ServiceConfig, describe_errors
 from banditops.service.metrics import Metrics
-from banditops.service.runtime import ServiceDeployment
+from banditops.service.runtime import ServiceDeployment, json_safe
 from banditops.service.workers import Worker, Workers
 from banditops.store.sql import Store
 
@@ -115,24 +115,7 @@ def encode(payload: Any) -> bytes:
     try:
         return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError):
-        return json.dumps(_json_safe(payload), separators=(",", ":")).encode()
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        try:
-            value = value.item()
-        except (TypeError, ValueError):
-            return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
+        return json.dumps(json_safe(payload), separators=(",", ":")).encode()
 
 
 def respond(payload: Any, status: int = 200) -> Response:

@@ -177,7 +177,7 @@ class ServiceDeployment:
 
     def snapshot(self) -> None:
         """Store what this replica has learned and how far it has read the feedback log."""
-        self.store.save_snapshot(self.name, _json_safe(self.deployment.learning_state()))
+        self.store.save_snapshot(self.name, json_safe(self.deployment.learning_state()))
         self._since_snapshot = 0
 
     def _learned(self, count: int) -> None:
@@ -222,7 +222,7 @@ class ServiceDeployment:
             if outcome == "already":
                 return
         self.store.add_event(self.name, event.time, event.kind, event.version, event.reason,
-                             _json_safe(event.evidence))
+                             json_safe(event.evidence))
         if self.on_event is not None:
             self.on_event(self.name, event)
 
@@ -394,17 +394,21 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _json_safe(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON data: numpy scalars and arrays made Python, non-finite floats
+    None, anything else that JSON cannot hold its ``str``."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if callable(tolist) and not isinstance(value, str | int | float | bool):
+        try:
+            return json_safe(tolist())
+        except (TypeError, ValueError):
+            return str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    return value
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
