@@ -170,3 +170,41 @@ def test_a_sqlite_file_belongs_to_one_process_and_bad_urls_hide_passwords(tmp_pa
     with pytest.raises(StoreError) as caught:
         refused.migrate()
     assert "hunter2secret" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_upgrading_a_database_of_revision_0002_keeps_its_totals(database_url):
+    """Migration 0003 fills version_totals from what the older logs hold, once."""
+    import time
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    store = Store(database_url)
+    config = Config()
+    config.set_main_option("script_location",
+                           str(resources.files("banditops.store") / "migrations"))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+    now = time.time()
+    with store.engine.begin() as connection:  # rows as revision 0002's service wrote them
+        for i in range(10):
+            connection.execute(text(
+                "INSERT INTO decisions (id, deployment, version, prediction, propensity, "
+                "created_at) VALUES (:id, 'main', :v, '1', 1.0, :t)"),
+                {"id": f"d{i}", "v": "v1" if i < 7 else "v2", "t": now})
+        for i in range(6):
+            connection.execute(text(
+                "INSERT INTO feedback (decision_id, deployment, version, label, reward, "
+                "created_at) VALUES (:id, 'main', 'v1', '1', :r, :t)"),
+                {"id": f"d{i}", "r": 0.5 if i % 2 else 1.0, "t": now})
+    store.migrate()
+    totals = store.log("main", 3600.0).totals()
+    assert (totals["v1"].decisions, totals["v1"].feedbacks) == (7, 6)
+    assert (totals["v1"].reward_sum, totals["v1"].reward_sq) == (4.5, 3.75)
+    assert (totals["v2"].decisions, totals["v2"].feedbacks) == (3, 0)
+    store.migrate()  # at head already: nothing counted twice
+    assert store.log("main", 3600.0).totals()["v1"].decisions == 7
+    store.close()
