@@ -391,3 +391,162 @@ def test_ab_test_queues_later_challengers_and_handles_removal():
     assert (policy.champion, policy.challenger) == ("v3", None)
     assert policy.select() == "v3"
     assert policy.take_notices()[0]["kind"] == "champion_replaced"
+
+
+# ------------------------------------------------- side observations (observe)
+def play_with_observations(policy: Policy, means: dict[str, float], rounds: int,
+                           rng: random.Random) -> list[str]:
+    """Like ``play``, and every other live arm's reward arrives as a side observation."""
+    chosen = []
+    for _ in range(rounds):
+        arm = policy.select()
+        for name in policy.arms:
+            reward = float(rng.random() < means[name])
+            (policy.update if name == arm else policy.observe)(name, reward)
+        chosen.append(arm)
+    return chosen
+
+
+def test_observe_validates_the_arm_and_the_reward(factory):
+    policy = with_arms(factory(0))
+    for bad_reward in (1.5, -0.1, float("nan"), "1", None, float("inf")):
+        with pytest.raises(InvalidRewardError, match=r"\[0, 1\]"):
+            policy.observe("a", bad_reward)
+    with pytest.raises(UnknownArmError, match="live arms"):
+        policy.observe("nope", 1.0)
+    policy.remove_arm("c")
+    with pytest.raises(UnknownArmError, match="'c'"):
+        policy.observe("c", 1.0)
+
+
+def test_state_round_trip_after_observations(factory):
+    policy = with_arms(factory(12))
+    means = {"a": 0.3, "b": 0.5, "c": 0.7}
+    play_with_observations(policy, means, 400, random.Random(1))
+    policy.probabilities()
+    restored = Policy.from_state(json.loads(json.dumps(policy.state())))
+    assert restored.probabilities() == pytest.approx(policy.probabilities())
+    assert (play_with_observations(restored, means, 300, random.Random(2))
+            == play_with_observations(policy, means, 300, random.Random(2)))
+
+
+@pytest.mark.parametrize("key", [*BANDITS, "sliding-window-ucb-small", "epsilon-greedy-decay",
+                                 "ucb1-prior", "thompson-prior"])
+def test_observations_alone_make_a_policy_prefer_the_better_arm(key):
+    """No decision at all: 600 observations per arm (0.3, 0.5, 0.8), then 1,000 choices.
+    (Not gamma = 0.9: its memory of about 10 rewards is ~3 per arm, by design.)"""
+    policy = with_arms(FACTORIES[key](4))
+    rng = random.Random(40)
+    for _ in range(600):
+        for name, mean in (("a", 0.3), ("b", 0.5), ("c", 0.8)):
+            policy.observe(name, float(rng.random() < mean))
+    share = Counter(policy.select() for _ in range(1000))["c"] / 1000
+    assert share >= 0.75, f"{key}: share of the better arm {share:.1%}"  # 10 seeds: >= 0.84
+
+
+@pytest.mark.parametrize("make", [lambda: EpsilonGreedy(seed=1), lambda: UCB1(seed=1),
+                                  lambda: SlidingWindowUCB(window=50, seed=1)])
+def test_an_observation_ends_a_cold_start_without_counting_a_decision(make):
+    policy = make()
+    for name in ("a", "b", "c"):
+        policy.add_arm(name)
+    assert policy.probabilities()["a"] == 1.0  # "a" waits for its first reward
+    policy.observe("a", 1.0)
+    policy.observe("b", 0.0)
+    # The cold start now serves "c", the one arm without a reward, at once: observations
+    # did not count as decisions of the retry schedule.
+    assert policy.probabilities()["c"] == 1.0
+    assert policy._cold.decisions == 0
+    assert policy.select() == "c"
+    policy.update("c", 0.0)
+    assert not policy._cold.waiting
+
+
+@pytest.mark.parametrize("make", [lambda: UCB1(c=1.0), lambda: SlidingWindowUCB(c=1.0)])
+def test_ucb_t_counts_decisions_only(make):
+    """'a' is better known (many observations) and better (0.6 vs 0.5); 'b' has one reward.
+    With t counting the 101 observations, b's bonus sqrt(ln 101) ~ 2.1 would win; with t = 1
+    served reward, ln t = 0 and the means decide."""
+    policy = make()
+    policy.add_arm("a")
+    policy.add_arm("b")
+    for i in range(100):
+        policy.observe("a", 1.0 if i % 5 < 3 else 0.0)
+    policy.update("b", 0.5)
+    assert policy.select() == "a"
+    assert Policy.from_state(json.loads(json.dumps(policy.state()))).select() == "a"
+    for _ in range(20):  # served rewards do grow t: b's bonus now wins
+        policy.update("a", 0.6)
+    assert policy.select() == "b"
+
+
+def test_ucb1_removing_an_observed_arm_keeps_t_right_and_old_states_load():
+    policy = UCB1(c=1.0)
+    for name in ("a", "b", "c"):
+        policy.add_arm(name)
+    for _ in range(50):
+        policy.observe("c", 1.0)
+    policy.update("a", 0.7)
+    policy.update("b", 0.6)
+    policy.remove_arm("c")
+    assert policy._total == 2.0
+    state = json.loads(json.dumps(policy.state()))
+    del state["stats"]["observed"]  # a state saved before observe() existed
+    assert Policy.from_state(state)._total == 2.0
+
+
+def test_sliding_window_observations_leave_the_window_like_rewards():
+    policy = SlidingWindowUCB(window=4, c=0.0)
+    policy.add_arm("a")
+    policy.add_arm("b")
+    policy.update("a", 0.2)
+    for _ in range(3):
+        policy.observe("b", 1.0)
+    assert policy.select() == "b"
+    for _ in range(4):  # four served rewards of "a" push every observation out
+        policy.update("a", 0.4)
+    assert policy._counts["b"] == 0 and policy._observed_in_window == 0
+    assert "b" in policy._cold.waiting  # no reward of "b" in the window: re-checked
+
+
+def test_epsilon_greedy_observations_do_not_decay_epsilon():
+    policy = with_arms(EpsilonGreedy(0.2, decay=0.9, seed=1))
+    for _ in range(10):
+        policy.observe("a", 1.0)
+    assert policy._current_epsilon == 0.2
+    policy.update("a", 1.0)
+    assert policy._current_epsilon == pytest.approx(0.18)
+
+
+@pytest.mark.parametrize("name", ["thompson", "thompson-prior", "gaussian-thompson",
+                                  "discounted-thompson", "ab-test"])
+def test_observe_is_exactly_update_for_posteriors_and_the_ab_test(name):
+    by_update, by_observe = with_arms(FACTORIES[name](9)), with_arms(FACTORIES[name](9))
+    rng = random.Random(5)
+    for _ in range(300):
+        arm, reward = rng.choice("abc"), rng.choice([0.0, 1.0, 0.35])
+        by_update.update(arm, reward)
+        by_observe.observe(arm, reward)
+    assert by_observe.state() == by_update.state()
+
+
+def test_ab_test_promotes_a_challenger_on_observations_alone():
+    policy = ABTest(min_samples=200, seed=0)
+    policy.add_arm("champion")
+    policy.add_arm("challenger")
+    rng = random.Random(6)
+    while policy.challenger is not None:
+        policy.observe("champion", float(rng.random() < 0.5))
+        policy.observe("challenger", float(rng.random() < 0.8))
+    (notice,) = policy.take_notices()
+    assert notice["promoted"] and notice["challenger_n"] == 200
+    assert policy.select() == "challenger"
+
+
+def test_static_policies_ignore_observations():
+    for policy in (with_arms(Latest(seed=1)), with_arms(ValidationChampion(seed=1))):
+        before = policy.state()
+        for _ in range(50):
+            policy.observe("a", 1.0)
+            policy.observe("c", 0.0)
+        assert policy.state() == before and policy.select() == "c"

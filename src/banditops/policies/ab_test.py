@@ -114,6 +114,13 @@ class ABTest(Policy):
     challenger takes over; otherwise the remaining arm with the best mean in its last test
     (then the newest) does. Each concluded test is reported by :meth:`take_notices`.
 
+    Side observations (:meth:`observe`, shadow rewards) are taken exactly as :meth:`update`:
+    an observation of the champion or challenger joins its test sample (and may conclude the
+    test); other arms' are validated and ignored. The test then compares all rewards of each
+    arm, served or shadow, and ``min_samples`` is reached sooner. Under full shadow scoring
+    both samples score the same requests, so they are paired rather than independent; the
+    unpaired test stays valid but is conservative (it ignores the positive correlation).
+
     >>> p = ABTest(min_samples=2, seed=0)
     >>> p.add_arm("v1"); p.add_arm("v2")
     >>> p.probabilities()
@@ -209,6 +216,10 @@ class ABTest(Policy):
         min_samples = self.p.min_samples
         if champion.n >= min_samples and challenger.n >= min_samples:
             self._conclude(champion, challenger)
+
+    def observe(self, name: str, reward: float) -> None:
+        """Exactly :meth:`update` (see the class docstring)."""
+        self.update(name, reward)
 
     def _conclude(self, champion: _Sample, challenger: _Sample) -> None:
         test, p_value = two_sided_p_value(champion, challenger, self.p.test)

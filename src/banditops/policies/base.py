@@ -11,6 +11,37 @@ Each policy's parameters are one frozen, validated dataclass (``Policy.Params``)
 constructor builds it, ``params()`` is derived from it, and a service config validates a
 deployment's ``policy_params`` through it (:func:`parse_policy_params`) before any policy
 exists. A parameter's default lives in that dataclass only.
+
+Side observations (shadow scoring, issue 9): ``observe(name, reward)`` feeds a reward that
+arm ``name`` earned on a request it did not serve (its prediction was computed in the shadow
+and scored when the label arrived). It updates the arm's reward statistics WITHOUT counting
+as a pull or a decision; it validates the reward and the arm exactly like ``update``. What
+each policy does with it:
+
+==========================  ==============================================================
+Policy                      ``observe(name, reward)``
+==========================  ==============================================================
+EpsilonGreedy               Count, sum and mean grow as in ``update`` (the count is the
+                            mean's sample size; there is no separate pull count). Clears
+                            the arm's cold start. Does not decay epsilon (``decay`` counts
+                            served rewards only).
+UCB1                        The arm's mean and n grow (its bonus shrinks); ``t`` in
+                            ``ln t`` counts served rewards (decisions) and prior
+                            pseudo-counts only. Clears the arm's cold start.
+SlidingWindowUCB            The reward enters the window (and pushes the oldest out) and
+                            counts in the arm's windowed mean and n; ``t`` counts only the
+                            served rewards in the window. Clears the cold start.
+ThompsonSampling            Exactly ``update``: a posterior does not care who chose the arm.
+GaussianThompsonSampling    Exactly ``update``.
+DiscountedThompsonSampling  Exactly ``update``: every arm's evidence is discounted too.
+ABTest                      Exactly ``update``: a champion's or challenger's observation
+                            joins its test sample (and may conclude the test), so the test
+                            compares all rewards of each arm, served or shadow.
+Latest, ValidationChampion  No-op after validation: they ignore rewards.
+==========================  ==============================================================
+
+With ``observe`` never called every policy behaves (and draws random numbers) exactly as
+before it existed.
 """
 
 from __future__ import annotations
@@ -145,7 +176,7 @@ class Policy(ABC):
 
     Subclasses set ``key`` (the name used in configs and saved state) and ``Params`` (a
     frozen dataclass validated in ``__post_init__``), build ``self.p`` in ``__init__`` and
-    implement ``select``, ``update``, ``probabilities`` and the two stats hooks.
+    implement ``select``, ``update``, ``observe``, ``probabilities`` and the two stats hooks.
     """
 
     key: ClassVar[str] = ""
@@ -238,6 +269,11 @@ class Policy(ABC):
     @abstractmethod
     def update(self, name: str, reward: float) -> None:
         """Learn from a reward in [0, 1] observed for arm ``name``."""
+
+    @abstractmethod
+    def observe(self, name: str, reward: float) -> None:
+        """Learn from a reward in [0, 1] that arm ``name`` earned on a request it did not
+        serve (a shadow prediction); not a pull nor a decision. See the module's table."""
 
     @abstractmethod
     def probabilities(self) -> dict[str, float]:

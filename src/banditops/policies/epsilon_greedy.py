@@ -46,7 +46,8 @@ class EpsilonGreedy(Policy):
     epsilon
         Exploration probability in [0, 1].
     decay
-        Optional factor in (0, 1]: after ``t`` rewards, epsilon is ``epsilon * decay**t``.
+        Optional factor in (0, 1]: after ``t`` served rewards (``update`` calls), epsilon
+        is ``epsilon * decay**t``.
     prior_weight
         Cold start. 0 (default): an arm with no reward yet is served once, then every
         ``cold_start_retry`` decisions until its first reward arrives, and gets its share of
@@ -54,6 +55,13 @@ class EpsilonGreedy(Policy):
         ``w`` rewards equal to that score, and takes part in the greedy choice right away.
 
     Ties in the greedy choice stay with the arm that led first.
+
+    Side observations (:meth:`observe`, a shadow prediction's reward): the arm's count, sum
+    and mean grow exactly as in :meth:`update`. Epsilon-greedy keeps one count per arm, the
+    sample size of its mean; it has no pull count of its own, so an observation counts in
+    the mean like a served reward. It clears the arm's cold start (a reward arrived). It does
+    not decay epsilon: ``decay`` counts served rewards, so the exploration schedule of the
+    served traffic is the same with or without shadow scoring. No random number is drawn.
 
     >>> p = EpsilonGreedy(epsilon=0.0, seed=1)
     >>> for arm in ("a", "b"): p.add_arm(arm)
@@ -138,6 +146,23 @@ class EpsilonGreedy(Policy):
         decay = self.p.decay
         if decay is not None:
             self._current_epsilon *= decay
+
+    def observe(self, name: str, reward: float) -> None:
+        """As :meth:`update`, without decaying epsilon (see the class docstring)."""
+        reward = validate_reward(reward)
+        stats = self._stats.get(name)
+        if stats is None:
+            self._require_arm(name)
+            return
+        stats[0] += 1.0
+        stats[1] += reward
+        previous, stats[2] = stats[2], stats[1] / stats[0]
+        self._cold.discard(name)
+        if stats is self._best_stats:
+            if stats[2] < previous:
+                self._rescan()
+        elif stats[2] > self._best_stats[2]:
+            self._best, self._best_stats = name, stats
 
     def probabilities(self) -> dict[str, float]:
         return {name: self._probability(name) for name in self._names}

@@ -4,6 +4,7 @@ These are the study's traditional baselines. ``Latest`` is naive deployment (eve
 replaces the previous one); ``ValidationChampion`` serves the version with the best offline
 validation score. Both accept rewards (and validate them) but ignore them: a broken release
 keeps its traffic until someone rolls it back, which is exactly what a guardrail is for.
+Side observations (``observe``) are validated and ignored likewise.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ class _SingleArmPolicy(Policy):
         self._require_arm(name)
         validate_reward(reward)
 
+    def observe(self, name: str, reward: float) -> None:
+        """Validated, then ignored: the choice never depends on rewards."""
+        self._require_arm(name)
+        validate_reward(reward)
+
     def probabilities(self) -> dict[str, float]:
         return {name: 1.0 if name == self._chosen else 0.0 for name in self._arms}
 
@@ -65,6 +71,8 @@ class _SingleArmPolicy(Policy):
 class Latest(_SingleArmPolicy):
     """Naive deployment: the most recently released arm takes all traffic.
 
+    Rewards and side observations (``observe``) are validated and ignored.
+
     >>> p = Latest()
     >>> p.add_arm("v1"); p.add_arm("v2")
     >>> p.select()
@@ -83,6 +91,7 @@ class ValidationChampion(_SingleArmPolicy):
     """The arm with the best offline validation score takes all traffic.
 
     Arms without a score rank below every scored arm; equal scores go to the newer release.
+    Rewards and side observations (``observe``) are validated and ignored.
 
     >>> p = ValidationChampion()
     >>> p.add_arm("v1", validation_score=0.84); p.add_arm("v2", validation_score=0.81)

@@ -152,6 +152,10 @@ class _PosteriorSampling(Policy):
         name = self.select()
         return name, self.propensity(name)
 
+    def observe(self, name: str, reward: float) -> None:
+        """Exactly :meth:`update`: a posterior does not care who chose the arm."""
+        self.update(name, reward)
+
 
 class ThompsonSampling(_PosteriorSampling):
     """Beta-Bernoulli Thompson sampling with a uniform Beta(1, 1) prior.
@@ -163,6 +167,10 @@ class ThompsonSampling(_PosteriorSampling):
     Sampling is exact: each ``select`` takes one fresh draw per arm from its current posterior.
     Draws of a posterior that has not changed for a while come from a numpy batch (cheaper per
     draw); any reward for an arm discards its unused draws.
+
+    Side observations (:meth:`observe`) are taken exactly as :meth:`update`: a Bayesian
+    posterior does not care who chose the arm. A fractional observation goes through the
+    same Bernoulli trick, drawing from the policy's generator.
 
     >>> p = ThompsonSampling(seed=7)
     >>> for arm in ("a", "b"): p.add_arm(arm)
@@ -253,6 +261,8 @@ class DiscountedThompsonSampling(_PosteriorSampling):
     (0 < gamma <= 1; 1 is plain Thompson sampling), then the rewarded arm's counts grow.
     The effective memory is about ``1 / (1 - gamma)`` rewards. Posterior: Beta(1 + S, 1 + F).
     Cold start and ``prior_weight`` as in :class:`ThompsonSampling` (the prior fades too).
+    Side observations (:meth:`observe`) are taken exactly as :meth:`update`, discount
+    included: the memory is then about ``1 / (1 - gamma)`` rewards of either kind.
 
     >>> p = DiscountedThompsonSampling(gamma=0.95, seed=3)
     >>> for arm in ("a", "b"): p.add_arm(arm)
@@ -328,6 +338,7 @@ class GaussianThompsonSampling(_PosteriorSampling):
     rewards with ``k0`` pseudo-rewards of 0.5 (or, with ``prior_weight = w > 0`` and a
     validation score, ``w`` pseudo-rewards at the score). ``sigma2 = 0.25`` is the largest
     variance a reward in [0, 1] can have, so the posterior is never overconfident.
+    Side observations (:meth:`observe`) are taken exactly as :meth:`update`.
 
     >>> p = GaussianThompsonSampling(seed=0)
     >>> for arm in ("a", "b"): p.add_arm(arm)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from banditops.policies.base import ColdStart, Policy, check_number, check_window, set_checked
 from banditops.rewards import validate_reward
@@ -48,6 +48,13 @@ class SlidingWindowUCBParams:
         check_window("window", self.window)
         set_checked(self, "c", check_number("c", self.c, low=0.0, high=1e6))
         check_window("cold_start_retry", self.cold_start_retry)
+
+
+class _Observation(NamedTuple):
+    """A side observation in the sliding window (served rewards are plain tuples)."""
+
+    name: str
+    reward: float
 
 
 _UCB1 = UCB1Params()
@@ -97,6 +104,12 @@ class UCB1(_IndexPolicy):
     the index comparison. With ``prior_weight = w > 0`` an arm with a validation score starts
     with ``w`` pseudo-rewards equal to it. Ties go to the arm added first.
 
+    Side observations (:meth:`observe`): the arm's sum and ``n`` grow, so its mean moves and
+    its bonus shrinks as with a served reward, and its cold start ends. ``t`` does not grow:
+    it counts decisions whose reward arrived (plus prior pseudo-counts), since ``ln t`` is the
+    exploration budget of the policy's own choices and shadow rewards cost no decision. (So
+    ``n`` of an arm can exceed ``t``; its bonus is then small, as its mean is well known.)
+
     >>> p = UCB1(c=0.1)
     >>> for arm in ("a", "b"): p.add_arm(arm)
     >>> p.select()  # untried arms first
@@ -117,6 +130,7 @@ class UCB1(_IndexPolicy):
         self._cold = ColdStart(p.cold_start_retry)
         self._counts: dict[str, float] = {}  # only arms with a reward (or prior)
         self._sums: dict[str, float] = {}
+        self._observed: dict[str, float] = {}  # side observations inside _counts, not in _total
         self._total = 0.0
 
     def _on_add(self, name: str) -> None:
@@ -128,7 +142,7 @@ class UCB1(_IndexPolicy):
             self._cold.add(name)
 
     def _on_remove(self, name: str) -> None:
-        self._total -= self._counts.pop(name, 0.0)
+        self._total -= self._counts.pop(name, 0.0) - self._observed.pop(name, 0.0)
         self._sums.pop(name, None)
         self._cold.discard(name)
 
@@ -158,15 +172,31 @@ class UCB1(_IndexPolicy):
             self._cold.discard(name)
         self._total += 1.0
 
+    def observe(self, name: str, reward: float) -> None:
+        """The arm's mean and n grow; ``t`` does not (see the class docstring)."""
+        reward = validate_reward(reward)
+        counts = self._counts
+        if name in counts:
+            counts[name] += 1.0
+            self._sums[name] += reward
+        else:
+            self._require_arm(name)
+            counts[name], self._sums[name] = 1.0, reward
+            self._cold.discard(name)
+        self._observed[name] = self._observed.get(name, 0.0) + 1.0
+
     def _stats_state(self) -> dict[str, Any]:
         return {"counts": dict(self._counts), "sums": dict(self._sums),
-                "cold_start": self._cold.state()}
+                "observed": dict(self._observed), "cold_start": self._cold.state()}
 
     def _load_stats(self, stats: dict[str, Any]) -> None:
         self._counts = {n: float(v) for n, v in stats["counts"].items() if n in self._arms}
         self._sums = {n: float(stats["sums"][n]) for n in self._counts}
+        # States saved before observe() existed have no "observed": nothing was observed.
+        self._observed = {n: float(v) for n, v in stats.get("observed", {}).items()
+                          if n in self._counts}
         self._cold.load(stats["cold_start"], self._arms)
-        self._total = sum(self._counts.values())
+        self._total = sum(self._counts.values()) - sum(self._observed.values())
 
 
 class SlidingWindowUCB(_IndexPolicy):
@@ -179,6 +209,12 @@ class SlidingWindowUCB(_IndexPolicy):
     back in the window: this periodic re-check is what lets the policy notice that a
     neglected version has become good again. Validation priors are not supported: a prior
     would never leave the window.
+
+    Side observations (:meth:`observe`): the reward enters the window like a served one (the
+    window holds the last ``window`` rewards of either kind, so with shadow scoring it spans
+    fewer requests) and counts in the arm's ``mean_w`` and ``n_w``; it ends the arm's cold
+    start. ``t`` in the log counts only the served rewards in the window: as in
+    :class:`UCB1`, the exploration budget is the policy's own decisions.
 
     >>> p = SlidingWindowUCB(window=50, c=0.1)
     >>> for arm in ("a", "b"): p.add_arm(arm)
@@ -199,9 +235,10 @@ class SlidingWindowUCB(_IndexPolicy):
         super().__init__(seed=seed)
         self.p = p = SlidingWindowUCBParams(window, c, cold_start_retry)
         self._cold = ColdStart(p.cold_start_retry)
-        self._history: deque[tuple[str, float]] = deque()
+        self._history: deque[tuple[str, float]] = deque()  # served or _Observation
         self._counts: dict[str, int] = {}
         self._sums: dict[str, float] = {}
+        self._observed_in_window = 0  # entries of _history that are _Observation
 
     def _on_add(self, name: str) -> None:
         self._counts[name], self._sums[name] = 0, 0.0
@@ -215,7 +252,8 @@ class SlidingWindowUCB(_IndexPolicy):
         if not self._counts:
             self._require_any_arm()
         sums, c = self._sums, self.p.c
-        log_t = math.log(len(self._history)) if len(self._history) > 1 else 0.0
+        served = len(self._history) - self._observed_in_window
+        log_t = math.log(served) if served > 1 else 0.0
         best, best_index = next(iter(self._counts)), -math.inf
         for name, count in self._counts.items():
             if not count:
@@ -237,7 +275,9 @@ class SlidingWindowUCB(_IndexPolicy):
         history = self._history
         history.append((name, reward))
         if len(history) > self.p.window:
-            old, old_reward = history.popleft()
+            old, old_reward = entry = history.popleft()
+            if entry.__class__ is _Observation:
+                self._observed_in_window -= 1
             if old in counts:
                 remaining = counts[old] - 1
                 counts[old] = remaining
@@ -246,12 +286,42 @@ class SlidingWindowUCB(_IndexPolicy):
                 if not remaining:
                     self._cold.add(old)
 
+    def observe(self, name: str, reward: float) -> None:
+        """Into the window and the arm's windowed stats; not into ``t`` (class docstring)."""
+        reward = validate_reward(reward)
+        counts = self._counts
+        if name not in counts:
+            self._require_arm(name)
+        if not counts[name]:
+            self._cold.discard(name)
+        counts[name] += 1
+        self._sums[name] += reward
+        history = self._history
+        history.append(_Observation(name, reward))
+        self._observed_in_window += 1
+        if len(history) > self.p.window:
+            old, old_reward = entry = history.popleft()
+            if entry.__class__ is _Observation:
+                self._observed_in_window -= 1
+            if old in counts:
+                remaining = counts[old] - 1
+                counts[old] = remaining
+                self._sums[old] = self._sums[old] - old_reward if remaining else 0.0
+                if not remaining:
+                    self._cold.add(old)
+
     def _stats_state(self) -> dict[str, Any]:
-        return {"history": [[name, reward] for name, reward in self._history],
+        return {"history": [[*entry, 1] if entry.__class__ is _Observation else [*entry]
+                            for entry in self._history],
                 "cold_start": self._cold.state()}
 
     def _load_stats(self, stats: dict[str, Any]) -> None:
-        self._history = deque((str(name), float(reward)) for name, reward in stats["history"])
+        # An entry [name, reward, 1] is a side observation; [name, reward] a served reward.
+        self._history = deque(
+            _Observation(str(item[0]), float(item[1])) if len(item) == 3
+            else (str(item[0]), float(item[1])) for item in stats["history"])
+        self._observed_in_window = sum(
+            1 for entry in self._history if entry.__class__ is _Observation)
         for name, reward in self._history:
             if name in self._counts:
                 self._counts[name] += 1
