@@ -49,6 +49,7 @@ from banditops.rewards import (
     resolve_reward,
     validate_reward,
 )
+from banditops.shadow import Shadowing, ShadowParams
 from banditops.store.log import Closing, DecisionLog, LoggedDecision, VersionTotals
 from banditops.store.memory import MemoryLog
 
@@ -99,6 +100,8 @@ class VersionReport:
     validation_score: float | None
     learned: int = 0
     learned_reward_sum: float = 0.0
+    shadow_learned: int = 0
+    shadow_reward_sum: float = 0.0
 
 
 @dataclass(slots=True)
@@ -111,6 +114,8 @@ class _Version:
     learned: int = 0
     learned_sum: float = 0.0
     input_failures: int = 0  # requests it failed while another version served them
+    shadow_learned: int = 0  # rewards of its shadow predictions (side observations)
+    shadow_sum: float = 0.0
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -201,6 +206,10 @@ class Deployment:
         Where decisions wait for their feedback. Default: a
         :class:`~banditops.store.memory.MemoryLog` bounded by ``max_pending`` and
         ``pending_ttl`` seconds (see there for expiry).
+    shadow
+        :class:`~banditops.shadow.ShadowParams` to score other live versions' predictions on
+        every label too (side observations for the policy, evidence for the guardrail); only
+        where the label does not depend on the served prediction (see :mod:`banditops.shadow`).
     clock
         Seconds as a float; injectable so replays and tests control time.
 
@@ -220,7 +229,7 @@ class Deployment:
     def __init__(self, policy: Policy, reward: str | RewardFunction = "accuracy",
                  guardrail: Guardrail | None = None, *, labels: Sequence[Any] | None = None,
                  log: DecisionLog | None = None, max_pending: int = 100_000,
-                 pending_ttl: float | None = None,
+                 pending_ttl: float | None = None, shadow: ShadowParams | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if not isinstance(policy, Policy):
             raise InvalidParameterError(
@@ -241,6 +250,13 @@ class Deployment:
             labels = getattr(self.reward, "classes", None)
         self.labels = None if labels is None else LabelSet(labels)
         self.log = log if log is not None else MemoryLog(max_pending, pending_ttl)
+        if shadow is not None and not isinstance(shadow, ShadowParams):
+            raise InvalidParameterError(
+                f"shadow must be ShadowParams or None, got {type(shadow).__name__}")
+        if shadow is not None and not self.log.keeps_shadows:
+            raise InvalidParameterError(
+                f"{type(self.log).__name__} does not keep shadow predictions yet")
+        self._shadowing = None if shadow is None else Shadowing(shadow)
         self._clock = clock
         self._versions: dict[str, _Version] = {}
         self._live: list[str] = []
@@ -351,8 +367,35 @@ class Deployment:
         except Exception as error:  # a broken model must not fail the request
             name, prediction, propensity = self._serve_elsewhere(x, name, error)
         decision_id = self._new_id()
-        self.log.record_one(LoggedDecision(decision_id, name, prediction, propensity, now, owner))
+        shadows = () if self._shadowing is None else self._shadow_one(x, name)
+        self.log.record_one(LoggedDecision(decision_id, name, prediction, propensity, now, owner,
+                                           shadows))
         return Decision(decision_id, name, prediction, propensity)
+
+    def _shadow_one(self, x: Any, served: str) -> tuple[tuple[str, Any], ...]:
+        """Other live versions' predictions for ``x``; a version that fails is handled as a
+        failed serving one would be, without touching the request."""
+        counts = {n: v.learned + v.shadow_learned for n, v in self._versions.items()}
+        shadows = []
+        for name in self._shadowing.versions(served, self._live, counts):  # type: ignore[union-attr]
+            version = self._versions[name]
+            if version.status is not Status.LIVE:
+                continue  # taken down by an earlier shadow's failure
+            try:
+                shadows.append((name, version.predict_one(x)))
+            except Exception as error:
+                self._shadow_failed(version, error)
+        return tuple(shadows)
+
+    def _shadow_failed(self, version: _Version, error: Exception) -> None:
+        version.input_failures += 1
+        healthy = getattr(version.model, "healthy", None)
+        if (version.status is Status.LIVE and len(self._live) > 1
+                and (isinstance(error, ModelTimeoutError) or not callable(healthy)
+                     or not healthy())):
+            self._take_down(version.name, Status.QUARANTINED,
+                            f"shadow prediction raised {type(error).__name__}: "
+                            f"{_short(str(error))}", {"error": _short(repr(error))})
 
     def predict_batch(self, instances: Iterable[Any], *,
                       owners: Sequence[str | None] | None = None,
@@ -404,7 +447,8 @@ class Deployment:
                             continue
                 results[index] = LoggedDecision(
                     self._new_id(), served, prediction, propensity, now,
-                    owners[index] if owners is not None else None)
+                    owners[index] if owners is not None else None,
+                    () if self._shadowing is None else self._shadow_one(rows[index], served))
         logged = [r for r in results if isinstance(r, LoggedDecision)]
         if logged:
             self.log.record(logged)
@@ -460,6 +504,8 @@ class Deployment:
             raise DuplicateFeedbackError(f"decision {decision_id} already has feedback; "
                                          "counted once")
         self._learn(self._versions[decision.version], reward)
+        if decision.shadows:
+            self._score_shadows(decision, label)
         return reward
 
     def feedback_many(self, items: Sequence[tuple[str, Any]], *, owner: str | None = None
@@ -496,6 +542,8 @@ class Deployment:
                     f"decision {closing.decision.id} already has feedback; counted once")
             else:
                 self._learn(self._versions[closing.decision.version], closing.reward)
+                if closing.decision.shadows:
+                    self._score_shadows(closing.decision, closing.label)
         return results
 
     def _reward_for(self, decision: LoggedDecision, label: Any, owner: str | None) -> float:
@@ -521,6 +569,23 @@ class Deployment:
                 f"reward function failed for label {label!r} and prediction "
                 f"{decision.prediction!r}: {type(error).__name__}: {error}") from None
 
+    def _score_shadows(self, decision: LoggedDecision, label: Any) -> None:
+        """Each shadow prediction earns its reward: a side observation for the policy and
+        evidence for the guardrail (a version no longer live only counts it)."""
+        for name, prediction in decision.shadows:
+            version = self._versions.get(name)
+            if version is None:
+                continue
+            try:
+                reward = validate_reward(self.reward(label, prediction))
+            except Exception:
+                continue
+            version.shadow_learned += 1
+            version.shadow_sum += reward
+            if version.status is Status.LIVE:
+                self.policy.observe(name, reward)
+                self._guard(name, reward)
+
     def catch_up(self) -> int:
         """Learn the rewards other writers of a shared log stored since the last call."""
         rows = self.log.catch_up()
@@ -540,11 +605,15 @@ class Deployment:
             for notice in policy.take_notices():
                 self._emit("policy", notice.get("challenger") or notice.get("champion"),
                            notice["kind"].replace("_", " "), notice)
-            if self.guardrail is not None:
-                for verdict in self.guardrail.observe(name, reward, self._live):
-                    if len(self._live) > 1:
-                        self._take_down(verdict.version, Status.ROLLED_BACK, verdict.reason,
-                                        verdict.evidence)
+            self._guard(name, reward)
+
+    def _guard(self, name: str, reward: float) -> None:
+        """The guardrail sees every reward of a live version, served or shadow."""
+        if self.guardrail is not None:
+            for verdict in self.guardrail.observe(name, reward, self._live):
+                if len(self._live) > 1 and self._versions[verdict.version].status is Status.LIVE:
+                    self._take_down(verdict.version, Status.ROLLED_BACK, verdict.reason,
+                                    verdict.evidence)
 
     @property
     def pending_count(self) -> int:
@@ -560,7 +629,8 @@ class Deployment:
         return {
             "policy": self.policy.state(),
             "guardrail": None if self.guardrail is None else self.guardrail.state(),
-            "learned": {name: [v.learned, v.learned_sum] for name, v in self._versions.items()},
+            "learned": {name: [v.learned, v.learned_sum, v.shadow_learned, v.shadow_sum]
+                        for name, v in self._versions.items()},
             "log": self.log.position(),
         }
 
@@ -573,7 +643,8 @@ class Deployment:
         try:
             policy = Policy.from_state(state["policy"])
             guardrail_state = state["guardrail"]
-            learned = {str(k): (int(v[0]), float(v[1])) for k, v in state["learned"].items()}
+            learned = {str(k): (int(v[0]), float(v[1]), *(float(x) for x in v[2:4]))
+                       for k, v in state["learned"].items()}
             position = state["log"]
         except (KeyError, TypeError, ValueError, IndexError) as error:
             raise InvalidStateError(f"malformed learning state: {error!r}") from None
@@ -594,10 +665,12 @@ class Deployment:
         self.policy = policy
         if self.guardrail is not None:
             self.guardrail = Guardrail.from_state(guardrail_state)
-        for name, (count, total) in learned.items():
+        for name, (count, total, *shadow) in learned.items():
             version = self._versions.get(name)
             if version is not None:
                 version.learned, version.learned_sum = count, total
+                if shadow:
+                    version.shadow_learned, version.shadow_sum = int(shadow[0]), shadow[1]
 
     # ------------------------------------------------------------ reporting
     def versions(self) -> list[VersionReport]:
@@ -616,7 +689,7 @@ class Deployment:
                                         totals.binary)
         return VersionReport(v.name, str(v.status), share, totals.decisions, totals.feedbacks,
                              totals.expired, mean, low, high, v.validation_score, v.learned,
-                             v.learned_sum)
+                             v.learned_sum, v.shadow_learned, v.shadow_sum)
 
     def events(self, since: int = 0) -> list[Event]:
         """Events with ``seq >= since``, oldest first."""

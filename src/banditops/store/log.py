@@ -29,6 +29,7 @@ class LoggedDecision(NamedTuple):
     propensity: float
     created_at: float
     owner: str | None = None
+    shadows: tuple[tuple[str, Any], ...] = ()  # (version, prediction) scored on the label too
 
 
 class Closing(NamedTuple):
@@ -68,6 +69,9 @@ class DecisionLog(ABC):
     :class:`~banditops.errors.ExpiredDecisionError`; ``close`` returns the feedback's sequence
     number, or None when another writer closed the decision first (it is counted once).
     """
+
+    #: Whether the log keeps a decision's shadow predictions (see banditops.shadow).
+    keeps_shadows: bool = False
 
     @abstractmethod
     def record(self, decisions: Sequence[LoggedDecision]) -> None:

@@ -23,6 +23,8 @@ FEEDBACK, EXPIRED = "feedback", "expired"
 class MemoryLog(DecisionLog):
     """Pending decisions in insertion order, with per-version totals kept as they change."""
 
+    keeps_shadows = True
+
     def __init__(self, max_pending: int = 100_000, ttl: float | None = None) -> None:
         self.max_pending = check_window("max_pending", max_pending)
         self.ttl = None if ttl is None else check_number(
