@@ -250,3 +250,9 @@ def test_from_params_and_state_give_the_same_guardrail():
     assert verdicts == feed(guardrail, {"a": 0.9, "b": 0.1}, 60, seed=2)
     with pytest.raises(InvalidParameterError, match="needs GuardrailParams"):
         Guardrail.from_params({"min_samples": 20})  # type: ignore[arg-type]
+
+
+def test_the_aa_benchmark_applies_the_guardrail_exactly():
+    from benchmarks.guardrail_aa import verify  # vectorised rules == Guardrail on the same draws
+
+    verify(runs=3, checks=400, seed=1)
