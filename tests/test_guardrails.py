@@ -8,11 +8,14 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 from scipy.stats import ttest_ind_from_stats
 
 from banditops.errors import InvalidParameterError
-from banditops.guardrails import Guardrail, GuardrailParams
+from banditops.guardrails import Guardrail, GuardrailParams, normal_mixture_radius
+
+METHODS = ["welch", "bayes", "sequential"]
 
 
 def feed(guardrail: Guardrail, means: dict[str, float], rounds: int, seed: int = 0,
@@ -29,7 +32,7 @@ def feed(guardrail: Guardrail, means: dict[str, float], rounds: int, seed: int =
     return verdicts
 
 
-@pytest.mark.parametrize("method", ["welch", "bayes"])
+@pytest.mark.parametrize("method", METHODS)
 def test_degraded_version_is_rolled_back_with_evidence(method):
     guardrail = Guardrail(method=method, min_samples=100, check_every=5)
     verdicts = feed(guardrail, {"good": 0.8, "bad": 0.5, "fine": 0.79}, 2000)
@@ -38,30 +41,113 @@ def test_degraded_version_is_rolled_back_with_evidence(method):
     assert evidence["best_version"] in ("good", "fine")
     assert 100 <= evidence["n"] <= 110  # judged as soon as it had enough data
     assert evidence["mean"] < evidence["best_mean"] - 0.2
-    stat = evidence["p_value"] if method == "welch" else 1 - evidence["probability"]
-    assert stat < 0.01
+    assert evidence["method"] == method
+    if method == "sequential":
+        assert evidence["margin"] < evidence["cs_lower"] < evidence["cs_upper"]
+        assert evidence["cs_lower"] < evidence["best_mean"] - evidence["mean"]
+    else:
+        stat = evidence["p_value"] if method == "welch" else 1 - evidence["probability"]
+        assert stat < 0.01
     assert "bad reward" in verdicts[0].reason and "below" in verdicts[0].reason
 
 
-def test_never_the_last_version_and_never_the_best():
-    guardrail = Guardrail(min_samples=50, check_every=1)
+@pytest.mark.parametrize("method", METHODS)
+def test_never_the_last_version_and_never_the_best(method):
+    guardrail = Guardrail(min_samples=50, check_every=1, method=method)
     assert feed(guardrail, {"only": 0.01}, 500) == []
-    guardrail = Guardrail(min_samples=50, check_every=1)
+    assert guardrail.judgement("only") == "ok"
+    guardrail = Guardrail(min_samples=50, check_every=1, method=method)
     verdicts = feed(guardrail, {"a": 0.05, "b": 0.02, "c": 0.01}, 3000)
     assert "a" not in {v.version for v in verdicts}  # the best one always stays
+    assert guardrail.judgement("a", live=["a", "b", "c"]) == "ok"
 
 
-def test_no_data_is_never_a_pass_nor_a_rollback():
-    guardrail = Guardrail(min_samples=200, check_every=1)
+@pytest.mark.parametrize("method", METHODS)
+def test_no_data_is_never_a_pass_nor_a_rollback(method):
+    guardrail = Guardrail(min_samples=200, check_every=1, method=method)
     # "new" has too little data to be judged, however bad it looks so far.
     feed(guardrail, {"old": 0.9}, 1000, live=["old", "new"])
+    assert guardrail.judgement("new") == "not judged yet"  # no reward at all
     verdicts = feed(guardrail, {"new": 0.0}, 199, live=["old", "new"])
     assert verdicts == []
-    assert feed(guardrail, {"new": 0.0}, 1, live=["old", "new"])[0].version == "new"
+    assert guardrail.judgement("new") == "not judged yet"
+    assert guardrail.judgement("old") == "not judged yet"  # nothing to compare it with yet
+    guardrail.observe("new", 0.0, [])  # a reward, no check (nothing live)
+    assert guardrail.judgement("new") == "worse"
+    assert guardrail.judgement("old") == "ok"
+    assert guardrail.check(["old", "new"])[0].version == "new"
     # A version compared against a best that lacks data gets no verdict either.
-    guardrail = Guardrail(min_samples=200, check_every=1)
+    guardrail = Guardrail(min_samples=200, check_every=1, method=method)
     feed(guardrail, {"weak": 0.1}, 1000, live=["weak", "strong"])
     assert feed(guardrail, {"strong": 1.0}, 150, live=["weak", "strong"]) == []
+    assert guardrail.judgement("weak") == "not judged yet"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_nan_statistics_give_no_verdict(method):
+    guardrail = Guardrail(min_samples=20, check_every=10**9, method=method)
+    for _ in range(30):
+        guardrail.observe("a", 0.9, ["a", "b"])
+        guardrail.observe("b", float("nan"), ["a", "b"])  # must never happen, never a rollback
+    assert guardrail.check(["a", "b"]) == []
+    assert guardrail.judgement("b") != "worse"
+
+
+def test_sequential_radius_is_time_uniform_and_shrinks():
+    radii = [normal_mixture_radius(i, 0.01, tuned_for=4000.0) for i in (400.0, 4000.0, 40_000.0)]
+    assert radii[0] > radii[1] > radii[2] > 0
+    fixed = 2.576 / math.sqrt(4000.0)  # a fixed-sample 99 % half-width is narrower
+    assert fixed < radii[1] < 1.6 * fixed
+    assert normal_mixture_radius(4000.0, 0.001, 4000.0) > radii[1]
+
+
+def test_sequential_catches_a_clearly_worse_version_quickly():
+    for seed in range(5):
+        guardrail = Guardrail(method="sequential", check_every=10)
+        verdicts = feed(guardrail, {"a": 0.9, "b": 0.6}, 400, seed=seed)
+        assert [v.version for v in verdicts] == ["b"]
+        assert verdicts[0].evidence["n"] <= 260  # min_samples is 200
+
+
+def _aa_false_rollbacks(method: str, runs: int, rounds: int, seed: int) -> int:
+    """Runs of two identical Bernoulli(0.85) versions in which one was rolled back.
+
+    One reward per version per round, a check every 10 rewards (5 rounds); the observe loop
+    is the real guardrail, fed from numpy draws.
+    """
+    rng = np.random.default_rng(seed)
+    rolled = 0
+    for _ in range(runs):
+        draws = (rng.random((rounds, 2)) < 0.85).astype(float).tolist()
+        guardrail = Guardrail(method=method, check_every=10, margin=0.0)
+        live = ["a", "b"]
+        for a, b in draws:
+            if guardrail.observe("a", a, live) or guardrail.observe("b", b, live):
+                rolled += 1
+                break
+    return rolled
+
+
+def test_sequential_holds_its_level_under_continuous_monitoring_where_welch_does_not():
+    # 200 A/A runs of 5,000 rewards checked every 10, margin 0: Welch (window 1,000) rolls a
+    # healthy version back in a large share of runs; the confidence sequence in at most 2 %.
+    sequential = _aa_false_rollbacks("sequential", runs=200, rounds=2500, seed=7)
+    welch = _aa_false_rollbacks("welch", runs=200, rounds=2500, seed=7)
+    assert sequential <= 4, sequential
+    assert welch >= 30, welch
+
+
+def test_sequential_ignores_the_window_and_keeps_totals_in_its_state():
+    guardrail = Guardrail(method="sequential", min_samples=20, window=50, check_every=3)
+    feed(guardrail, {"a": 0.9, "b": 0.85}, 400)
+    state = json.loads(json.dumps(guardrail.state()))
+    assert state["windows"] == {"a": [], "b": []}  # no reward list kept: totals since release
+    assert [n for n, _, _ in state["totals"].values()] == [400, 400]
+    restored = Guardrail.from_state(state)
+    assert feed(restored, {"a": 0.9, "b": 0.2}, 200, seed=9) == feed(
+        guardrail, {"a": 0.9, "b": 0.2}, 200, seed=9)
+    guardrail.forget("b")
+    assert guardrail.judgement("b", live=["a", "b"]) == "not judged yet"
 
 
 def test_equal_versions_are_left_alone_over_a_long_run():
@@ -164,3 +250,9 @@ def test_from_params_and_state_give_the_same_guardrail():
     assert verdicts == feed(guardrail, {"a": 0.9, "b": 0.1}, 60, seed=2)
     with pytest.raises(InvalidParameterError, match="needs GuardrailParams"):
         Guardrail.from_params({"min_samples": 20})  # type: ignore[arg-type]
+
+
+def test_the_aa_benchmark_applies_the_guardrail_exactly():
+    from benchmarks.guardrail_aa import verify  # vectorised rules == Guardrail on the same draws
+
+    verify(runs=3, checks=400, seed=1)

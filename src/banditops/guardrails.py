@@ -11,7 +11,12 @@ live version's, by more than ``margin``. The semantics follow Flagger / Argo Rol
 - the best live version is never rolled back, so the last live version never is;
 - every rollback carries its evidence (counts, means, p-value or posterior probability).
 
-Checks run every ``check_every`` rewards. Each check compares k - 1 versions with the best,
+Checks run every ``check_every`` rewards. ``method="welch"`` and ``"bayes"`` are fixed-sample
+tests: repeated every ``check_every`` rewards their error level does not hold (issue 9: 70 % false
+rollbacks of identical versions at margin 0 over 20,000 rewards). ``method="sequential"`` is an
+anytime-valid confidence sequence whose level holds however often it looks (see
+:func:`normal_mixture_radius` and :class:`Guardrail`); ``"welch"`` stays the default for now.
+ Each check compares k - 1 versions with the best,
 so the error level is Bonferroni-corrected (``(1 - confidence) / (k - 1)`` per comparison).
 Repeated checks are still sequential tests, and the best is picked after looking (winner's
 curse): ``confidence`` stays high (default 0.99) and ``margin`` (default 0.05) keeps
@@ -35,7 +40,8 @@ from scipy.special import ndtr, stdtr
 from banditops.errors import InvalidParameterError
 from banditops.policies.base import check_number, check_window, set_checked
 
-METHODS = ("welch", "bayes")
+METHODS = ("welch", "bayes", "sequential")
+JUDGEMENTS = ("not judged yet", "ok", "worse")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +93,25 @@ class Rollback:
 
 @dataclass(slots=True)
 class _Window:
-    """The last ``size`` rewards of one version, with running sums."""
+    """The last ``size`` rewards of one version, with running sums (``size == 0``: none kept).
+
+    ``n_all``, ``total_all`` and ``total_sq_all`` count every reward since the window was
+    created (the version's (re)registration): the sequential method uses those.
+    """
 
     size: int | None
     rewards: deque[float] = field(default_factory=deque)
     n: int = 0
     total: float = 0.0
     total_sq: float = 0.0
+    n_all: int = 0
+    total_all: float = 0.0
+    total_sq_all: float = 0.0
 
     def add(self, reward: float) -> None:
+        self.n_all += 1
+        self.total_all += reward
+        self.total_sq_all += reward * reward
         self.rewards.append(reward)
         self.n += 1
         self.total += reward
@@ -132,9 +148,20 @@ class Guardrail:
         ``"bayes"``: posterior probability, under Beta(1 + successes, 1 + failures)
         posteriors (normal approximation), that the version's mean is below the best's
         minus margin; rolls back when it exceeds ``confidence``.
+        ``"sequential"``: anytime-valid. A confidence sequence for (best mean - version mean)
+        from the two-sided normal-mixture boundary (:func:`normal_mixture_radius`) at level
+        ``error_level``; rolls back when it lies entirely above ``margin``. Its error level
+        holds however often it is checked (asymptotically: it uses plug-in variances). For two
+        versions the two-sided sequence also covers picking the best after looking; for more,
+        the Bonferroni split is over the k - 1 comparisons with the best, as for the others.
     window
         Only the last ``window`` rewards of each version count (None: all since release),
-        so a version that degrades after a long good run is caught.
+        so a version that degrades after a long good run is caught. **Ignored by
+        ``"sequential"``**: a sliding window is a new sample at every step, and restarting the
+        sequence each time the window slides would spend the error level again at every
+        restart, so the sequential method uses every reward since the version's
+        (re)registration. The price: a version that degrades after a long good run is caught
+        later (the drop must move its mean since registration), the longer the good run was.
     check_every
         Run the check every this many rewards (amortises its cost).
 
@@ -154,6 +181,16 @@ class Guardrail:
         self.p = GuardrailParams(confidence, min_samples, margin, method, window, check_every)
         self._windows: dict[str, _Window] = {}
         self._since_check = 0
+
+    def _new_window(self) -> _Window:
+        # The sequential method keeps no reward list: only its running totals since release.
+        return _Window(0 if self.p.method == "sequential" else self.p.window)
+
+    def _stats(self, window: _Window) -> tuple[int, float, float]:
+        """(count, sum, sum of squares) of the rewards this method judges on."""
+        if self.p.method == "sequential":
+            return window.n_all, window.total_all, window.total_sq_all
+        return window.n, window.total, window.total_sq
 
     @classmethod
     def from_params(cls, params: GuardrailParams) -> Guardrail:
@@ -196,7 +233,7 @@ class Guardrail:
         """Record a (validated) reward; every ``check_every`` calls, check the live versions."""
         window = self._windows.get(version)
         if window is None:
-            window = self._windows[version] = _Window(self.p.window)
+            window = self._windows[version] = self._new_window()
         window.add(reward)
         self._since_check += 1
         if self._since_check < self.p.check_every:
@@ -208,13 +245,44 @@ class Guardrail:
         """Drop a version's rewards (it was rolled back, retired or re-registered)."""
         self._windows.pop(version, None)
 
+    def _judged(self, live: Iterable[str]) -> list[tuple[str, _Window]]:
+        return [(name, w) for name in live
+                if (w := self._windows.get(name)) is not None
+                and self._stats(w)[0] >= self.min_samples]
+
+    def _best(self, judged: list[tuple[str, _Window]]) -> tuple[str, _Window]:
+        return max(judged, key=lambda item: _mean(self._stats(item[1])))
+
+    def judgement(self, version: str, live: Iterable[str] | None = None) -> str:
+        """``"not judged yet"``, ``"ok"`` or ``"worse"``: this method's verdict on ``version`` now.
+
+        ``live`` defaults to every version the guardrail holds rewards of. ``"not judged
+        yet"``: the version has fewer than ``min_samples`` rewards, or no other version has
+        enough to be compared with (a best with too few rewards). A version alone in ``live``
+        with enough rewards is ``"ok"`` (the last live version is never rolled back).
+        ``"worse"`` is exactly what :meth:`check` would roll back now.
+        """
+        names = list(self._windows) if live is None else list(live)
+        if version not in names:
+            names.append(version)
+        judged = self._judged(names)
+        if version not in {name for name, _ in judged}:
+            return "not judged yet"
+        if len(judged) < 2:
+            return "ok" if names == [version] else "not judged yet"
+        best_name, best = self._best(judged)
+        if best_name == version:
+            return "ok"
+        error_level = (1.0 - self.confidence) / (len(judged) - 1)
+        evidence = self._compare(self._windows[version], best, error_level)
+        return "worse" if evidence is not None and evidence["rollback"] else "ok"
+
     def check(self, live: Iterable[str]) -> list[Rollback]:
         """Verdicts for the live versions now; at most all but the best are rolled back."""
-        judged = [(name, w) for name in live
-                  if (w := self._windows.get(name)) is not None and w.n >= self.min_samples]
+        judged = self._judged(live)
         if len(judged) < 2:
             return []
-        best_name, best = max(judged, key=lambda item: item[1].mean)
+        best_name, best = self._best(judged)
         error_level = (1.0 - self.confidence) / (len(judged) - 1)  # Bonferroni over comparisons
         verdicts = []
         for name, window in judged:
@@ -232,13 +300,30 @@ class Guardrail:
     def _compare(self, window: _Window, best: _Window,
                  error_level: float) -> dict[str, Any] | None:
         """Evidence that ``window``'s mean is below ``best``'s minus margin, or None."""
-        gap = window.mean - (best.mean - self.margin)
+        n_v, total_v, total_sq_v = self._stats(window)
+        n_b, total_b, total_sq_b = self._stats(best)
+        mean_v, mean_b = total_v / n_v, total_b / n_b
+        gap = mean_v - (mean_b - self.margin)
         evidence: dict[str, Any] = {
-            "method": self.method, "n": window.n, "mean": window.mean,
-            "best_n": best.n, "best_mean": best.mean, "margin": self.margin,
+            "method": self.method, "n": n_v, "mean": mean_v,
+            "best_n": n_b, "best_mean": mean_b, "margin": self.margin,
             "confidence": self.confidence, "error_level": error_level,
         }
-        if self.method == "welch":
+        if self.method == "sequential":
+            # Regularised plug-in variances (a pseudo-observation of variance 1/4, the
+            # largest in [0, 1]) so that a version with constant rewards is not infinitely sure.
+            var_v = (_squares(n_v, total_v, total_sq_v) + 0.25) / n_v
+            var_b = (_squares(n_b, total_b, total_sq_b) + 0.25) / n_b
+            information = 1.0 / (var_v / n_v + var_b / n_b)
+            radius = normal_mixture_radius(information, error_level,
+                                           tuned_for=_SEQUENTIAL_TUNING * self.min_samples)
+            lower = mean_b - mean_v - radius
+            if math.isnan(lower):
+                return None
+            evidence["cs_lower"] = lower
+            evidence["cs_upper"] = mean_b - mean_v + radius
+            evidence["rollback"] = lower > self.margin
+        elif self.method == "welch":
             var_v, var_b = window.variance / window.n, best.variance / best.n
             se2 = var_v + var_b
             if se2 == 0.0:  # no spread at all: the gap is exact
@@ -261,25 +346,80 @@ class Guardrail:
         return evidence
 
     def _reason(self, name: str, best: str, evidence: dict[str, Any]) -> str:
-        stat = (f"p = {evidence['p_value']:.2g}" if "p_value" in evidence
-                else f"P(worse) = {evidence['probability']:.3f}")
-        return (f"{name} reward {evidence['mean']:.3f} over its last {evidence['n']} is "
+        if "cs_lower" in evidence:
+            stat = (f"{1 - evidence['error_level']:.4g} confidence sequence for the gap "
+                    f"[{evidence['cs_lower']:.3f}, {evidence['cs_upper']:.3f}]")
+        elif "p_value" in evidence:
+            stat = f"p = {evidence['p_value']:.2g}"
+        else:
+            stat = f"P(worse) = {evidence['probability']:.3f}"
+        over = "since release" if self.method == "sequential" else "over its last"
+        return (f"{name} reward {evidence['mean']:.3f} {over} {evidence['n']} is "
                 f"below {best}'s {evidence['best_mean']:.3f} by more than {self.margin:g} "
                 f"({stat}, confidence {self.confidence:g})")
 
     def state(self) -> dict[str, Any]:
-        return {"params": self.params(), "since_check": self._since_check,
-                "windows": {name: list(w.rewards) for name, w in self._windows.items()}}
+        state = {"params": self.params(), "since_check": self._since_check,
+                 "windows": {name: list(w.rewards) for name, w in self._windows.items()}}
+        if self.p.method == "sequential":
+            state["totals"] = {name: [w.n_all, w.total_all, w.total_sq_all]
+                               for name, w in self._windows.items()}
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Guardrail:
         guardrail = cls.from_params(GuardrailParams(**state["params"]))
         guardrail._since_check = int(state["since_check"])
         for name, rewards in state["windows"].items():
-            window = guardrail._windows[name] = _Window(guardrail.window)
+            window = guardrail._windows[name] = guardrail._new_window()
             for reward in rewards:
                 window.add(float(reward))
+        for name, (n, total, total_sq) in state.get("totals", {}).items():
+            window = guardrail._windows.setdefault(name, guardrail._new_window())
+            window.n_all, window.total_all, window.total_sq_all = int(n), total, total_sq
         return guardrail
+
+
+# The sequential boundary is tightest at an intrinsic time (information) of this many times
+# min_samples: with the defaults about 4,000, i.e. ~1,000 rewards per version at Bernoulli(0.85).
+_SEQUENTIAL_TUNING = 20
+
+
+def normal_mixture_radius(information: float, alpha: float, tuned_for: float) -> float:
+    """Half-width of a time-uniform (1 - alpha) confidence sequence for a mean difference.
+
+    The two-sided normal-mixture boundary of Howard, Ramdas, McAuliffe & Sekhon (2021),
+    "Time-uniform, nonparametric, nonasymptotic confidence sequences", Ann. Statist. 49(2)
+    (Robbins' mixture of Gaussian likelihood ratios, mixing variance ``rho2``): with
+    ``S = information * (estimate - truth)`` behaving as a Brownian motion in intrinsic time
+    ``information`` (inverse variance of the estimate), ``|S| < sqrt((I + 1/rho2) *
+    (2 log(1/alpha) + log(1 + rho2 I)))`` for all I at once with probability >= 1 - alpha
+    (Ville's inequality). With plug-in variances this is the asymptotic confidence sequence
+    of Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas (2024), "Time-uniform central limit
+    theory and asymptotic confidence sequences", Ann. Statist.: valid as the counts grow,
+    for a mean difference when each version's share of the rewards settles (shadow scoring:
+    equal shares). ``rho2`` makes the boundary tightest at ``tuned_for`` (their rule).
+
+    Written here because the one library, ``confseq`` (0.0.11, January 2023), ships only a
+    source distribution of a C++ extension that needs a compiler and the Boost headers, and
+    pulls matplotlib in: not a well-kept dependency for one closed-form line.
+
+    >>> round(normal_mixture_radius(4000.0, 0.01, tuned_for=4000.0), 4)
+    0.0565
+    """
+    log_term = 2.0 * math.log(1.0 / alpha)
+    rho2 = (log_term + math.log(1.0 + log_term)) / tuned_for
+    return math.sqrt((information + 1.0 / rho2)
+                     * (log_term + math.log(1.0 + rho2 * information))) / information
+
+
+def _mean(stats: tuple[int, float, float]) -> float:
+    return stats[1] / stats[0]
+
+
+def _squares(n: int, total: float, total_sq: float) -> float:
+    """Sum of squared deviations from the mean (never negative)."""
+    return max(total_sq - total * total / n, 0.0)
 
 
 def _beta_moments(window: _Window) -> tuple[float, float]:
