@@ -54,6 +54,11 @@ def test_a_starved_bad_version_is_judged_on_shadow_rewards():
     bad = next(r for r in shadowed.versions() if r.name == "bad")
     assert bad.learned + bad.shadow_learned >= 200 and bad.shadow_reward_sum == 0.0
     assert bad.decisions < 50  # it served almost nothing: shadows did the judging
+    good = next(r for r in shadowed.versions() if r.name == "good")
+    assert good.judgement == "ok" and bad.judgement is None  # no verdict on a version not live
+    fresh = Deployment(ThompsonSampling(seed=1), guardrail=Guardrail(min_samples=200))
+    fresh.register("a", Rule())
+    assert [r.judgement for r in fresh.versions()] == ["not judged yet"]
 
 
 def test_shadow_rate_and_evaluating_modes():

@@ -102,6 +102,7 @@ class VersionReport:
     learned_reward_sum: float = 0.0
     shadow_learned: int = 0
     shadow_reward_sum: float = 0.0
+    judgement: str | None = None  # the guardrail's, for a live version: "not judged yet"...
 
 
 @dataclass(slots=True)
@@ -677,11 +678,15 @@ class Deployment:
         """Every registered version with status, traffic share and reward (95% CI)."""
         shares = self.policy.probabilities()
         totals = self.log.totals()
-        return [self._report(v, shares.get(v.name, 0.0), totals.get(v.name) or VersionTotals())
+        return [self._report(v, shares.get(v.name, 0.0), totals.get(v.name) or VersionTotals(),
+                             self.guardrail.judgement(v.name, self._live)
+                             if self.guardrail is not None and v.status is Status.LIVE
+                             else None)
                 for v in self._versions.values()]
 
     @staticmethod
-    def _report(v: _Version, share: float, totals: VersionTotals) -> VersionReport:
+    def _report(v: _Version, share: float, totals: VersionTotals,
+                judgement: str | None) -> VersionReport:
         mean = low = high = None
         if totals.feedbacks:
             mean = totals.reward_sum / totals.feedbacks
@@ -689,7 +694,7 @@ class Deployment:
                                         totals.binary)
         return VersionReport(v.name, str(v.status), share, totals.decisions, totals.feedbacks,
                              totals.expired, mean, low, high, v.validation_score, v.learned,
-                             v.learned_sum, v.shadow_learned, v.shadow_sum)
+                             v.learned_sum, v.shadow_learned, v.shadow_sum, judgement)
 
     def events(self, since: int = 0) -> list[Event]:
         """Events with ``seq >= since``, oldest first."""

@@ -376,7 +376,8 @@ class ServiceDeployment:
                 "feedbacks": report.feedbacks, "reward_mean": report.reward_mean,
                 "ci_low": report.ci_low, "ci_high": report.ci_high,
                 "validation_score": report.validation_score, "learned": report.learned,
-                "learned_reward_sum": report.learned_reward_sum, "model_calls": timing})
+                "learned_reward_sum": report.learned_reward_sum,
+                "guardrail": report.judgement, "model_calls": timing})
         return {"name": self.name, "policy": self.config.policy,
                 "features": self.config.features, "labels": self.deployment.labels,
                 "versions": versions, "restored_snapshot_feedback_seq": self.restored_from}
