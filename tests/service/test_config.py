@@ -46,7 +46,8 @@ artifact = "ARTIFACTS/good.skops"
     (lambda t: t.replace("features = {", "guardrail = { min_samples = 1 }\nfeatures = {"),
      "deployments.main.guardrail: min_samples must be at least 2"),
     (lambda t: t.replace("features = {", 'guardrail = { method = "vibes" }\nfeatures = {'),
-     "deployments.main.guardrail: method must be one of ('welch', 'bayes'), got 'vibes'"),
+     "deployments.main.guardrail: method must be one of ('welch', 'bayes', 'sequential'), "
+     "got 'vibes'"),
     (lambda t: t.replace("features = {", "guardrail = { window = 100 }\nfeatures = {"),
      "deployments.main.guardrail: window (100) must be at least min_samples (200)"),
     (lambda t: t.replace("features = {", "guardrail = { check_every = true }\nfeatures = {"),
