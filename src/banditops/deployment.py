@@ -385,18 +385,23 @@ class Deployment:
             try:
                 shadows.append((name, version.predict_one(x)))
             except Exception as error:
-                self._shadow_failed(version, error)
+                self._model_failed(version, error, "shadow prediction")
         return tuple(shadows)
 
-    def _shadow_failed(self, version: _Version, error: Exception) -> None:
+    def _model_failed(self, version: _Version, error: Exception, what: str) -> None:
+        """A live version raised on one input while the request was served anyway: quarantine
+        it, unless its model vouches for itself (``healthy()``: it still predicts its
+        known-good rows), so no client can take a healthy version out with a crafted input.
+        A timeout is never excused: the model judged itself slow over many calls already."""
+        if version.status is not Status.LIVE or len(self._live) < 2:
+            return
         version.input_failures += 1
         healthy = getattr(version.model, "healthy", None)
-        if (version.status is Status.LIVE and len(self._live) > 1
-                and (isinstance(error, ModelTimeoutError) or not callable(healthy)
-                     or not healthy())):
-            self._take_down(version.name, Status.QUARANTINED,
-                            f"shadow prediction raised {type(error).__name__}: "
-                            f"{_short(str(error))}", {"error": _short(repr(error))})
+        if not isinstance(error, ModelTimeoutError) and callable(healthy) and healthy():
+            return
+        self._take_down(version.name, Status.QUARANTINED,
+                        f"{what} raised {type(error).__name__}: {_short(str(error))}",
+                        {"error": _short(repr(error))})
 
     def predict_batch(self, instances: Iterable[Any], *,
                       owners: Sequence[str | None] | None = None,
@@ -457,12 +462,8 @@ class Deployment:
                 if isinstance(r, LoggedDecision) else r for r in results]
 
     def _serve_elsewhere(self, x: Any, failed: str, error: Exception) -> tuple[str, Any, float]:
-        """Serve with another live version; quarantine the failed ones if one succeeds.
-
-        A failed version whose model can vouch for itself (``healthy()``: it still predicts
-        its known-good rows) failed on this input only, which a client chose: it keeps
-        serving, so no request can take a healthy version out. A timeout is never excused:
-        the model has judged itself slow over many calls already."""
+        """Serve with another live version; the failed ones are judged by :meth:`_model_failed`
+        once one succeeds (if none does, the input may be at fault: nothing is quarantined)."""
         failures = {failed: error}
         shares = self.policy.probabilities()
         for name in sorted(self._live, key=lambda n: -shares.get(n, 0.0)):
@@ -474,18 +475,7 @@ class Deployment:
                 failures[name] = other_error
                 continue
             for bad, bad_error in failures.items():
-                version = self._versions[bad]
-                if version.status is not Status.LIVE or len(self._live) < 2:
-                    continue
-                version.input_failures += 1
-                healthy = getattr(version.model, "healthy", None)
-                if (not isinstance(bad_error, ModelTimeoutError) and callable(healthy)
-                        and healthy()):
-                    continue
-                self._take_down(bad, Status.QUARANTINED,
-                                f"model raised {type(bad_error).__name__}: "
-                                f"{_short(str(bad_error))}",
-                                {"error": _short(repr(bad_error))})
+                self._model_failed(self._versions[bad], bad_error, "model")
             return name, prediction, self.policy.propensity(name)
         details = "; ".join(f"{n}: {type(e).__name__}: {_short(str(e))}"
                             for n, e in failures.items())
