@@ -265,6 +265,15 @@ class SlidingWindowUCB(_IndexPolicy):
 
     def update(self, name: str, reward: float) -> None:
         reward = validate_reward(reward)
+        self._enter(name, reward, (name, reward))
+
+    def observe(self, name: str, reward: float) -> None:
+        """Into the window and the arm's windowed stats; not into ``t`` (class docstring)."""
+        reward = validate_reward(reward)
+        self._enter(name, reward, _Observation(name, reward))
+
+    def _enter(self, name: str, reward: float, entry: tuple[str, float]) -> None:
+        """Add a (validated) reward to the window; the oldest entry leaves it when full."""
         counts = self._counts
         if name not in counts:
             self._require_arm(name)
@@ -273,39 +282,17 @@ class SlidingWindowUCB(_IndexPolicy):
         counts[name] += 1
         self._sums[name] += reward
         history = self._history
-        history.append((name, reward))
+        history.append(entry)
+        if entry.__class__ is _Observation:
+            self._observed_in_window += 1
         if len(history) > self.p.window:
-            old, old_reward = entry = history.popleft()
-            if entry.__class__ is _Observation:
+            old, old_reward = left = history.popleft()
+            if left.__class__ is _Observation:
                 self._observed_in_window -= 1
             if old in counts:
                 remaining = counts[old] - 1
                 counts[old] = remaining
                 # Reset exactly at zero so float error cannot accumulate forever.
-                self._sums[old] = self._sums[old] - old_reward if remaining else 0.0
-                if not remaining:
-                    self._cold.add(old)
-
-    def observe(self, name: str, reward: float) -> None:
-        """Into the window and the arm's windowed stats; not into ``t`` (class docstring)."""
-        reward = validate_reward(reward)
-        counts = self._counts
-        if name not in counts:
-            self._require_arm(name)
-        if not counts[name]:
-            self._cold.discard(name)
-        counts[name] += 1
-        self._sums[name] += reward
-        history = self._history
-        history.append(_Observation(name, reward))
-        self._observed_in_window += 1
-        if len(history) > self.p.window:
-            old, old_reward = entry = history.popleft()
-            if entry.__class__ is _Observation:
-                self._observed_in_window -= 1
-            if old in counts:
-                remaining = counts[old] - 1
-                counts[old] = remaining
                 self._sums[old] = self._sums[old] - old_reward if remaining else 0.0
                 if not remaining:
                     self._cold.add(old)

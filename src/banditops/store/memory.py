@@ -34,20 +34,10 @@ class MemoryLog(DecisionLog):
         self._totals: dict[str, VersionTotals] = {}
 
     def record(self, decisions: Sequence[LoggedDecision]) -> None:
-        pending, totals = self._pending, self._totals
         for decision in decisions:
-            if self.ttl is not None:
-                self._expire(decision.created_at)
-            pending[decision.id] = decision
-            version = totals.get(decision.version)
-            if version is None:
-                version = totals[decision.version] = VersionTotals()
-            version.decisions += 1
-            if len(pending) > self.max_pending:
-                self._expire_oldest()
+            self.record_one(decision)
 
     def record_one(self, decision: LoggedDecision) -> None:
-        # The replay's hot path (millions of calls): record() without the loop.
         if self.ttl is not None:
             self._expire(decision.created_at)
         pending = self._pending
@@ -78,28 +68,15 @@ class MemoryLog(DecisionLog):
         raise UnknownDecisionError(f"unknown decision id {decision_id!r}")
 
     def close(self, closings: Sequence[Closing], now: float) -> list[int | None]:
-        seqs: list[int | None] = []
-        for decision, _, reward in closings:
-            if self._pending.pop(decision.id, None) is None:
-                seqs.append(None)  # closed already (the same id twice in one batch)
-                continue
-            self._remember(decision.id, FEEDBACK)
-            self._totals[decision.version].add_reward(reward)
-            seqs.append(0)
-        return seqs
+        return [self.close_one(decision, label, reward, now)
+                for decision, label, reward in closings]
 
     def close_one(self, decision: LoggedDecision, label: object, reward: float,
                   now: float) -> int | None:
         if self._pending.pop(decision.id, None) is None:
-            return None
-        closed = self._closed
-        closed[decision.id] = FEEDBACK
-        if len(closed) > self.max_pending:
-            closed.popitem(last=False)
-        totals = self._totals[decision.version]
-        totals.feedbacks += 1
-        totals.reward_sum += reward
-        totals.reward_sq += reward * reward
+            return None  # closed already (e.g. the same id twice in one batch)
+        self._remember(decision.id, FEEDBACK)
+        self._totals[decision.version].add_reward(reward)
         return 0
 
     def totals(self) -> dict[str, VersionTotals]:
