@@ -40,6 +40,7 @@ from banditops.errors import (
 )
 from banditops.guardrails import Guardrail
 from banditops.policies.base import Policy
+from banditops.release import DarkLaunch, ReleaseParams
 from banditops.rewards import (
     LabelSet,
     RewardFunction,
@@ -59,6 +60,7 @@ class Status(StrEnum):
     ROLLED_BACK = "rolled_back"
     QUARANTINED = "quarantined"
     RETIRED = "retired"
+    DARK = "dark"  # released dark: scored in the shadow, serves nobody (banditops.release)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,9 @@ class _Version:
     input_failures: int = 0  # requests it failed while another version served them
     shadow_learned: int = 0  # rewards of its shadow predictions (side observations)
     shadow_sum: float = 0.0
+
+
+_SCORED = (Status.LIVE, Status.DARK)  # versions whose predictions are still scored
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -211,6 +216,14 @@ class Deployment:
         :class:`~banditops.shadow.ShadowParams` to score other live versions' predictions on
         every label too (side observations for the policy, evidence for the guardrail); only
         where the label does not depend on the served prediction (see :mod:`banditops.shadow`).
+    release
+        :class:`~banditops.release.ReleaseParams`; ``mode="dark"`` registers new versions
+        dark (they serve nobody until their shadow rewards show they are not worse than
+        the best live version; see :mod:`banditops.release`). Implies shadow scoring
+        (``ShadowParams(mode="evaluating")`` unless ``shadow`` says otherwise).
+    defer_shadows
+        Log decisions without shadow predictions; the caller computes them after answering
+        with :meth:`shadow_later` (the service does, off the request path).
     clock
         Seconds as a float; injectable so replays and tests control time.
 
@@ -231,6 +244,7 @@ class Deployment:
                  guardrail: Guardrail | None = None, *, labels: Sequence[Any] | None = None,
                  log: DecisionLog | None = None, max_pending: int = 100_000,
                  pending_ttl: float | None = None, shadow: ShadowParams | None = None,
+                 release: ReleaseParams | None = None, defer_shadows: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         if not isinstance(policy, Policy):
             raise InvalidParameterError(
@@ -254,10 +268,20 @@ class Deployment:
         if shadow is not None and not isinstance(shadow, ShadowParams):
             raise InvalidParameterError(
                 f"shadow must be ShadowParams or None, got {type(shadow).__name__}")
+        if release is not None and not isinstance(release, ReleaseParams):
+            raise InvalidParameterError(
+                f"release must be ReleaseParams or None, got {type(release).__name__}")
+        self._dark_launch = None
+        if release is not None and release.mode == "dark":
+            shadow = shadow or ShadowParams(mode="evaluating")
+            confidence = guardrail.confidence if guardrail is not None else 0.99
+            self._dark_launch = DarkLaunch(release, confidence)
         if shadow is not None and not self.log.keeps_shadows:
             raise InvalidParameterError(
                 f"{type(self.log).__name__} does not keep shadow predictions yet")
         self._shadowing = None if shadow is None else Shadowing(shadow)
+        self.defer_shadows = bool(defer_shadows)
+        self._dark: list[str] = []
         self._clock = clock
         self._versions: dict[str, _Version] = {}
         self._live: list[str] = []
@@ -266,8 +290,10 @@ class Deployment:
         self._listeners: list[Callable[[Event], None]] = []
 
     # ------------------------------------------------------------- versions
-    def register(self, name: str, model: Any, *, validation_score: float | None = None) -> None:
-        """Add a model version (anything with ``predict`` or ``predict_one``); it goes live."""
+    def register(self, name: str, model: Any, *, validation_score: float | None = None,
+                 dark: bool | None = None) -> None:
+        """Add a model version (anything with ``predict`` or ``predict_one``); it goes live,
+        or dark (``dark=True``, default: the release mode) while other versions are live."""
         if not (callable(getattr(model, "predict", None))
                 or callable(getattr(model, "predict_one", None))):
             raise InvalidParameterError(
@@ -277,11 +303,44 @@ class Deployment:
             raise DuplicateArmError(
                 f"version {name!r} is registered already (status "
                 f"{self._versions[name].status}); use a new version name")
+        if dark is None:
+            dark = self._dark_launch is not None
+        if dark and self._dark_launch is None:
+            raise InvalidParameterError(
+                "dark=True needs a deployment with release=ReleaseParams(mode='dark')")
+        if dark and self._live:
+            self.policy.check_arm(name, validation_score=validation_score)
+            self._versions[name] = _Version(name, model, _single_predictor(model),
+                                            validation_score, Status.DARK)
+            self._dark.append(name)
+            self._dark_launch.add(name)  # type: ignore[union-attr]
+            self._emit("registered", name, f"version {name} registered dark: it serves no "
+                       "traffic until its shadow rewards show it is not worse than the best "
+                       "live version", {"validation_score": validation_score, "dark": True})
+            return
         self.policy.add_arm(name, validation_score=validation_score)  # validates both
         self._versions[name] = _Version(name, model, _single_predictor(model), validation_score)
         self._live.append(name)
         self._emit("registered", name, f"version {name} registered and live",
                    {"validation_score": validation_score})
+
+    def promote(self, name: str, reason: str = "promoted by an operator",
+                evidence: dict[str, Any] | None = None) -> None:
+        """Put a dark version live: it joins the policy, which observes the shadow rewards it
+        gathered (its last ``carry``: its pseudo-counts)."""
+        version = self._require_version(name)
+        if version.status is not Status.DARK:
+            raise StateConflictError(f"only dark versions can be promoted; {name} is "
+                                     f"{version.status}")
+        carried = self._dark_launch.carried(name)  # type: ignore[union-attr]
+        self._dark.remove(name)
+        self._dark_launch.forget(name)  # type: ignore[union-attr]
+        self.policy.add_arm(name, validation_score=version.validation_score)
+        for reward in carried:
+            self.policy.observe(name, reward)
+        version.status = Status.LIVE
+        self._live.append(name)
+        self._emit("promoted", name, reason, {**(evidence or {}), "carried": len(carried)})
 
     def rollback(self, name: str, reason: str = "manual rollback",
                  evidence: dict[str, Any] | None = None) -> None:
@@ -296,7 +355,7 @@ class Deployment:
     def retire(self, name: str, reason: str = "retired") -> None:
         """Take a version out of service for good (live or already taken down)."""
         version = self._require_version(name)
-        if version.status is Status.LIVE:
+        if version.status in (Status.LIVE, Status.DARK):
             self._take_down(name, Status.RETIRED, reason, {})
         elif version.status is not Status.RETIRED:
             version.status = Status.RETIRED
@@ -319,6 +378,14 @@ class Deployment:
 
     def _take_down(self, name: str, status: Status, reason: str, evidence: dict[str, Any]) -> None:
         version = self._require_version(name)
+        if version.status is Status.DARK:  # serves nobody: no policy arm, never the last
+            self._dark.remove(name)
+            self._dark_launch.forget(name)  # type: ignore[union-attr]
+            version.status = status
+            if self.guardrail is not None:
+                self.guardrail.forget(name)
+            self._emit(str(status), name, reason, evidence)
+            return
         if version.status is not Status.LIVE:
             raise StateConflictError(f"version {name} is not live (status {version.status})")
         if len(self._live) == 1:
@@ -342,6 +409,11 @@ class Deployment:
     @property
     def live_versions(self) -> list[str]:
         return list(self._live)
+
+    @property
+    def dark_versions(self) -> list[str]:
+        """Versions released dark and still under evaluation (they serve nobody)."""
+        return list(self._dark)
 
     def has_version(self, name: str) -> bool:
         """Whether ``name`` was ever registered here (whatever its status now)."""
@@ -368,7 +440,8 @@ class Deployment:
         except Exception as error:  # a broken model must not fail the request
             name, prediction, propensity = self._serve_elsewhere(x, name, error)
         decision_id = self._new_id()
-        shadows = () if self._shadowing is None else self._shadow_one(x, name)
+        shadows = () if self._shadowing is None or self.defer_shadows \
+            else self._shadow_one(x, name)
         self.log.record_one(LoggedDecision(decision_id, name, prediction, propensity, now, owner,
                                            shadows))
         return Decision(decision_id, name, prediction, propensity)
@@ -376,11 +449,10 @@ class Deployment:
     def _shadow_one(self, x: Any, served: str) -> tuple[tuple[str, Any], ...]:
         """Other live versions' predictions for ``x``; a version that fails is handled as a
         failed serving one would be, without touching the request."""
-        counts = {n: v.learned + v.shadow_learned for n, v in self._versions.items()}
         shadows = []
-        for name in self._shadowing.versions(served, self._live, counts):  # type: ignore[union-attr]
+        for name in self._shadow_versions(served):
             version = self._versions[name]
-            if version.status is not Status.LIVE:
+            if version.status not in _SCORED:
                 continue  # taken down by an earlier shadow's failure
             try:
                 shadows.append((name, version.predict_one(x)))
@@ -388,12 +460,50 @@ class Deployment:
                 self._model_failed(version, error, "shadow prediction")
         return tuple(shadows)
 
+    def _shadow_versions(self, served: str) -> list[str]:
+        counts = {n: v.learned + v.shadow_learned for n, v in self._versions.items()}
+        return self._shadowing.versions(  # type: ignore[union-attr]
+            served, self._live, counts, self._dark)
+
+    def shadow_later(self, items: Sequence[tuple[str, str, Any]]) -> int:
+        """Shadow predictions for decisions answered already: ``(decision id, served version,
+        instance)`` each; one model call per version for the batch. They are attached to the
+        log's open decisions and scored when the labels arrive; returns how many decisions
+        took theirs (feedback that came first closed the others without them)."""
+        if self._shadowing is None or not items:
+            return 0
+        wanted: dict[str, list[int]] = {}
+        for index, (_, served, _) in enumerate(items):
+            for name in self._shadow_versions(served):
+                wanted.setdefault(name, []).append(index)
+        shadows: dict[str, list[tuple[str, Any]]] = {}
+        for name, indexes in wanted.items():
+            version = self._versions[name]
+            try:
+                predictions = _predict_rows(version.model, [items[i][2] for i in indexes])
+            except Exception:
+                predictions = None  # row by row, to find out whether the model or a row
+            for position, index in enumerate(indexes):
+                if version.status not in _SCORED:
+                    break
+                if predictions is not None:
+                    prediction = predictions[position]
+                else:
+                    try:
+                        prediction = version.predict_one(items[index][2])
+                    except Exception as error:
+                        self._model_failed(version, error, "shadow prediction")
+                        continue
+                shadows.setdefault(items[index][0], []).append((name, prediction))
+        return self.log.add_shadows({k: tuple(v) for k, v in shadows.items()})
+
     def _model_failed(self, version: _Version, error: Exception, what: str) -> None:
         """A live version raised on one input while the request was served anyway: quarantine
         it, unless its model vouches for itself (``healthy()``: it still predicts its
         known-good rows), so no client can take a healthy version out with a crafted input.
         A timeout is never excused: the model judged itself slow over many calls already."""
-        if version.status is not Status.LIVE or len(self._live) < 2:
+        if version.status not in _SCORED or (
+                version.status is Status.LIVE and len(self._live) < 2):
             return
         version.input_failures += 1
         healthy = getattr(version.model, "healthy", None)
@@ -454,7 +564,8 @@ class Deployment:
                 results[index] = LoggedDecision(
                     self._new_id(), served, prediction, propensity, now,
                     owners[index] if owners is not None else None,
-                    () if self._shadowing is None else self._shadow_one(rows[index], served))
+                    () if self._shadowing is None or self.defer_shadows
+                    else self._shadow_one(rows[index], served))
         logged = [r for r in results if isinstance(r, LoggedDecision)]
         if logged:
             self.log.record(logged)
@@ -491,12 +602,11 @@ class Deployment:
         now = self._clock()
         decision = self.log.lookup(decision_id, now, owner)
         reward = self._reward_for(decision, label, owner)
-        if self.log.close_one(decision, label, reward, now) is None:
+        shadow_rewards = self._shadow_rewards(decision, label) if decision.shadows else ()
+        if self.log.close_one(decision, label, reward, now, shadow_rewards) is None:
             raise DuplicateFeedbackError(f"decision {decision_id} already has feedback; "
                                          "counted once")
-        self._learn(self._versions[decision.version], reward)
-        if decision.shadows:
-            self._score_shadows(decision, label)
+        self._learn_decision(decision.version, reward, shadow_rewards)
         return reward
 
     def feedback_many(self, items: Sequence[tuple[str, Any]], *, owner: str | None = None
@@ -525,16 +635,17 @@ class Deployment:
             seen.add(decision_id)
             positions.append(len(results))
             results.append((decision.version, reward))
-            closings.append(Closing(decision, label, reward))
+            closings.append(Closing(decision, label, reward,
+                                    self._shadow_rewards(decision, label)
+                                    if decision.shadows else ()))
         seqs = self.log.close(closings, now) if closings else []
         for position, closing, seq in zip(positions, closings, seqs, strict=True):
             if seq is None:
                 results[position] = DuplicateFeedbackError(
                     f"decision {closing.decision.id} already has feedback; counted once")
             else:
-                self._learn(self._versions[closing.decision.version], closing.reward)
-                if closing.decision.shadows:
-                    self._score_shadows(closing.decision, closing.label)
+                self._learn_decision(closing.decision.version, closing.reward,
+                                     closing.shadow_rewards)
         return results
 
     def _reward_for(self, decision: LoggedDecision, label: Any, owner: str | None) -> float:
@@ -560,31 +671,56 @@ class Deployment:
                 f"reward function failed for label {label!r} and prediction "
                 f"{decision.prediction!r}: {type(error).__name__}: {error}") from None
 
-    def _score_shadows(self, decision: LoggedDecision, label: Any) -> None:
-        """Each shadow prediction earns its reward: a side observation for the policy and
-        evidence for the guardrail (a version no longer live only counts it)."""
+    def _shadow_rewards(self, decision: LoggedDecision, label: Any
+                        ) -> tuple[tuple[str, float], ...]:
+        """The reward each shadow prediction earned on this (checked) label; one whose reward
+        cannot be computed earns none."""
+        rewards = []
         for name, prediction in decision.shadows:
-            version = self._versions.get(name)
-            if version is None:
-                continue
             try:
-                reward = validate_reward(self.reward(label, prediction))
+                rewards.append((name, validate_reward(self.reward(label, prediction))))
             except Exception:
                 continue
-            version.shadow_learned += 1
-            version.shadow_sum += reward
-            if version.status is Status.LIVE:
-                self.policy.observe(name, reward)
-                self._guard(name, reward)
+        return tuple(rewards)
 
     def catch_up(self) -> int:
         """Learn the rewards other writers of a shared log stored since the last call."""
         rows = self.log.catch_up()
-        for name, reward in rows:
-            version = self._versions.get(name)
-            if version is not None:
-                self._learn(version, validate_reward(reward))
+        for name, reward, shadow_rewards in rows:
+            self._learn_decision(name, validate_reward(reward), tuple(
+                (n, validate_reward(r)) for n, r in shadow_rewards))
         return len(rows)
+
+    def _learn_decision(self, served: str, reward: float,
+                        shadow_rewards: tuple[tuple[str, float], ...]) -> None:
+        """One labelled request: the served reward updates the policy; each shadow reward is
+        a side observation for the policy and evidence for the guardrail (a version no
+        longer live only counts it); dark candidates gather their paired evidence."""
+        version = self._versions.get(served)
+        if version is not None:
+            self._learn(version, reward)
+        if not shadow_rewards:
+            return
+        for name, shadow_reward in shadow_rewards:
+            version = self._versions.get(name)
+            if version is None:
+                continue
+            version.shadow_learned += 1
+            version.shadow_sum += shadow_reward
+            if version.status is Status.LIVE:
+                self.policy.observe(name, shadow_reward)
+                self._guard(name, shadow_reward)
+        if self._dark:
+            rewards = dict(shadow_rewards)
+            rewards[served] = reward
+            live = [n for n in self._live if n in rewards]
+            for name, verdict in self._dark_launch.observe(rewards, live):  # type: ignore[union-attr]
+                if self._versions[name].status is not Status.DARK:
+                    continue
+                if verdict.kind == "promote":
+                    self.promote(name, verdict.reason, verdict.evidence)
+                else:
+                    self._take_down(name, Status.ROLLED_BACK, verdict.reason, verdict.evidence)
 
     def _learn(self, version: _Version, reward: float) -> None:
         name = version.name
@@ -623,6 +759,7 @@ class Deployment:
             "learned": {name: [v.learned, v.learned_sum, v.shadow_learned, v.shadow_sum]
                         for name, v in self._versions.items()},
             "log": self.log.position(),
+            "dark": None if self._dark_launch is None else self._dark_launch.state(),
         }
 
     def restore_learning(self, state: dict[str, Any]) -> None:
@@ -656,6 +793,11 @@ class Deployment:
         self.policy = policy
         if self.guardrail is not None:
             self.guardrail = Guardrail.from_state(guardrail_state)
+        if self._dark_launch is not None and state.get("dark"):
+            try:
+                self._dark_launch.load(state["dark"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise InvalidStateError(f"malformed dark-launch state: {error!r}") from None
         for name, (count, total, *shadow) in learned.items():
             version = self._versions.get(name)
             if version is not None:
@@ -669,10 +811,16 @@ class Deployment:
         shares = self.policy.probabilities()
         totals = self.log.totals()
         return [self._report(v, shares.get(v.name, 0.0), totals.get(v.name) or VersionTotals(),
-                             self.guardrail.judgement(v.name, self._live)
-                             if self.guardrail is not None and v.status is Status.LIVE
-                             else None)
+                             self._judgement(v))
                 for v in self._versions.values()]
+
+    def _judgement(self, version: _Version) -> str | None:
+        """The guardrail's judgement of a live version; a dark one is "evaluating"."""
+        if version.status is Status.DARK:
+            return "evaluating"
+        if self.guardrail is not None and version.status is Status.LIVE:
+            return self.guardrail.judgement(version.name, self._live)
+        return None
 
     @staticmethod
     def _report(v: _Version, share: float, totals: VersionTotals,

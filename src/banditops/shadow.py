@@ -15,6 +15,7 @@ there is. Shadow predictions never change what the client receives.
 Modes: ``"all"`` (every other live version), ``"rate"`` (each request is shadowed with
 probability ``rate``, from a generator of its own so the policy's draws are unchanged), and
 ``"evaluating"`` (only versions with fewer than ``evaluation_rewards`` rewards so far).
+Dark candidates (:mod:`banditops.release`) are scored on every shadowed request.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ class Shadowing:
         self.params = params
         self._rng = random.Random(params.seed)
 
-    def versions(self, served: str, live: list[str], rewards: Mapping[str, int]) -> list[str]:
-        """The live versions other than ``served`` to predict this request.
+    def versions(self, served: str, live: list[str], rewards: Mapping[str, int],
+                 dark: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """The versions other than ``served`` to predict this request: live ones by the
+        mode, and every dark candidate (see :mod:`banditops.release`) whenever the request
+        is shadowed at all.
 
         ``rewards``: how many rewards (served or shadow) each version has earned so far."""
         params = self.params
@@ -62,5 +66,5 @@ class Shadowing:
             return []
         others = [name for name in live if name != served]
         if params.mode == "evaluating":
-            return [n for n in others if rewards.get(n, 0) < params.evaluation_rewards]
-        return others
+            others = [n for n in others if rewards.get(n, 0) < params.evaluation_rewards]
+        return [*others, *dark] if dark else others

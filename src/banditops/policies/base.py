@@ -205,6 +205,15 @@ class Policy(ABC):
     def add_arm(self, name: str, *, validation_score: float | None = None,
                 released_at: float | None = None) -> None:
         """Make ``name`` a live arm. ``released_at`` orders releases (default: add order)."""
+        validation_score = self.check_arm(name, validation_score=validation_score)
+        released = (float(self._next_order) if released_at is None
+                    else check_number("released_at", released_at, low=-math.inf, high=math.inf))
+        self._arms[name] = ArmInfo(validation_score, released, self._next_order)
+        self._next_order += 1
+        self._on_add(name)
+
+    def check_arm(self, name: str, *, validation_score: float | None = None) -> float | None:
+        """Check that ``name`` could be added as an arm; returns the checked score."""
         if not isinstance(name, str) or not name or len(name) > MAX_ARM_NAME:
             raise InvalidParameterError(
                 f"arm name must be a non-empty string of at most {MAX_ARM_NAME} characters, "
@@ -216,11 +225,7 @@ class Policy(ABC):
         if validation_score is not None:
             validation_score = check_number("validation_score", validation_score,
                                             low=-math.inf, high=math.inf)
-        released = (float(self._next_order) if released_at is None
-                    else check_number("released_at", released_at, low=-math.inf, high=math.inf))
-        self._arms[name] = ArmInfo(validation_score, released, self._next_order)
-        self._next_order += 1
-        self._on_add(name)
+        return validation_score
 
     def remove_arm(self, name: str) -> None:
         """Stop routing to ``name``; its statistics are dropped."""

@@ -13,7 +13,7 @@ written, so a report costs O(versions), never a scan of the log.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -33,11 +33,21 @@ class LoggedDecision(NamedTuple):
 
 
 class Closing(NamedTuple):
-    """A decision being closed by its feedback: the label and the reward it earned."""
+    """A decision being closed by its feedback: the label, the reward it earned, and the
+    rewards its shadow predictions earned (version, reward)."""
 
     decision: LoggedDecision
     label: Any
     reward: float
+    shadow_rewards: tuple[tuple[str, float], ...] = ()
+
+
+class CaughtUp(NamedTuple):
+    """A feedback another writer closed: the served version's reward and the shadow ones."""
+
+    version: str
+    reward: float
+    shadow_rewards: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(slots=True)
@@ -102,18 +112,24 @@ class DecisionLog(ABC):
         """Record the feedback of open decisions; a sequence number each, None if a
         duplicate (another writer closed it first)."""
 
-    def close_one(self, decision: LoggedDecision, label: Any, reward: float,
-                  now: float) -> int | None:
+    def close_one(self, decision: LoggedDecision, label: Any, reward: float, now: float,
+                  shadow_rewards: tuple[tuple[str, float], ...] = ()) -> int | None:
         """:meth:`close` for one decision."""
-        return self.close((Closing(decision, label, reward),), now)[0]
+        return self.close((Closing(decision, label, reward, shadow_rewards),), now)[0]
+
+    def add_shadows(self, shadows: Mapping[str, tuple[tuple[str, Any], ...]]) -> int:
+        """Attach shadow predictions, computed after the answer was sent, to open decisions
+        (decision id -> ((version, prediction), ...)); a decision closed or gone meanwhile
+        keeps none. Returns how many decisions took theirs."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep shadow predictions")
 
     @abstractmethod
     def totals(self) -> dict[str, VersionTotals]:
         """Per version: what the log holds (all writers together, where it is shared)."""
 
-    def catch_up(self) -> list[tuple[str, float]]:
-        """(version, reward) of feedback other writers closed since the last call, each
-        once, in order. A log with one writer has none."""
+    def catch_up(self) -> list[CaughtUp]:
+        """Feedback other writers closed since the last call, each once, in order. A log
+        with one writer has none."""
         return []
 
     def position(self) -> dict[str, Any]:

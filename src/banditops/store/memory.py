@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from banditops.errors import DuplicateFeedbackError, ExpiredDecisionError, UnknownDecisionError
 from banditops.policies.base import check_number, check_window
@@ -69,15 +70,24 @@ class MemoryLog(DecisionLog):
 
     def close(self, closings: Sequence[Closing], now: float) -> list[int | None]:
         return [self.close_one(decision, label, reward, now)
-                for decision, label, reward in closings]
+                for decision, label, reward, _ in closings]
 
-    def close_one(self, decision: LoggedDecision, label: object, reward: float,
-                  now: float) -> int | None:
+    def close_one(self, decision: LoggedDecision, label: object, reward: float, now: float,
+                  shadow_rewards: tuple[tuple[str, float], ...] = ()) -> int | None:
         if self._pending.pop(decision.id, None) is None:
             return None  # closed already (e.g. the same id twice in one batch)
         self._remember(decision.id, FEEDBACK)
         self._totals[decision.version].add_reward(reward)
         return 0
+
+    def add_shadows(self, shadows: Mapping[str, tuple[tuple[str, Any], ...]]) -> int:
+        pending, added = self._pending, 0
+        for decision_id, predictions in shadows.items():
+            decision = pending.get(decision_id)
+            if decision is not None:
+                pending[decision_id] = decision._replace(shadows=tuple(predictions))
+                added += 1
+        return added
 
     def totals(self) -> dict[str, VersionTotals]:
         return self._totals

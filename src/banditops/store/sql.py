@@ -41,7 +41,14 @@ from banditops.errors import (
     UnknownDecisionError,
 )
 from banditops.store.cursor import FeedbackCursor
-from banditops.store.log import Closing, DecisionLog, LoggedDecision, VersionTotals, unique_ids
+from banditops.store.log import (
+    CaughtUp,
+    Closing,
+    DecisionLog,
+    LoggedDecision,
+    VersionTotals,
+    unique_ids,
+)
 from banditops.store.schema import (
     decisions,
     events,
@@ -401,7 +408,7 @@ class SqlLog(DecisionLog):
         sums: dict[str, list[float]] = {}
         with self.store._guard("recording feedback"), \
                 self.store.engine.begin() as connection:
-            for decision, label, reward in closings:
+            for decision, label, reward, _ in closings:
                 seq = connection.execute(self._add_feedback, {
                     "decision_id": decision.id, "deployment": self.deployment,
                     "version": decision.version, "label": label, "reward": reward,
@@ -421,7 +428,7 @@ class SqlLog(DecisionLog):
                 self.cursor.wrote(seq)
         return seqs
 
-    def catch_up(self) -> list[tuple[str, float]]:
+    def catch_up(self) -> list[CaughtUp]:
         """Feedback other replicas wrote: rows above the cursor or in its gaps.
 
         Rows of other deployments are read too (sequence numbers are shared), so that their
@@ -439,7 +446,7 @@ class SqlLog(DecisionLog):
         if not rows:
             return []
         learn = set(cursor.advance([row.seq for row in rows], now))
-        return [(row.version, row.reward) for row in rows
+        return [CaughtUp(row.version, row.reward) for row in rows
                 if row.seq in learn and row.deployment == self.deployment]
 
     def position(self) -> dict[str, Any]:

@@ -1,0 +1,177 @@
+"""Dark launch (issue 9, item 2): a new version serves nobody until its shadow rewards show it
+is not worse than the best live version; a faulty one is rolled back before it serves."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from banditops import Deployment
+from banditops.errors import InvalidParameterError, StateConflictError
+from banditops.guardrails import Guardrail
+from banditops.policies import ThompsonSampling
+from banditops.release import DarkLaunch, ReleaseParams
+from banditops.shadow import ShadowParams
+
+
+class Noisy:
+    """Predicts the label (the row) right with probability ``accuracy``."""
+
+    def __init__(self, accuracy: float, seed: int) -> None:
+        self.accuracy, self.rng = accuracy, random.Random(seed)
+
+    def predict_one(self, row: int) -> int:
+        return row if self.rng.random() < self.accuracy else 1 - row
+
+
+class Broken:
+    def predict_one(self, row: int) -> int:
+        raise RuntimeError("model file is corrupt")
+
+
+def run(deployment: Deployment, rows: int, seed: int = 0, start_at: int = 0) -> list[str]:
+    """Serve ``rows`` requests with immediate labels; the versions that served them."""
+    rng = random.Random(seed)
+    served = []
+    for _ in range(rows):
+        row = rng.randint(0, 1)
+        decision = deployment.predict(row)
+        served.append(decision.version)
+        deployment.feedback(decision.id, row)
+    return served
+
+
+def dark_deployment(**release) -> Deployment:
+    return Deployment(ThompsonSampling(seed=1), reward="accuracy", guardrail=Guardrail(),
+                      release=ReleaseParams(mode="dark", **release))
+
+
+def test_a_faulty_dark_release_is_rolled_back_before_it_serves_anyone() -> None:
+    deployment = dark_deployment()
+    deployment.register("v1", Noisy(0.90, 1))
+    deployment.register("v2", Noisy(0.80, 2))  # 10 points worse
+    assert deployment.status("v2") == "dark" and deployment.dark_versions == ["v2"]
+    served = run(deployment, 3000)
+    assert "v2" not in served
+    assert deployment.status("v2") == "rolled_back"
+    event = next(e for e in deployment.events() if e.kind == "rolled_back")
+    assert event.version == "v2" and "dark release v2 is worse than v1" in event.reason
+    gap = event.evidence["versus"]["v1"]
+    assert gap["cs_lower"] > 0.01 and 0.05 < gap["mean_gap"] < 0.15
+
+
+def test_a_good_dark_release_is_promoted_with_its_evidence_then_serves() -> None:
+    deployment = dark_deployment()
+    deployment.register("v1", Noisy(0.80, 1))
+    deployment.register("v2", Noisy(0.90, 2))  # better
+    served = run(deployment, 4000)
+    promoted = [e for e in deployment.events() if e.kind == "promoted"]
+    assert [e.version for e in promoted] == ["v2"]
+    first_served = served.index("v2")
+    assert first_served > 0  # nobody before the promotion
+    assert promoted[0].evidence["carried"] == 500
+    assert promoted[0].evidence["versus"]["v1"]["cs_upper"] < 0.01
+    # joined with its pseudo-counts: Thompson's posterior holds the carried rewards at once
+    assert deployment.status("v2") == "live"
+    assert served[-500:].count("v2") > 450  # the better version takes the traffic
+
+
+def test_dark_candidates_are_not_promoted_on_too_little_evidence() -> None:
+    deployment = dark_deployment(min_samples=300)
+    deployment.register("v1", Noisy(0.85, 1))
+    deployment.register("v2", Noisy(0.85, 2))
+    run(deployment, 299)
+    assert deployment.status("v2") == "dark"
+    (report,) = [r for r in deployment.versions() if r.name == "v2"]
+    assert report.judgement == "evaluating" and report.shadow_learned == 299
+    assert report.traffic_share == 0.0
+
+
+def test_paired_evidence_promotes_versions_that_agree_faster_than_two_means_could() -> None:
+    """Two versions predicting the same on every row have paired differences of zero: a
+    verdict needs no more than min_samples rewards, whatever their accuracy."""
+    deployment = dark_deployment()
+    deployment.register("v1", Noisy(1.0, 1))
+    deployment.register("v2", Noisy(1.0, 2))
+    run(deployment, 600)
+    assert deployment.status("v2") == "live"
+
+
+def test_a_dark_version_that_raises_is_quarantined_without_touching_requests() -> None:
+    deployment = dark_deployment()
+    deployment.register("v1", Noisy(0.9, 1))
+    deployment.register("v2", Broken())
+    decision = deployment.predict(1)
+    assert decision.version == "v1" and decision.prediction in (0, 1)
+    assert deployment.status("v2") == "quarantined"
+
+
+def test_operator_actions_on_dark_versions() -> None:
+    deployment = dark_deployment()
+    deployment.register("v1", Noisy(0.9, 1))
+    deployment.register("v2", Noisy(0.9, 2))
+    deployment.register("v3", Noisy(0.9, 3), dark=False)  # an operator's override
+    assert deployment.live_versions == ["v1", "v3"] and deployment.dark_versions == ["v2"]
+    with pytest.raises(StateConflictError):
+        deployment.promote("v1")
+    deployment.promote("v2")
+    assert deployment.status("v2") == "live"
+    deployment.register("v4", Noisy(0.9, 4))
+    deployment.retire("v4")
+    assert deployment.status("v4") == "retired" and deployment.dark_versions == []
+    plain = Deployment(ThompsonSampling(seed=1))
+    plain.register("v1", Noisy(0.9, 1))
+    with pytest.raises(InvalidParameterError, match="release=ReleaseParams"):
+        plain.register("v2", Noisy(0.9, 1), dark=True)
+
+
+def test_the_first_version_goes_live_even_in_dark_mode() -> None:
+    deployment = dark_deployment()
+    deployment.register("v1", Noisy(0.9, 1))
+    assert deployment.live_versions == ["v1"]
+
+
+def test_release_params_are_checked() -> None:
+    with pytest.raises(InvalidParameterError, match="release mode"):
+        ReleaseParams(mode="grey")
+    with pytest.raises(InvalidParameterError):
+        ReleaseParams(margin=-0.1)
+    with pytest.raises(InvalidParameterError):
+        ReleaseParams(min_samples=1)
+
+
+def test_dark_evidence_survives_a_restart() -> None:
+    deployment = dark_deployment()
+    deployment.register("v1", Noisy(0.85, 1))
+    deployment.register("v2", Noisy(0.85, 2))
+    run(deployment, 150)
+    state = deployment.learning_state()
+    again = dark_deployment()
+    again.register("v1", Noisy(0.85, 1))
+    again.register("v2", Noisy(0.85, 2))
+    again.restore_learning(state)
+    assert again._dark_launch.paired("v2") == 150
+    assert again._dark_launch.carried("v2") == deployment._dark_launch.carried("v2")
+
+
+def test_deferred_shadows_are_scored_when_attached_before_the_label() -> None:
+    deployment = Deployment(ThompsonSampling(seed=1), shadow=ShadowParams(),
+                            defer_shadows=True)
+    deployment.register("v1", Noisy(1.0, 1))
+    deployment.register("v2", Noisy(0.0, 2))
+    early, late = deployment.predict(1), deployment.predict(0)
+    deployment.feedback(late.id, 0)  # closed before its shadows were computed
+    stored = deployment.shadow_later([(early.id, early.version, 1), (late.id, late.version, 0)])
+    assert stored == 1
+    deployment.feedback(early.id, 1)
+    reports = {r.name: r for r in deployment.versions()}
+    assert sum(r.shadow_learned for r in reports.values()) == 1
+    assert sum(r.learned for r in reports.values()) == 2
+
+
+def test_no_verdict_without_pairs_against_every_live_version() -> None:
+    launch = DarkLaunch(ReleaseParams(min_samples=2, check_every=1), confidence=0.99)
+    launch.add("new")
+    assert launch.observe({"new": 1.0, "a": 1.0}, ["a", "b"]) == []
+    assert launch.verdict("new", ["a", "b"]) is None
