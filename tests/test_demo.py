@@ -16,10 +16,11 @@ def test_demo_rolls_back_the_broken_release(data_dir):
     deployment = run_demo(data_dir, requests=12_000, console=Console(file=output, width=150))
     reports = {r.name: r for r in deployment.versions()}
     assert reports["v4"].status == "rolled_back"
-    assert reports["v4"].decisions < 200  # of the 9,000 requests after its release
+    assert reports["v4"].decisions == 0  # launched dark: rolled back before serving anyone
     rollback = next(e for e in deployment.events()
                     if e.kind == "rolled_back" and e.version == "v4")
-    assert rollback.evidence["mean"] < 0.75
+    gaps = [versus["mean_gap"] for versus in rollback.evidence["versus"].values()]
+    assert max(gaps) > 0.1  # worse than the best live version by over 10 points
     assert "rolled_back v4" in output.getvalue()
     served = sum(r.decisions for r in reports.values())
     assert served == 12_000

@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 from banditops import Deployment, Guardrail, cost_matrix
 from banditops.errors import (
+    BanditOpsError,
     DuplicateArmError,
     DuplicateFeedbackError,
     ExpiredDecisionError,
@@ -159,7 +160,8 @@ def test_guardrail_rolls_back_a_degraded_version_through_feedback():
             rolled_at = i
     assert rolled_at is not None and rolled_at < 400
     rollback = next(e for e in deployment.events() if e.kind == "rolled_back")
-    assert rollback.version == "bad" and rollback.evidence["p_value"] < 0.01
+    assert rollback.version == "bad" and rollback.evidence["method"] == "sequential"
+    assert rollback.evidence["cs_lower"] > guardrail.margin  # the whole sequence above it
     assert rollback.evidence["n"] >= 100
     bad = next(r for r in deployment.versions() if r.name == "bad")
     assert bad.status == "rolled_back" and bad.traffic_share == 0.0
@@ -379,3 +381,34 @@ def test_labels_of_another_kind_than_the_predictions_are_refused():
         with pytest.raises(InvalidLabelError, match="not the kind of value"):
             deployment.feedback(decision.id, wrong)
     assert deployment.feedback(decision.id, 0) == 0.0
+
+
+@pytest.mark.parametrize("broken", ["raises", "nan"])
+def test_rewards_that_error_or_are_nan_never_roll_back_nor_pass_a_version(broken):
+    """A reward function that raises or returns NaN for one version's predictions: feedback
+    is refused (the decision stays open), the version gets no verdict ("not judged yet"),
+    never a rollback and never "ok"."""
+    def reward(label, prediction):
+        if prediction == 0:
+            if broken == "raises":
+                raise ValueError("cannot score this prediction")
+            return float("nan")
+        return 1.0
+
+    deployment = Deployment(EpsilonGreedy(epsilon=0.5, seed=3), reward=reward,
+                            guardrail=Guardrail(min_samples=50, check_every=5))
+    deployment.register("good", Constant(1))
+    deployment.register("odd", Constant(0))
+    refused = 0
+    for i in range(1000):
+        decision = deployment.predict([i])
+        try:
+            deployment.feedback(decision.id, 1)
+        except BanditOpsError as error:  # InvalidParameterError / InvalidRewardError
+            assert "cannot score" in str(error) or "nan" in str(error)
+            refused += 1
+    reports = {r.name: r for r in deployment.versions()}
+    assert refused == reports["odd"].decisions > 200
+    assert deployment.live_versions == ["good", "odd"]
+    assert reports["odd"].judgement == "not judged yet"
+    assert reports["good"].judgement == "not judged yet"  # nothing to compare it with

@@ -157,7 +157,9 @@ def test_equal_versions_are_left_alone_over_a_long_run():
 
 
 def test_window_catches_degradation_after_a_long_good_run():
-    windowed, cumulative = Guardrail(window=500), Guardrail(window=None)
+    # Welch's window; the sequential default judges on everything since release (its price)
+    windowed, cumulative = (Guardrail(window=500, method="welch"),
+                            Guardrail(window=None, method="welch"))
     for guardrail in (windowed, cumulative):
         feed(guardrail, {"a": 0.8, "b": 0.8}, 20_000)
     late_windowed = feed(windowed, {"a": 0.8, "b": 0.55}, 600, seed=1)
@@ -168,7 +170,8 @@ def test_window_catches_degradation_after_a_long_good_run():
 
 def test_welch_p_value_matches_scipy():
     # confidence just above 0.5: report everything below the best
-    guardrail = Guardrail(min_samples=30, check_every=10**9, margin=0.05, confidence=0.5000001)
+    guardrail = Guardrail(min_samples=30, check_every=10**9, margin=0.05, confidence=0.5000001,
+                          method="welch")
     rng = random.Random(5)
     values = {"x": [rng.betavariate(5, 3) for _ in range(80)],
               "y": [rng.betavariate(3, 3) for _ in range(60)]}
@@ -222,7 +225,7 @@ def test_guardrail_params_reject_bad_values_naming_the_field(params, message):
 def test_guardrail_params_are_the_one_source_of_defaults_and_values():
     defaults = GuardrailParams()
     assert defaults == GuardrailParams(confidence=0.99, min_samples=200, margin=0.05,
-                                       method="welch", window=1000, check_every=10)
+                                       method="sequential", window=1000, check_every=10)
     signature = inspect.signature(Guardrail.__init__).parameters
     for field in dataclasses.fields(GuardrailParams):
         assert signature[field.name].default == getattr(defaults, field.name), field.name
@@ -256,3 +259,28 @@ def test_the_aa_benchmark_applies_the_guardrail_exactly():
     from benchmarks.guardrail_aa import verify  # vectorised rules == Guardrail on the same draws
 
     verify(runs=3, checks=400, seed=1)
+
+
+# The guardrail scenarios the field's tools got wrong (issue 9): none leads to a rollback,
+# none to a silent pass.
+@pytest.mark.parametrize("method", METHODS)
+def test_a_version_whose_traffic_stops_is_neither_rolled_back_nor_passed_without_data(method):
+    guardrail = Guardrail(min_samples=200, check_every=5, method=method)
+    live = ["a", "b"]
+    # b stops getting traffic after 150 rewards, short of min_samples; a goes on for long.
+    assert feed(guardrail, {"a": 0.85, "b": 0.85}, 150, live=live) == []
+    assert feed(guardrail, {"a": 0.85}, 20_000, live=live) == []
+    assert guardrail.judgement("b", live) == "not judged yet"
+    assert guardrail.judgement("a", live) == "not judged yet"  # nothing to compare it with
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_tie_is_never_a_rollback(method):
+    for rewards in ({"a": 1.0, "b": 1.0}, {"a": 0.0, "b": 0.0}, {"a": 0.5, "b": 0.5}):
+        guardrail = Guardrail(min_samples=50, check_every=1, margin=0.0, method=method)
+        live = ["a", "b"]
+        constant = {name: [value] * 2000 for name, value in rewards.items()}
+        for i in range(2000):
+            for name in live:
+                assert guardrail.observe(name, constant[name][i], live) == []
+        assert guardrail.judgement("a", live) == guardrail.judgement("b", live) == "ok"

@@ -18,6 +18,8 @@ from rich.table import Table
 
 from banditops import Deployment, Event, Guardrail
 from banditops.policies import ThompsonSampling
+from banditops.release import ReleaseParams
+from banditops.shadow import ShadowParams
 from banditops.simulation.datasets import load_adult
 from banditops.simulation.models import PrecomputedModel, fit, make_model
 from banditops.simulation.scenarios import serving_cache_bug
@@ -52,29 +54,33 @@ def run_demo(data_dir: str | Path | None = None, *, requests: int = 12_000, dela
 
     deployment = Deployment(
         ThompsonSampling(prior_weight=20, seed=seed), reward="accuracy",
-        # A bandit starves a bad version fast (about 100 requests here), so the guardrail
-        # must judge on little data: 95% confidence, Bonferroni-corrected over the versions.
+        # Whether a person earns > 50K does not depend on which version answered, so every
+        # live version's prediction is scored on every label (shadow scoring), and a new
+        # release is launched dark: it serves nobody until its shadow rewards show it is
+        # not worse than the best live version. The guardrail's test is anytime-valid.
         guardrail=Guardrail(min_samples=30, check_every=5, confidence=0.95),
+        shadow=ShadowParams(mode="all"), release=ReleaseParams(mode="dark"),
     )
 
     def announce(event: Event) -> None:
         style = {"rolled_back": "bold red", "quarantined": "bold red",
-                 "registered": "green"}.get(event.kind, "yellow")
+                 "registered": "green", "promoted": "green"}.get(event.kind, "yellow")
         console.print(f"[{style}]  event #{event.seq} {event.kind} {event.version}: "
                       f"{event.reason}[/{style}]")
 
     deployment.subscribe(announce)
-    for name in ("v1", "v2", "v3"):
+    for name in ("v1", "v2", "v3"):  # the versions already serving go live
         _, score, model = versions[name]
-        deployment.register(name, model, validation_score=score)
+        deployment.register(name, model, validation_score=score, dark=False)
 
     recent: deque[str] = deque(maxlen=1000)
     in_flight: deque[tuple[str, int]] = deque()
     correct = 0
     for i in range(requests):
         if i == release_at:
-            console.print(f"[bold]request {i:,}: releasing v4 (gradient boosting, validation "
-                          f"{versions['v4'][1]:.3f}); its serving feature cache is broken[/bold]")
+            console.print(f"[bold]request {i:,}: releasing v4 dark (gradient boosting, "
+                          f"validation {versions['v4'][1]:.3f}); its serving feature cache is "
+                          "broken[/bold]")
             deployment.register("v4", versions["v4"][2], validation_score=versions["v4"][1])
         decision = deployment.predict(i)
         recent.append(decision.version)
@@ -104,5 +110,13 @@ def run_demo(data_dir: str | Path | None = None, *, requests: int = 12_000, dela
     served = next(r.decisions for r in deployment.versions() if r.name == "v4")
     status = next(r.status for r in deployment.versions() if r.name == "v4")
     console.print(f"The broken release served {served:,} of the {requests - release_at:,} "
-                  f"requests after its release; its status now: {status}.")
+                  f"requests after its release; its status now: {status}. Model calls per "
+                  f"request (shadow scoring's cost): {_calls_per_request(deployment):.2f}.")
     return deployment
+
+
+def _calls_per_request(deployment: Deployment) -> float:
+    """Served plus shadow predictions scored, per labelled request."""
+    reports = deployment.versions()
+    labelled = sum(r.learned for r in reports)
+    return (labelled + sum(r.shadow_learned for r in reports)) / max(labelled, 1)

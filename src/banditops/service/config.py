@@ -30,7 +30,7 @@ policy_params = { prior_weight = 20 }      # checked against the policy's Params
 reward = "accuracy"                        # or { tp = 1, fp = 0.95, fn = 0, tn = 1 }
 labels = ["no", "yes"]                     # optional: the only labels feedback may carry
 positive = "yes"                           # cost-matrix reward only (default 1 of [0, 1])
-guardrail = { min_samples = 200, margin = 0.05, method = "welch" }   # or false
+guardrail = { min_samples = 200, margin = 0.05, method = "sequential" }   # or false
 feedback_ttl_seconds = 604800              # later feedback gets 410
 feedback_same_key = false                  # true: only the key that predicted may label
 features = { age = "number", plan = "string" }
