@@ -24,6 +24,8 @@ import numpy as np
 from scipy.special import stdtr
 from statsmodels.stats.proportion import proportion_confint
 
+from banditops.guardrails import _BET_WARMUP as BET_WARMUP
+from banditops.guardrails import _BET_WINDOW as BET_WINDOW
 from banditops.guardrails import _SEQUENTIAL_TUNING, Guardrail, normal_mixture_radius
 
 P, DROP = 0.85, 0.05
@@ -66,7 +68,7 @@ def first_rollbacks(successes: np.ndarray, method: str,
         if method == "sequential":
             var = (squares + 0.25) / n
             information = 1.0 / (var[..., 0] / n[..., 0] + var[..., 1] / n[..., 0])
-            radius = _radius(information, ALPHA, _SEQUENTIAL_TUNING * MIN_SAMPLES)
+            radius = _radius(information, ALPHA / 2, _SEQUENTIAL_TUNING * MIN_SAMPLES)
         else:
             var = squares / (n - 1) / n
             se2 = var[..., 0] + var[..., 1]
@@ -74,7 +76,9 @@ def first_rollbacks(successes: np.ndarray, method: str,
                               + var[..., 1] ** 2 / (n[..., 0] - 1))
         for margin in margins:
             if method == "sequential":
-                rolled = gap - radius > margin
+                wealth = _log_wealth(successes, margin)  # (runs, checks, [a over b, b over a])
+                best_over_other = np.where(b_is_best, wealth[..., 1], wealth[..., 0])
+                rolled = (gap - radius > margin) | (best_over_other >= np.log(4.0 / ALPHA))
             else:
                 t = (margin - gap) / np.sqrt(se2)
                 p_value = np.where(se2 == 0.0, np.where(margin - gap < 0.0, 0.0, 1.0),
@@ -86,6 +90,38 @@ def first_rollbacks(successes: np.ndarray, method: str,
             loser = np.where(b_is_best[np.arange(len(first)), np.maximum(first, 0)], 0, 1)
             result[margin] = np.stack([first, np.where(any_rolled, loser, -1)], axis=1)
     return result
+
+
+def _log_wealth(successes: np.ndarray, margin: float) -> np.ndarray:
+    """The guardrail's betting e-processes (``_Bettor``), vectorised over runs: log-wealth
+    after each check, for "b trails a" and "a trails b". The first check only starts them;
+    each later one adds the increment of its 5 + 5 rewards, betting from the previous ones
+    with the same running sums in the same order as the guardrail (so the floats agree)."""
+    runs, checks, _ = successes.shape
+    means = successes / PER_CHECK
+    out = np.zeros((runs, checks, 2))
+    cap = 0.5 / (1.0 + margin)
+    for direction, (better, worse) in enumerate(((0, 1), (1, 0))):
+        x_all = means[..., better] - means[..., worse] - margin
+        total, total_sq = np.zeros(runs), np.zeros(runs)
+        log_wealth = np.zeros(runs)
+        for check in range(1, checks):
+            count = min(check - 1, BET_WINDOW)
+            x = x_all[:, check]
+            if count >= BET_WARMUP:
+                mean = total / count
+                second = np.maximum(total_sq / count, mean * mean)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    bet = np.where(mean > 0.0, np.minimum(mean / second, cap), 0.0)
+                log_wealth = log_wealth + np.log1p(bet * x)
+            total = total + x
+            total_sq = total_sq + x * x
+            if check - 1 >= BET_WINDOW:
+                old = x_all[:, check - BET_WINDOW]
+                total = total - old
+                total_sq = total_sq - old * old
+            out[:, check, direction] = log_wealth
+    return out
 
 
 def _radius(information: np.ndarray, alpha: float, tuned_for: float) -> np.ndarray:
@@ -132,9 +168,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--rewards", type=int, default=100_000, help="per run, both versions")
     parser.add_argument("--margins", default="0,0.01,0.05")
-    parser.add_argument("--drops", default="0,10000", help="rewards before b drops 5 points")
+    parser.add_argument("--drops", default="0,10000,40000",
+                        help="rewards before b drops 5 points")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chunk", type=int, default=50, help="runs simulated at once")
+    parser.add_argument("--chunk", type=int, default=500, help="runs simulated at once")
     args = parser.parse_args()
     started = time.perf_counter()
     verify()

@@ -134,6 +134,68 @@ class _Window:
         return max((self.total_sq - self.total * self.total / self.n) / (self.n - 1), 0.0)
 
 
+@dataclass(slots=True)
+class _Bettor:
+    """A betting e-process against "``worse`` trails ``better`` by at most margin, always".
+
+    Each increment is ``x = mean(better's new rewards) - mean(worse's new rewards) - margin``
+    over the rewards both got since the last increment (a check where both got some). Under
+    that null every increment has mean <= 0 *whatever the means do over time*, so the wealth
+    ``prod(1 + bet * x)`` is a nonnegative supermartingale for any bet chosen from the past
+    (Ville's inequality: it reaches 1/alpha with probability <= alpha). The bet follows the
+    last ``_BET_WINDOW`` increments (a Kelly-style plug-in, Waudby-Smith & Ramdas 2024,
+    "Estimating means of bounded random variables by betting", JRSS-B 86(1)), so evidence
+    builds from the recent rewards: a drop after a long good run is caught as fast as one
+    right after release, which a confidence sequence over everything since release is not.
+    """
+
+    better_mark: tuple[int, float]  # (count, sum) of ``better``'s rewards at the last increment
+    worse_mark: tuple[int, float]
+    recent: deque[float] = field(default_factory=deque)
+    total: float = 0.0
+    total_sq: float = 0.0
+    log_wealth: float = 0.0
+
+    def advance(self, better: _Window, worse: _Window, margin: float) -> None:
+        """Add one increment if both versions got rewards since the last one."""
+        n_b, n_w = better.n_all - self.better_mark[0], worse.n_all - self.worse_mark[0]
+        if n_b <= 0 or n_w <= 0:
+            return
+        x = ((better.total_all - self.better_mark[1]) / n_b
+             - (worse.total_all - self.worse_mark[1]) / n_w - margin)
+        self.better_mark = (better.n_all, better.total_all)
+        self.worse_mark = (worse.n_all, worse.total_all)
+        self.log_wealth += math.log1p(_bet(len(self.recent), self.total, self.total_sq,
+                                           margin) * x)
+        self.recent.append(x)
+        self.total += x
+        self.total_sq += x * x
+        if len(self.recent) > _BET_WINDOW:
+            old = self.recent.popleft()
+            self.total -= old
+            self.total_sq -= old * old
+
+
+# Increments the bet is sized from (about 1,000 rewards per version at the defaults), and how
+# many it needs before it bets at all.
+_BET_WINDOW = 200
+_BET_WARMUP = 20
+
+
+def _bet(n: int, total: float, total_sq: float, margin: float) -> float:
+    """The fraction of wealth bet on the next increment: mean / (variance + mean^2) of the
+    recent increments (the growth-optimal bet for small edges), never negative (a bet
+    against the null only), at most 0.5 / (1 + margin) so one increment, at least
+    -(1 + margin), never costs more than half the wealth."""
+    if n < _BET_WARMUP:
+        return 0.0
+    mean = total / n
+    if mean <= 0.0:
+        return 0.0
+    second = max(total_sq / n, mean * mean)  # variance + mean^2
+    return min(mean / second, 0.5 / (1.0 + margin))
+
+
 class Guardrail:
     """Roll back a live version whose reward is significantly below the best live version's.
 
@@ -151,20 +213,24 @@ class Guardrail:
         ``"bayes"``: posterior probability, under Beta(1 + successes, 1 + failures)
         posteriors (normal approximation), that the version's mean is below the best's
         minus margin; rolls back when it exceeds ``confidence``.
-        ``"sequential"``: anytime-valid. A confidence sequence for (best mean - version mean)
-        from the two-sided normal-mixture boundary (:func:`normal_mixture_radius`) at level
-        ``error_level``; rolls back when it lies entirely above ``margin``. Its error level
-        holds however often it is checked (asymptotically: it uses plug-in variances). For two
-        versions the two-sided sequence also covers picking the best after looking; for more,
-        the Bonferroni split is over the k - 1 comparisons with the best, as for the others.
+        ``"sequential"``: anytime-valid, two tests at half the error level each, and a
+        rollback when either is sure. (1) A confidence sequence for (best mean - version
+        mean) over everything since release, from the two-sided normal-mixture boundary
+        (:func:`normal_mixture_radius`): it rolls back when the sequence lies entirely above
+        ``margin``; fastest for a version bad from the start. (2) A betting e-process per
+        ordered pair of versions (:class:`_Bettor`) that bets on the recent rewards: it rolls
+        back when the wealth bet on "the version trails the best by more than ``margin``"
+        reaches 4 / error level (2 for the half, 2 for the two directions of a pair); its
+        null is "never worse by more than margin", however the means drift, so it catches a
+        drop after a long good run as fast as one at release. Both levels hold however often
+        they are checked (the confidence sequence asymptotically: plug-in variances). For two
+        versions this also covers picking the best after looking; for more, the Bonferroni
+        split is over the k - 1 comparisons with the best, as for the other methods.
     window
         Only the last ``window`` rewards of each version count (None: all since release),
         so a version that degrades after a long good run is caught. **Ignored by
-        ``"sequential"``**: a sliding window is a new sample at every step, and restarting the
-        sequence each time the window slides would spend the error level again at every
-        restart, so the sequential method uses every reward since the version's
-        (re)registration. The price: a version that degrades after a long good run is caught
-        later (the drop must move its mean since registration), the longer the good run was.
+        ``"sequential"``**: a sliding window is a new sample at every step (a test repeated on
+        it spends the error level again at every step); its betting e-process plays that part.
     check_every
         Run the check every this many rewards (amortises its cost).
 
@@ -184,6 +250,7 @@ class Guardrail:
         self.p = GuardrailParams(confidence, min_samples, margin, method, window, check_every)
         self._windows: dict[str, _Window] = {}
         self._since_check = 0
+        self._bettors: dict[tuple[str, str], _Bettor] = {}  # (better, worse): sequential only
 
     def _new_window(self) -> _Window:
         # The sequential method keeps no reward list: only its running totals since release.
@@ -247,6 +314,23 @@ class Guardrail:
     def forget(self, version: str) -> None:
         """Drop a version's rewards (it was rolled back, retired or re-registered)."""
         self._windows.pop(version, None)
+        for pair in [pair for pair in self._bettors if version in pair]:
+            del self._bettors[pair]
+
+    def _advance_bettors(self, live: list[str]) -> None:
+        """One increment for each ordered pair of live versions that both got rewards."""
+        windows = [(name, w) for name in live if (w := self._windows.get(name)) is not None]
+        for better, better_window in windows:
+            for worse, worse_window in windows:
+                if better == worse:
+                    continue
+                bettor = self._bettors.get((better, worse))
+                if bettor is None:  # starts from now: marks at the current totals
+                    self._bettors[better, worse] = _Bettor(
+                        (better_window.n_all, better_window.total_all),
+                        (worse_window.n_all, worse_window.total_all))
+                else:
+                    bettor.advance(better_window, worse_window, self.p.margin)
 
     def _judged(self, live: Iterable[str]) -> list[tuple[str, _Window]]:
         return [(name, w) for name in live
@@ -277,11 +361,17 @@ class Guardrail:
         if best_name == version:
             return "ok"
         error_level = (1.0 - self.confidence) / (len(judged) - 1)
-        evidence = self._compare(self._windows[version], best, error_level)
+        evidence = self._compare(self._windows[version], best, error_level,
+                                 (best_name, version))
         return "worse" if evidence is not None and evidence["rollback"] else "ok"
 
     def check(self, live: Iterable[str]) -> list[Rollback]:
-        """Verdicts for the live versions now; at most all but the best are rolled back."""
+        """Verdicts for the live versions now; at most all but the best are rolled back.
+
+        (For ``"sequential"`` a check also moves its betting e-processes one increment on.)"""
+        live = list(live)
+        if self.p.method == "sequential":
+            self._advance_bettors(live)
         judged = self._judged(live)
         if len(judged) < 2:
             return []
@@ -291,7 +381,7 @@ class Guardrail:
         for name, window in judged:
             if name == best_name:
                 continue
-            evidence = self._compare(window, best, error_level)
+            evidence = self._compare(window, best, error_level, (best_name, name))
             if evidence is None:
                 continue
             evidence.update(best_version=best_name)
@@ -300,8 +390,8 @@ class Guardrail:
                 verdicts.append(Rollback(name, self._reason(name, best_name, evidence), evidence))
         return verdicts
 
-    def _compare(self, window: _Window, best: _Window,
-                 error_level: float) -> dict[str, Any] | None:
+    def _compare(self, window: _Window, best: _Window, error_level: float,
+                 pair: tuple[str, str]) -> dict[str, Any] | None:
         """Evidence that ``window``'s mean is below ``best``'s minus margin, or None."""
         n_v, total_v, total_sq_v = self._stats(window)
         n_b, total_b, total_sq_b = self._stats(best)
@@ -318,14 +408,19 @@ class Guardrail:
             var_v = (_squares(n_v, total_v, total_sq_v) + 0.25) / n_v
             var_b = (_squares(n_b, total_b, total_sq_b) + 0.25) / n_b
             information = 1.0 / (var_v / n_v + var_b / n_b)
-            radius = normal_mixture_radius(information, error_level,
+            radius = normal_mixture_radius(information, error_level / 2.0,
                                            tuned_for=_SEQUENTIAL_TUNING * self.min_samples)
             lower = mean_b - mean_v - radius
-            if math.isnan(lower):
+            bettor = self._bettors.get(pair)
+            log_wealth = bettor.log_wealth if bettor is not None else 0.0
+            if math.isnan(lower) or math.isnan(log_wealth):
                 return None
             evidence["cs_lower"] = lower
             evidence["cs_upper"] = mean_b - mean_v + radius
-            evidence["rollback"] = lower > self.margin
+            evidence["e_value"] = math.exp(min(log_wealth, 700.0))
+            evidence["e_threshold"] = 4.0 / error_level
+            evidence["rollback"] = (lower > self.margin
+                                    or log_wealth >= math.log(4.0 / error_level))
         elif self.method == "welch":
             var_v, var_b = window.variance / window.n, best.variance / best.n
             se2 = var_v + var_b
@@ -350,8 +445,10 @@ class Guardrail:
 
     def _reason(self, name: str, best: str, evidence: dict[str, Any]) -> str:
         if "cs_lower" in evidence:
-            stat = (f"{1 - evidence['error_level']:.4g} confidence sequence for the gap "
-                    f"[{evidence['cs_lower']:.3f}, {evidence['cs_upper']:.3f}]")
+            stat = (f"{1 - evidence['error_level'] / 2:.4g} confidence sequence for the gap "
+                    f"[{evidence['cs_lower']:.3f}, {evidence['cs_upper']:.3f}], e-value of "
+                    f"the recent rewards {evidence['e_value']:.3g} (threshold "
+                    f"{evidence['e_threshold']:.3g})")
         elif "p_value" in evidence:
             stat = f"p = {evidence['p_value']:.2g}"
         else:
@@ -367,6 +464,9 @@ class Guardrail:
         if self.p.method == "sequential":
             state["totals"] = {name: [w.n_all, w.total_all, w.total_sq_all]
                                for name, w in self._windows.items()}
+            state["bettors"] = [[better, worse, list(b.better_mark), list(b.worse_mark),
+                                 b.log_wealth, list(b.recent), b.total, b.total_sq]
+                                for (better, worse), b in self._bettors.items()]
         return state
 
     @classmethod
@@ -380,6 +480,12 @@ class Guardrail:
         for name, (n, total, total_sq) in state.get("totals", {}).items():
             window = guardrail._windows.setdefault(name, guardrail._new_window())
             window.n_all, window.total_all, window.total_sq_all = int(n), total, total_sq
+        for better, worse, better_mark, worse_mark, log_wealth, recent, total, total_sq in \
+                state.get("bettors", []):
+            guardrail._bettors[str(better), str(worse)] = _Bettor(
+                (int(better_mark[0]), float(better_mark[1])),
+                (int(worse_mark[0]), float(worse_mark[1])), deque(float(x) for x in recent),
+                float(total), float(total_sq), float(log_wealth))
         return guardrail
 
 
