@@ -361,17 +361,24 @@ class SqlLog(DecisionLog):
         self._score_shadows = (
             f"UPDATE shadows SET reward = {marker} WHERE decision_id = {marker} "
             f"AND version = {marker}")
-        # add_shadows' second statement: the rows of the decisions the first one found
-        # open (and locked, on PostgreSQL), unless their feedback was stored meanwhile.
-        self._attach_shadow = (
-            "INSERT INTO shadows (decision_id, version, deployment, prediction) "
-            f"SELECT {marker}, {marker}, {marker}, {marker} WHERE NOT EXISTS "
-            f"(SELECT 1 FROM feedback WHERE decision_id = {marker})")
+        # add_shadows, as driver SQL (it runs after every answered request): the open
+        # decisions of a batch (locked, on PostgreSQL), then their shadow rows unless their
+        # feedback was stored meanwhile.
+        postgres = store.dialect == "postgresql"
+        self._open_decisions = (
+            "SELECT d.id FROM decisions d WHERE d.deployment = %s AND d.id = ANY(%s) AND NOT "
+            "EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.id) "
+            "FOR UPDATE OF d SKIP LOCKED" if postgres else
+            "SELECT d.id FROM json_each(?) j CROSS JOIN decisions d ON d.id = j.value "
+            "WHERE d.deployment = ? AND NOT EXISTS (SELECT 1 FROM feedback f WHERE "
+            "f.decision_id = d.id)")  # CROSS JOIN: SQLite looks ids up by primary key
         self._attach_shadows = (
             "INSERT INTO shadows (decision_id, version, deployment, prediction) "
             "SELECT s.d, s.v, %s, s.p::json FROM unnest(%s::text[], %s::text[], %s::text[]) "
             "AS s(d, v, p) WHERE NOT EXISTS (SELECT 1 FROM feedback f WHERE "
-            "f.decision_id = s.d) RETURNING decision_id")
+            "f.decision_id = s.d) RETURNING decision_id" if postgres else
+            "INSERT INTO shadows (decision_id, version, deployment, prediction) "
+            "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM feedback WHERE decision_id = ?)")
 
     def _connection(self):
         writer = self._writer
@@ -421,29 +428,30 @@ class SqlLog(DecisionLog):
         ids = [i for i in unique_ids(shadows_) if isinstance(i, str) and shadows_[i]]
         if not ids:
             return 0
-        query = (select(decisions.c.id)
-                 .outerjoin(feedback, feedback.c.decision_id == decisions.c.id)
-                 .where(decisions.c.id.in_(ids), decisions.c.deployment == self.deployment,
-                        feedback.c.seq.is_(None)))
         postgres = self.store.dialect == "postgresql"
-        if postgres:
-            query = query.with_for_update(of=decisions, skip_locked=True)
-        with self.store._guard("attaching shadow predictions"), \
-                self.store.engine.begin() as connection:
-            open_ids = set(connection.execute(query).scalars())
-            rows = [(i, name, json.dumps(prediction))
-                    for i in ids if i in open_ids for name, prediction in shadows_[i]]
-            if not rows:
-                return 0
-            if postgres:
-                columns = list(zip(*rows, strict=True))
-                added = connection.exec_driver_sql(self._attach_shadows, (
-                    self.deployment, list(columns[0]), list(columns[1]), list(columns[2])))
-                return len(set(added.scalars()))
-            # SQLite: each insert checks for feedback under the database's write lock.
-            connection.exec_driver_sql(self._attach_shadow, [
-                (i, name, self.deployment, p, i) for i, name, p in rows])
-            return len({row[0] for row in rows})
+        writer = self._connection()
+        try:
+            with self.store._guard("attaching shadow predictions"), writer.begin():
+                open_ids = {row[0] for row in writer.exec_driver_sql(
+                    self._open_decisions, (self.deployment, ids) if postgres
+                    else (json.dumps(ids), self.deployment))}
+                rows = [(i, name, json.dumps(prediction))
+                        for i in ids if i in open_ids for name, prediction in shadows_[i]]
+                if not rows:
+                    return 0
+                if postgres:
+                    columns = list(zip(*rows, strict=True))
+                    added = writer.exec_driver_sql(self._attach_shadows, (
+                        self.deployment, list(columns[0]), list(columns[1]),
+                        list(columns[2])))
+                    return len({row[0] for row in added})
+                # SQLite: each insert checks for feedback under the database's write lock.
+                writer.exec_driver_sql(self._attach_shadows, [
+                    (i, name, self.deployment, p, i) for i, name, p in rows])
+                return len({row[0] for row in rows})
+        except Exception:
+            writer.close()  # a broken connection is replaced on the next call
+            raise
 
     def lookup(self, decision_id: str, now: float, owner: str | None = None) -> LoggedDecision:
         found = self.lookup_many([decision_id], now, owner)[decision_id]
