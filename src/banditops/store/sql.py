@@ -317,9 +317,9 @@ class Store:
 class SqlLog(DecisionLog):
     """One deployment's decisions and feedback in SQL, shared by every replica.
 
-    Used from one thread at a time (the deployment's worker): decision inserts go through
-    one held connection as driver SQL, which keeps the hot path to one round trip and no
-    statement compilation.
+    Used from one thread at a time (the deployment's worker): decision inserts and shadow
+    attachments go through one held connection as driver SQL, which keeps the hot path to
+    one round trip and no statement compilation.
 
     Shadow predictions live in the ``shadows`` table, one row per decision and version.
     The rewards they earned are written in the transaction that stores the decision's
@@ -358,13 +358,17 @@ class SqlLog(DecisionLog):
             "reward_sq = version_totals.reward_sq + excluded.reward_sq")
         self._add_feedback = (store.insert(feedback).on_conflict_do_nothing(
             index_elements=["decision_id"]).returning(feedback.c.seq))
+        postgres = store.dialect == "postgresql"
         self._score_shadows = (
             f"UPDATE shadows SET reward = {marker} WHERE decision_id = {marker} "
             f"AND version = {marker}")
+        self._drop_unscored = (
+            "DELETE FROM shadows WHERE decision_id = ANY(%s) AND reward IS NULL" if postgres
+            else "DELETE FROM shadows WHERE decision_id IN (SELECT value FROM json_each(?)) "
+            "AND reward IS NULL")
         # add_shadows, as driver SQL (it runs after every answered request): the open
         # decisions of a batch (locked, on PostgreSQL), then their shadow rows unless their
         # feedback was stored meanwhile.
-        postgres = store.dialect == "postgresql"
         self._open_decisions = (
             "SELECT d.id FROM decisions d WHERE d.deployment = %s AND d.id = ANY(%s) AND NOT "
             "EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.id) "
@@ -470,8 +474,7 @@ class SqlLog(DecisionLog):
                  .select_from(decisions)
                  .outerjoin(feedback, feedback.c.decision_id == decisions.c.id)
                  .outerjoin(shadows, shadows.c.decision_id == decisions.c.id)
-                 .where(decisions.c.id.in_(wanted))
-                 .order_by(decisions.c.id, shadows.c.version))
+                 .where(decisions.c.id.in_(wanted)))
         rows: dict[str, Any] = {}
         predictions: dict[str, list[tuple[str, Any]]] = {}
         with self.store._guard("reading decisions"), self.store.engine.connect() as connection:
@@ -496,7 +499,8 @@ class SqlLog(DecisionLog):
             else:
                 found[decision_id] = LoggedDecision(
                     row.id, row.version, row.prediction, row.propensity, row.created_at,
-                    row.owner, tuple(predictions.get(decision_id, ())))
+                    row.owner, tuple(sorted(predictions.get(decision_id, ()),
+                                            key=lambda p: p[0])))
         return found
 
     def close(self, closings: Sequence[Closing], now: float) -> list[int | None]:
@@ -525,8 +529,8 @@ class SqlLog(DecisionLog):
             if closed:
                 # Shadows attached (on another replica) after the decision was looked up:
                 # unscored, so nobody learns them (see add_shadows).
-                connection.execute(shadows.delete().where(
-                    shadows.c.decision_id.in_(closed), shadows.c.reward.is_(None)))
+                connection.exec_driver_sql(self._drop_unscored, (
+                    closed if self.store.dialect == "postgresql" else json.dumps(closed),))
             if sums:
                 connection.exec_driver_sql(self._count_feedback, [
                     (self.deployment, version, self.store.replica, int(n), s, sq)
