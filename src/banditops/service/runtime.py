@@ -142,12 +142,14 @@ class ServiceDeployment:
                      if config.guardrail is not False else None)
         self.log = store.log(name, config.feedback_ttl_seconds)
         self.dark_launch = config.dark_launch
-        self.shadow_mode = (config.shadow.mode if config.shadow_params() is not None
+        shadow = config.shadow_params()
+        # the mode the Deployment runs: a dark launch implies "evaluating" when none is set
+        self.shadow_mode = (shadow.mode if shadow is not None
                             else "evaluating" if self.dark_launch else None)
         self.deployment = Deployment(policy, config.reward_function(), guardrail,
                                      labels=config.label_classes(), log=self.log,
-                                     shadow=config.shadow_params(),
-                                     release=config.release_params(), defer_shadows=True)
+                                     shadow=shadow, release=config.release_params(),
+                                     defer_shadows=True)
         self._remote = False  # applying another replica's change: don't write it back
         self._since_snapshot = 0
         self._unloadable: dict[str, str] = {}  # version -> why this replica cannot load it
