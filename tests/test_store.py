@@ -286,6 +286,7 @@ def test_sql_log_attaches_shadows_to_open_decisions_only(database_url):
     added = log.add_shadows({"b": (("v2", 1.5), ("v3", None)), "c": (("v2", 0),),
                              "o": (("v2", 1),), "zz": (("v2", 1),)})
     assert added == 1  # c is closed, o is another deployment's, zz is unknown
+    assert log.add_shadows({"a": (("v2", 9),), "b": (("v2", 9),)}) == 0  # they keep theirs
     found = log.lookup_many(["a", "b"], now)
     assert found["a"].shadows == (("v2", 0), ("v3", "x"))
     assert found["b"].shadows == (("v2", 1.5), ("v3", None))

@@ -12,15 +12,15 @@ hands each request its slice of the answers.
 
 Shadow work (issue 9): once a predict job is answered, its requests go to the deployment's
 shadow queue (at most ``shadow_queue`` requests; beyond that they are dropped and counted),
-which the worker drains in micro-batches of up to ``micro_batch`` requests through
-``ServiceDeployment.shadow`` (one model call per shadow version and one transaction per
-batch), only when no job is waiting and it has been idle for ``SHADOW_PAUSE_SECONDS`` (the
-event loop sends the answers first). A batch starts once ``micro_batch`` requests wait or
-the oldest has waited ``SHADOW_GATHER_SECONDS``: a shadow prediction of one row costs about
-as much as one of a hundred, so gathering them spends less of the machine and interrupts
-the worker less often. A request therefore never waits for shadow work except for the one
-micro-batch that may be running when it arrives. Shadow calls stay on this thread: the
-Deployment is not thread-safe.
+which the worker drains through ``ServiceDeployment.shadow`` only when no job is waiting and
+it has been idle for ``SHADOW_PAUSE_SECONDS`` (the event loop sends the answers first): all
+that waits, up to ``micro_batch`` requests, in one call (one model call per shadow version,
+one transaction). At a low rate that is each request on its own, right after its answer and
+before the next request; when requests come faster, more of them wait and the batches grow,
+which costs less per request. (Waiting on purpose to gather bigger batches was measured to
+be worse: a longer batch is more likely to be running when a request arrives, and p99 pays
+for it.) A request never waits for shadow work except for the one micro-batch that may be
+running when it arrives. Shadow calls stay on this thread: the Deployment is not thread-safe.
 """
 
 from __future__ import annotations
@@ -53,8 +53,7 @@ class _Job:
 
 _STOP = object()
 _SHADOW = object()  # _take's answer when only shadow work is waiting
-SHADOW_PAUSE_SECONDS = 0.001  # idle this long before shadow work (the answers go out first)
-SHADOW_GATHER_SECONDS = 0.1  # a batch smaller than micro_batch waits this long for company
+SHADOW_PAUSE_SECONDS = 0.0003  # idle this long before shadow work (answers go out first)
 
 
 class Worker:
@@ -72,7 +71,6 @@ class Worker:
         self.live_versions: tuple[str, ...] = ()  # refreshed after each job (read by /readyz)
         self._queue: deque[Any] = deque()
         self._shadows: deque[tuple[str, str, dict[str, Any]]] = deque()  # worker thread only
-        self._oldest_shadow = 0.0  # when the oldest queued shadow work arrived (monotonic)
         self._idle_since = 0.0  # when the last job ended (monotonic)
         self.shadow_dropped = 0  # requests whose shadow work was dropped (queue full, error)
         self.shadow_scored = 0  # requests whose shadow predictions joined their decision
@@ -139,11 +137,7 @@ class Worker:
                 if not self._shadows:
                     self._ready.wait()
                     continue
-                gather = 0.0 if len(self._shadows) >= self.micro_batch \
-                    else SHADOW_GATHER_SECONDS
-                due = max(self._idle_since + SHADOW_PAUSE_SECONDS,
-                          self._oldest_shadow + gather)
-                wait = due - time.monotonic()
+                wait = self._idle_since + SHADOW_PAUSE_SECONDS - time.monotonic()
                 if wait <= 0:
                     return _SHADOW
                 self._ready.wait(wait)
@@ -197,8 +191,6 @@ class Worker:
             log.exception("deployment %s: shadow state", self.deployment.name)
             return
         queue, dropped = self._shadows, 0
-        if not queue:
-            self._oldest_shadow = time.monotonic()
         for job, (_, answers, error) in zip(jobs, settled, strict=True):
             if error is not None:
                 continue

@@ -369,20 +369,22 @@ class SqlLog(DecisionLog):
         # add_shadows, as driver SQL (it runs after every answered request): the open
         # decisions of a batch (locked, on PostgreSQL), then their shadow rows unless their
         # feedback was stored meanwhile.
+        unshadowed = ("NOT EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.id) AND "
+                      "NOT EXISTS (SELECT 1 FROM shadows s WHERE s.decision_id = d.id)")
         self._open_decisions = (
-            "SELECT d.id FROM decisions d WHERE d.deployment = %s AND d.id = ANY(%s) AND NOT "
-            "EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.id) "
-            "FOR UPDATE OF d SKIP LOCKED" if postgres else
+            f"SELECT d.id FROM decisions d WHERE d.deployment = %s AND d.id = ANY(%s) AND "
+            f"{unshadowed} FOR UPDATE OF d SKIP LOCKED" if postgres else
             "SELECT d.id FROM json_each(?) j CROSS JOIN decisions d ON d.id = j.value "
-            "WHERE d.deployment = ? AND NOT EXISTS (SELECT 1 FROM feedback f WHERE "
-            "f.decision_id = d.id)")  # CROSS JOIN: SQLite looks ids up by primary key
+            f"WHERE d.deployment = ? AND {unshadowed}")  # CROSS JOIN: by primary key
         self._attach_shadows = (
             "INSERT INTO shadows (decision_id, version, deployment, prediction) "
             "SELECT s.d, s.v, %s, s.p::json FROM unnest(%s::text[], %s::text[], %s::text[]) "
             "AS s(d, v, p) WHERE NOT EXISTS (SELECT 1 FROM feedback f WHERE "
-            "f.decision_id = s.d) RETURNING decision_id" if postgres else
-            "INSERT INTO shadows (decision_id, version, deployment, prediction) "
-            "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM feedback WHERE decision_id = ?)")
+            "f.decision_id = s.d) ON CONFLICT DO NOTHING RETURNING decision_id" if postgres
+            else "INSERT OR IGNORE INTO shadows (decision_id, version, deployment, prediction) "
+            "SELECT json_extract(s.value, '$[0]'), json_extract(s.value, '$[1]'), ?, "
+            "json_extract(s.value, '$[2]') FROM json_each(?) s WHERE NOT EXISTS (SELECT 1 "
+            "FROM feedback f WHERE f.decision_id = json_extract(s.value, '$[0]'))")
 
     def _connection(self):
         writer = self._writer
@@ -417,6 +419,7 @@ class SqlLog(DecisionLog):
         """Attach shadow predictions to this deployment's open decisions: two statements in
         one transaction for the whole batch. A decision closed meanwhile, here or on another
         replica, keeps none: every shadow row of a closed decision holds the reward learned.
+        A decision that has shadows already keeps them.
 
         A close that looked a decision up before its shadows were attached did not score
         them, and deletes them (see :meth:`close`); what must not happen is an insert after
@@ -449,9 +452,10 @@ class SqlLog(DecisionLog):
                         self.deployment, list(columns[0]), list(columns[1]),
                         list(columns[2])))
                     return len({row[0] for row in added})
-                # SQLite: each insert checks for feedback under the database's write lock.
-                writer.exec_driver_sql(self._attach_shadows, [
-                    (i, name, self.deployment, p, i) for i, name, p in rows])
+                # SQLite: the insert checks for feedback under the database's write lock;
+                # the rows travel as one JSON array (no binding per row).
+                writer.exec_driver_sql(self._attach_shadows, (self.deployment,
+                                                              json.dumps(rows)))
                 return len({row[0] for row in rows})
         except Exception:
             writer.close()  # a broken connection is replaced on the next call
