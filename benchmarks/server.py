@@ -23,6 +23,13 @@ raw keep-alive sockets so that it costs little next to the servers. Reported:
 - throughput of one worker with 4 connections kept busy; direct: calls/s in one thread;
 - banditops/plain ratios, and banditops's added p99 over the direct call (goal: <= 2 ms);
   throughput goal: >= 2,000 predictions/s per worker with the scikit-learn model.
+
+Shadow scoring (issue 9), same run: two more banditops servers with three versions of the
+scikit-learn model, one with ``shadow = { mode = "all" }`` (every answered request has the two
+other versions predict it afterwards, off the request path) and one without, measured
+alternately at the same paced rate. Reported: p50/p99 of each, the p99 ratio on/off (goal:
+<= 1.10), and the shadow server's counters (requests shadow-scored and dropped), which show
+that the shadow work was done, not skipped.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ RATE = 500.0
 CONNECTIONS = 4
 P99_GOAL_MS = 2.0
 THROUGHPUT_GOAL = 2000.0
+SHADOW_P99_GOAL = 1.10  # p99 with shadow scoring on / off
 KINDS = (("skops", "scikit-learn (skops)"), ("onnx", "ONNX export"))
 BANDITOPS_PATH = "/v1/deployments/bench/predict"
 PLAIN_PATH = "/predict"
@@ -98,24 +106,26 @@ class Connection:
 
 # ------------------------------------------------------------------ setup
 def write_artifacts(folder: Path) -> None:
-    """Two logistic regressions (v1, v2) as skops and ONNX files."""
+    """Three logistic regressions (v1, v2, v3) as skops and ONNX files."""
     from skl2onnx import to_onnx
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5000, len(FEATURES)))
     y = (x[:, 0] + x[:, 1] > 0).astype(int)
-    for name in ("v1", "v2"):
+    for name in ("v1", "v2", "v3"):
         model = LogisticRegression().fit(x, y)
         dump(model, folder / f"{name}.skops")
         onnx = to_onnx(model, x[:1].astype(np.float32), options={"zipmap": False})
         (folder / f"{name}.onnx").write_bytes(onnx.SerializeToString())
 
 
-def write_config(folder: Path, fmt: str) -> Path:
+def write_config(folder: Path, fmt: str, name: str | None = None,
+                 versions: tuple[str, ...] = ("v1", "v2"), shadow: str | None = None) -> Path:
+    name = name or f"bench-{fmt}"
     features = ", ".join(f'{f} = "number"' for f in FEATURES)
-    path = folder / f"bench-{fmt}.toml"
+    path = folder / f"{name}.toml"
     path.write_text(f'''
-database = "sqlite:///{folder / f'bench-{fmt}.db'}"
+database = "sqlite:///{folder / f'{name}.db'}"
 artifact_dirs = ["{folder}"]
 [[api_keys]]
 key = "{KEY}"
@@ -123,13 +133,12 @@ scope = "client"
 [deployments.bench]
 policy = "thompson"
 features = {{{features}}}
+{f'shadow = {{ mode = "{shadow}" }}' if shadow else ""}
+''' + "".join(f'''
 [[deployments.bench.versions]]
-name = "v1"
-artifact = "v1.{fmt}"
-[[deployments.bench.versions]]
-name = "v2"
-artifact = "v2.{fmt}"
-''')
+name = "{version}"
+artifact = "{version}.{fmt}"
+''' for version in versions))
     return path
 
 
@@ -175,10 +184,12 @@ def answers(url: str, body: bytes | None = None) -> bool:
 
 
 @contextmanager
-def banditops_server(folder: Path, fmt: str, port: int) -> Iterator[None]:
-    command = [sys.executable, "-m", "banditops.cli", "serve", "--config",
-               str(write_config(folder, fmt)), "--port", str(port)]
-    with server(f"banditops-{fmt}", command, {}, folder,
+def banditops_server(folder: Path, fmt: str, port: int,
+                     config: Path | None = None) -> Iterator[None]:
+    config = config or write_config(folder, fmt)
+    command = [sys.executable, "-m", "banditops.cli", "serve", "--config", str(config),
+               "--port", str(port)]
+    with server(f"banditops-{config.stem}", command, {}, folder,
                 lambda: answers(f"http://127.0.0.1:{port}/readyz")):
         yield
 
@@ -215,7 +226,8 @@ class Figures:
         return float(np.median(self.rates))
 
     def summary(self) -> dict[str, Any]:
-        return {"p50_ms": self.p50, "p99_ms": self.p99, "throughput": self.rate,
+        return {"p50_ms": self.p50, "p99_ms": self.p99,
+                "throughput": self.rate if self.rates else None,
                 "p99_ms_per_round": [float(np.percentile(t, 99) * 1e3)
                                      for t in self.latencies],
                 "throughput_per_round": self.rates}
@@ -311,6 +323,39 @@ def measure_kind(folder: Path, fmt: str, instance: dict[str, float], body: bytes
     return figures
 
 
+def shadow_counters(port: int) -> dict[str, float]:
+    """The shadow server's counters from /metrics: requests shadow-scored and dropped."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    counters = {}
+    for kind in ("scored", "dropped"):
+        prefix = f'banditops_shadow_{kind}_total{{deployment="bench"}} '
+        line = next((line for line in text.splitlines() if line.startswith(prefix)), None)
+        counters[kind] = float(line.split()[-1]) if line else 0.0
+    return counters
+
+
+def measure_shadow(folder: Path, body: bytes, args: argparse.Namespace
+                   ) -> tuple[dict[str, Figures], dict[str, float]]:
+    """Paced predict latency with shadow scoring off and on (three versions, skops),
+    measured alternately; and the shadow server's counters at the end."""
+    versions = ("v1", "v2", "v3")
+    configs = {"off": write_config(folder, "skops", "bench-shadow-off", versions),
+               "on": write_config(folder, "skops", "bench-shadow-on", versions, shadow="all")}
+    ports = {target: free_port() for target in configs}
+    figures = {target: Figures() for target in configs}
+    with banditops_server(folder, "skops", ports["off"], configs["off"]), \
+            banditops_server(folder, "skops", ports["on"], configs["on"]):
+        for target in configs:
+            paced(ports[target], BANDITOPS_PATH, body, args.warmup)
+        for round_ in range(args.rounds):
+            order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
+            for target in order:
+                figures[target].latencies.append(
+                    paced(ports[target], BANDITOPS_PATH, body, args.seconds))
+        counters = shadow_counters(ports["on"])
+    return figures, counters
+
+
 # ------------------------------------------------------------------ reporting
 def verdict(ok: bool) -> str:
     return "[green]met[/green]" if ok else "[bold red]MISSED[/bold red]"
@@ -344,6 +389,30 @@ def report(console: Console, label: str, figures: dict[str, Figures]) -> list[tu
              f"{b.rate:,.0f}/s", verdict(b.rate >= THROUGHPUT_GOAL))]
 
 
+def report_shadow(console: Console, figures: dict[str, Figures],
+                  counters: dict[str, float]) -> list[tuple]:
+    """Print the shadow on/off table; return its goal row."""
+    off, on = figures["off"], figures["on"]
+    table = Table(title="predict with shadow scoring, 3 versions, scikit-learn (skops)")
+    for column in ("target", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right" if column != "target" else "left")
+    table.add_row("shadow off", f"{off.p50:.3f}", f"{off.p99:.3f}")
+    table.add_row('shadow on (mode "all")', f"{on.p50:.3f}", f"{on.p99:.3f}")
+    table.add_row("[bold]on / off[/bold]", f"x{on.p50 / off.p50:.2f}", f"x{on.p99 / off.p99:.2f}")
+    console.print(table)
+    for name, f in (("off", off), ("on", on)):
+        console.print(f"  per round, shadow {name}: p99 "
+                      f"{', '.join(f'{np.percentile(t, 99) * 1e3:.2f}' for t in f.latencies)}"
+                      " ms")
+    requests = sum(len(t) for t in on.latencies)
+    console.print(f"  shadow server: {counters['scored']:,.0f} requests shadow-scored, "
+                  f"{counters['dropped']:,.0f} dropped (warm-up included; {requests:,} measured)")
+    console.print()
+    ratio = on.p99 / off.p99
+    return [("scikit-learn (skops)", f"p99 shadow on / off <= {SHADOW_P99_GOAL:.2f}",
+             f"x{ratio:.2f}", verdict(ratio <= SHADOW_P99_GOAL))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0,
@@ -353,6 +422,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 s windows, one round")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--shadow-only", action="store_true",
+                        help="only the shadow scoring on/off comparison")
     args = parser.parse_args()
     args.warmup, args.direct_seconds = 1.0, 2.0
     if args.quick:
@@ -368,10 +439,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_artifacts(folder)
-        for fmt, label in KINDS:
+        for fmt, label in () if args.shadow_only else KINDS:
             figures = measure_kind(folder, fmt, instance, body, args)
             goals += report(console, label, figures)
             results[fmt] = {name: f.summary() for name, f in figures.items()}
+        shadow, counters = measure_shadow(folder, body, args)
+        goals += report_shadow(console, shadow, counters)
+        results["shadow"] = {**{name: f.summary() for name, f in shadow.items()},
+                             "counters": counters}
     table = Table(title=f"goals (paced {RATE:,.0f} req/s; {CONNECTIONS} busy connections)")
     for column in ("model", "goal", "measured", ""):
         table.add_column(column)

@@ -92,12 +92,14 @@ def test_a_failing_shadow_never_touches_the_request():
     assert d.status("broken") == "quarantined"
 
 
-def test_shadow_needs_a_log_that_keeps_shadows(tmp_path):
-    from banditops.store.sql import Store
+def test_shadow_needs_a_log_that_keeps_shadows():
+    from banditops.store.memory import MemoryLog
 
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    class Forgetful(MemoryLog):
+        keeps_shadows = False
+
     with pytest.raises(InvalidParameterError, match="does not keep shadow predictions"):
-        Deployment(EpsilonGreedy(), log=store.log("main", 60.0), shadow=ShadowParams())
+        Deployment(EpsilonGreedy(), log=Forgetful(), shadow=ShadowParams())
     with pytest.raises(InvalidParameterError, match="shadow mode"):
         ShadowParams(mode="sometimes")
     with pytest.raises(InvalidParameterError, match="rate"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -14,6 +15,7 @@ from banditops.errors import (
     UnknownDecisionError,
 )
 from banditops.policies import EpsilonGreedy
+from banditops.shadow import ShadowParams
 from banditops.store.cursor import FeedbackCursor
 from banditops.store.log import Closing, LoggedDecision
 from banditops.store.memory import MemoryLog
@@ -208,3 +210,272 @@ def test_upgrading_a_database_of_revision_0002_keeps_its_totals(database_url):
     store.migrate()  # at head already: nothing counted twice
     assert store.log("main", 3600.0).totals()["v1"].decisions == 7
     store.close()
+
+
+# ------------------------------------------------------------------ SQL shadows
+def _shadowing(url: str, *, defer: bool, seed: int) -> tuple[Store, Deployment]:
+    """A replica that shadow-scores every request: inline (``defer=False``) or afterwards."""
+    store = Store(url)
+    store.migrate()
+    deployment = Deployment(EpsilonGreedy(epsilon=0.5, seed=seed), log=store.log("main", 3600.0),
+                            shadow=ShadowParams(mode="all"), defer_shadows=defer)
+    for name, value in (("zero", 0), ("one", 1), ("two", 2)):
+        deployment.register(name, Constant(value))
+    return store, deployment
+
+
+def _shadow_rows(store: Store) -> list[tuple[str, str, object, float | None]]:
+    from sqlalchemy import text
+
+    with store.engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(text(
+            "SELECT decision_id, version, prediction, reward FROM shadows "
+            "ORDER BY decision_id, version"))]
+
+
+def _learned_shadows(deployment: Deployment) -> dict[str, tuple[int, float]]:
+    return {r.name: (r.shadow_learned, r.shadow_reward_sum) for r in deployment.versions()}
+
+
+def test_sql_log_shadow_rewards_are_learned_once_by_every_replica(database_url):
+    """Shadows logged with the decision (replica A) or attached later (replica B), labels
+    given to either replica: each replica learns every shadow reward exactly once."""
+    (store_a, a), (store_b, b) = (_shadowing(database_url, defer=False, seed=1),
+                                  _shadowing(database_url, defer=True, seed=2))
+    rows = list(range(40))
+    decisions = a.predict_batch([[i] for i in rows[:20]]) + [b.predict([i]) for i in rows[20:]]
+    attached = b.shadow_later([(d.id, d.version, [i]) for d, i in
+                               zip(decisions[20:35], rows[20:35], strict=True)])
+    assert attached == 15  # decisions 35..39 never get theirs
+    rng = random.Random(0)
+    expected: dict[str, list[float]] = {"zero": [], "one": [], "two": []}
+    for index, decision in enumerate(decisions):
+        label = rng.randint(0, 1)
+        if index < 35:
+            for name, value in (("zero", 0), ("one", 1), ("two", 2)):
+                if name != decision.version:
+                    expected[name].append(float(value == label))
+        (a, b)[index % 2].feedback(decision.id, label)
+    a.catch_up()
+    b.catch_up()
+    want = {name: (len(r), pytest.approx(sum(r))) for name, r in expected.items()}
+    assert _learned_shadows(a) == want and _learned_shadows(b) == want
+    assert sum(r.learned for r in a.versions()) == sum(r.learned for r in b.versions()) == 40
+    stats_a, stats_b = a.policy.state()["stats"], b.policy.state()["stats"]
+    stats_a.pop("cold_start")
+    stats_b.pop("cold_start")
+    assert stats_a == stats_b  # the same served and side observations on both replicas
+    stored = _shadow_rows(store_a)
+    assert len(stored) == 70 and all(reward is not None for *_, reward in stored)
+    a.catch_up()
+    b.catch_up()  # nothing new: nothing learned twice
+    assert _learned_shadows(a) == want and _learned_shadows(b) == want
+    for store in (store_a, store_b):
+        store.close()
+
+
+def test_sql_log_attaches_shadows_to_open_decisions_only(database_url):
+    store = Store(database_url)
+    store.migrate()
+    log, other = store.log("main", 3600.0), store.log("other", 3600.0)
+    now = time.time()
+    log.record([LoggedDecision("a", "v1", 1, 0.5, now, None, (("v2", 0), ("v3", "x"))),
+                LoggedDecision("b", "v1", 1, 0.5, now), LoggedDecision("c", "v1", 0, 0.5, now)])
+    other.record([LoggedDecision("o", "v1", 1, 1.0, now)])
+    assert log.close([Closing(log.lookup("c", now), 0, 1.0)], now) == [1]
+    added = log.add_shadows({"b": (("v2", 1.5), ("v3", None)), "c": (("v2", 0),),
+                             "o": (("v2", 1),), "zz": (("v2", 1),)})
+    assert added == 1  # c is closed, o is another deployment's, zz is unknown
+    assert log.add_shadows({"a": (("v2", 9),), "b": (("v2", 9),)}) == 0  # they keep theirs
+    found = log.lookup_many(["a", "b"], now)
+    assert found["a"].shadows == (("v2", 0), ("v3", "x"))
+    assert found["b"].shadows == (("v2", 1.5), ("v3", None))
+    assert [row[:2] for row in _shadow_rows(store)] == [
+        ("a", "v2"), ("a", "v3"), ("b", "v2"), ("b", "v3")]
+    store.close()
+
+
+def test_shadows_attached_after_the_lookup_are_dropped_by_the_close(database_url):
+    """The feedback looked the decision up before its shadows were attached: it cannot have
+    scored them, so its close deletes them and no replica ever learns them."""
+    (store_a, a), (store_b, b) = (_shadowing(database_url, defer=True, seed=1),
+                                  _shadowing(database_url, defer=True, seed=2))
+    decision = a.predict([1])
+    looked_up = b.log.lookup(decision.id, time.time())
+    assert looked_up.shadows == ()
+    assert a.shadow_later([(decision.id, decision.version, [1])]) == 1
+    assert len(_shadow_rows(store_a)) == 2
+    reward = 1.0 if decision.prediction == 1 else 0.0
+    assert b.log.close([Closing(looked_up, 1, reward)], time.time()) == [1]
+    assert _shadow_rows(store_a) == []
+    assert a.catch_up() == 1
+    assert all(n == 0 for n, _ in _learned_shadows(a).values())
+    assert a.shadow_later([(decision.id, decision.version, [1])]) == 0  # closed: none
+    for store in (store_a, store_b):
+        store.close()
+
+
+def _until(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
+def test_postgres_shadows_never_wait_for_a_feedback_being_stored(postgres_url):  # noqa: F811
+    """A feedback insert in flight holds its decision's row: attaching skips it at once;
+    once that feedback is gone (rolled back here), the decision takes its shadows."""
+    import threading
+
+    from sqlalchemy import text
+
+    store, deployment = _shadowing(postgres_url, defer=True, seed=1)
+    decision = deployment.predict([1])
+    with store.engine.connect() as closing:
+        transaction = closing.begin()
+        closing.execute(text(
+            "INSERT INTO feedback (decision_id, deployment, version, label, reward, "
+            "created_at) VALUES (:id, 'main', :v, '1', 1.0, 0)"),
+            {"id": decision.id, "v": decision.version})
+        result: list[int] = []
+        attach = threading.Thread(target=lambda: result.append(
+            deployment.log.add_shadows({decision.id: (("x", 1),)})))
+        attach.start()
+        attach.join(10)
+        assert not attach.is_alive() and result == [0]  # skipped, not waited for
+        transaction.rollback()
+    assert deployment.log.add_shadows({decision.id: (("x", 1),)}) == 1
+    store.close()
+
+
+def test_postgres_a_feedback_racing_an_attach_waits_then_drops_the_shadows(
+        postgres_url):  # noqa: F811
+    """The attach locked the decision (its first statement) after the feedback looked it up:
+    the feedback's insert waits for the attach to commit, then its close deletes the
+    shadows it could not score; nothing is learned from them, on either replica."""
+    import threading
+
+    from sqlalchemy import text
+
+    (store_a, a), (store_b, b) = (_shadowing(postgres_url, defer=True, seed=1),
+                                  _shadowing(postgres_url, defer=True, seed=2))
+    decision = a.predict([1])
+    with store_a.engine.connect() as attach:
+        transaction = attach.begin()  # what add_shadows' first statement does
+        attach.execute(text("SELECT id FROM decisions WHERE id = :id FOR UPDATE"),
+                       {"id": decision.id})
+        rewards: list[float] = []
+        feedback = threading.Thread(target=lambda: rewards.append(b.feedback(decision.id, 1)))
+        feedback.start()
+
+        def feedback_waits() -> bool:
+            with store_a.engine.connect() as probe:
+                return bool(probe.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'INSERT INTO feedback%'")).scalar())
+
+        _until(feedback_waits, "the feedback waits for the decision's row")
+        others = [n for n in ("zero", "one", "two") if n != decision.version]
+        inserted = attach.exec_driver_sql(a.log._attach_shadows, (  # its second statement
+            "main", [decision.id] * 2, others, ["1", "2"])).scalars().all()
+        assert inserted == [decision.id] * 2  # the feedback is not committed yet
+        transaction.commit()
+        feedback.join(30)
+    assert rewards and not feedback.is_alive()
+    assert _shadow_rows(store_a) == []
+    a.catch_up()
+    assert all(n == 0 for n, _ in _learned_shadows(a).values())
+    assert all(n == 0 for n, _ in _learned_shadows(b).values())
+    for store in (store_a, store_b):
+        store.close()
+
+
+def test_postgres_attaching_and_closing_concurrently_learns_each_stored_reward_once(
+        postgres_url):  # noqa: F811
+    """Replica A attaches shadows while replica B closes the same decisions, in batches, in
+    two threads: every shadow row of a closed decision holds a reward, and B (which closed
+    them) and a fresh replica C (which reads the log) learn exactly the stored rewards."""
+    import threading
+
+    (store_a, a), (store_b, b) = (_shadowing(postgres_url, defer=True, seed=1),
+                                  _shadowing(postgres_url, defer=True, seed=2))
+    decisions = a.predict_batch([[i % 2] for i in range(300)])
+    labels = {d.id: i % 2 for i, d in enumerate(decisions)}
+    predictions = {"zero": 0, "one": 1, "two": 2}
+    order = list(decisions)
+    random.Random(3).shuffle(order)
+    errors: list[BaseException] = []
+
+    def attach() -> None:
+        try:
+            for start in range(0, len(decisions), 10):
+                a.log.add_shadows({d.id: tuple((n, p) for n, p in predictions.items()
+                                               if n != d.version)
+                                   for d in decisions[start:start + 10]})
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    def close() -> None:
+        try:
+            for start in range(0, len(order), 7):
+                results = b.feedback_many([(d.id, labels[d.id]) for d in order[start:start + 7]])
+                assert all(isinstance(r, tuple) for r in results), results
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=attach), threading.Thread(target=close)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    stored = _shadow_rows(store_a)
+    assert all(reward is not None for *_, reward in stored)
+    per_version: dict[str, list[float]] = {}
+    for _, version, _, reward in stored:
+        per_version.setdefault(version, []).append(reward)
+    want = {name: (len(per_version.get(name, [])), pytest.approx(sum(per_version.get(name, []))))
+            for name in predictions}
+    assert _learned_shadows(b) == want
+    store_c, c = _shadowing(postgres_url, defer=True, seed=3)
+    assert c.catch_up() == 300
+    assert _learned_shadows(c) == want
+    for store in (store_a, store_b, store_c):
+        store.close()
+
+
+def test_upgrading_a_database_of_revision_0003_adds_shadows(database_url):
+    """Migration 0004 adds the shadow table; decisions logged before it take shadows, and
+    their rewards reach every replica."""
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    store = Store(database_url)
+    config = Config()
+    config.set_main_option("script_location",
+                           str(resources.files("banditops.store") / "migrations"))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+    with store.engine.begin() as connection:  # rows as revision 0003's service wrote them
+        connection.execute(text(
+            "INSERT INTO decisions (id, deployment, version, prediction, propensity, "
+            "created_at) VALUES ('old', 'main', 'zero', '0', 1.0, :t)"), {"t": time.time()})
+        connection.execute(text(
+            "INSERT INTO version_totals (deployment, version, replica, decisions) "
+            "VALUES ('main', 'zero', 'migrated', 1)"))
+    store.close()
+    (store_a, a), (store_b, b) = (_shadowing(database_url, defer=True, seed=1),
+                                  _shadowing(database_url, defer=True, seed=2))
+    assert a.shadow_later([("old", "zero", [1])]) == 1
+    assert b.feedback("old", 1) == 0.0
+    a.catch_up()
+    assert _learned_shadows(a) == _learned_shadows(b) == {
+        "zero": (0, 0.0), "one": (1, 1.0), "two": (1, 0.0)}
+    assert a.versions()[0].decisions == 1 and a.versions()[0].feedbacks == 1
+    store_a.migrate()  # at head already
+    for store in (store_a, store_b):
+        store.close()

@@ -103,7 +103,8 @@ class Client:
     # ------------------------------------------------------- admin (admin key)
     def register(self, deployment: str, version: str, artifact: str,
                  validation_score: float | None = None) -> dict[str, Any]:
-        """A new live version from an artifact in the server's artifact folders."""
+        """A new version from an artifact in the server's artifact folders: live, or dark
+        on a deployment that releases dark (the answer's ``status`` says which)."""
         body: dict[str, Any] = {"name": version, "artifact": artifact}
         if validation_score is not None:
             body["validation_score"] = validation_score
@@ -119,6 +120,13 @@ class Client:
         """Put a rolled-back or quarantined version live again."""
         return self._call("POST",
                           f"/v1/deployments/{deployment}/versions/{version}/reinstate",
+                          json={"reason": reason})
+
+    def promote(self, deployment: str, version: str,
+                reason: str = "promoted through the API") -> dict[str, Any]:
+        """Put a dark version (released dark, still under evaluation) live."""
+        return self._call("POST",
+                          f"/v1/deployments/{deployment}/versions/{version}/promote",
                           json={"reason": reason})
 
     def retire(self, deployment: str, version: str) -> dict[str, Any]:

@@ -10,15 +10,19 @@ from typer.testing import CliRunner
 
 from banditops.cli import app
 from banditops.guardrails import Guardrail, GuardrailParams
+from banditops.release import ReleaseParams
 from banditops.rewards import CostMatrix, accuracy
 from banditops.service.config import (
     ConfigError,
     DeploymentConfig,
     GuardrailConfig,
+    ReleaseConfig,
     ServiceConfig,
+    ShadowConfig,
     check_database_url,
     load_config,
 )
+from banditops.shadow import ShadowParams
 from tests.service.conftest import write_config
 
 runner = CliRunner()
@@ -75,6 +79,31 @@ artifact = "ARTIFACTS/good.skops"
      "model_timeout_strikes (21) must be at most model_timeout_window (20)"),
     (lambda t: t.replace("allow_pickle = false", "allow_pickle = false\nmax_queue = 0"),
      "max_queue: Input should be greater than or equal to 1"),
+    (lambda t: t.replace("allow_pickle = false", "allow_pickle = false\nshadow_queue = 0"),
+     "shadow_queue: Input should be greater than or equal to 1"),
+    (lambda t: t.replace("features = {", 'shadow = { mode = "sometimes" }\nfeatures = {'),
+     "deployments.main.shadow: shadow mode must be one of ('all', 'rate', 'evaluating'), got "
+     "'sometimes' (or false for no shadow scoring)"),
+    (lambda t: t.replace("features = {", 'shadow = { mode = "all", rate = 0.1 }\nfeatures = {'),
+     "deployments.main.shadow: rate applies to mode 'rate' only; mode is 'all'"),
+    (lambda t: t.replace("features = {", 'shadow = { mode = "rate", rate = 0 }\nfeatures = {'),
+     "deployments.main.shadow: rate must be"),
+    (lambda t: t.replace("features = {", 'shadow = { mode = "all", colour = 1 }\nfeatures = {'),
+     "deployments.main.shadow: colour: Extra inputs are not permitted"),
+    (lambda t: t.replace("features = {", "shadow = true\nfeatures = {"),
+     "deployments.main.shadow: Input should be a valid dictionary"),
+    (lambda t: t.replace("features = {", 'release = { mode = "grey" }\nfeatures = {'),
+     "deployments.main.release: release mode must be one of ('live', 'dark'), got 'grey' (or "
+     "false to release every version live)"),
+    (lambda t: t.replace("features = {", 'release = { mode = "dark", margin = 2 }\nfeatures = {'),
+     "deployments.main.release: margin must be"),
+    (lambda t: t.replace("features = {", 'release = { mode = "dark", min_samples = 1 }\n'
+                         "features = {"),
+     "deployments.main.release: min_samples must be at least 2"),
+    (lambda t: t.replace("features = {", 'release = { mode = "dark" }\nshadow = false\n'
+                         "features = {"),
+     "deployments.main: release mode 'dark' judges new versions on their shadow predictions; "
+     "shadow = false contradicts it"),
 ])
 def test_bad_configs_end_in_one_message(tmp_path, artifacts, change, message):
     path = write_config(tmp_path, artifacts, GOOD.replace("ARTIFACTS", str(artifacts)))
@@ -152,6 +181,30 @@ def test_service_guardrail_defaults_are_the_librarys():
     assert DeploymentConfig(features={"x": "number"}, guardrail=False).guardrail is False
 
 
+@pytest.mark.parametrize(("section", "library"), [(ShadowConfig, ShadowParams),
+                                                   (ReleaseConfig, ReleaseParams)])
+def test_service_shadow_and_release_defaults_are_the_librarys(section, library):
+    assert section().params() == library()
+    assert set(section.model_fields) == {f.name for f in dataclasses.fields(library)}
+    for field in dataclasses.fields(library):
+        assert section.model_fields[field.name].default == field.default, field.name
+
+
+def test_shadow_and_release_sections_make_the_deployment_arguments():
+    features = {"x": "number"}
+    plain = DeploymentConfig(features=features)
+    assert (plain.shadow_params(), plain.release_params(), plain.dark_launch) == (
+        None, None, False)
+    assert DeploymentConfig(features=features, shadow=False, release=False).shadow_params() \
+        is None
+    rate = DeploymentConfig(features=features, shadow={"mode": "rate", "rate": 0.1, "seed": 3})
+    assert rate.shadow_params() == ShadowParams(mode="rate", rate=0.1, seed=3)
+    dark = DeploymentConfig(features=features, release={"mode": "dark", "margin": 0.02})
+    assert dark.dark_launch and dark.shadow_params() is None  # the Deployment implies one
+    assert dark.release_params() == ReleaseParams(mode="dark", margin=0.02)
+    assert not DeploymentConfig(features=features, release={"mode": "live"}).dark_launch
+
+
 def test_policy_params_are_checked_at_load_and_may_carry_a_seed():
     config = DeploymentConfig(features={"x": "number"}, policy="epsilon-greedy",
                               policy_params={"epsilon": 0.3, "seed": 3})
@@ -202,7 +255,8 @@ def test_service_fields_and_their_defaults():
     assert (config.trusted_types, config.model_timeout_window, config.model_timeout_strikes,
             config.model_warmup_calls, config.max_queue, config.micro_batch,
             config.body_timeout_seconds, config.keep_alive_seconds, config.max_connections,
-            config.db_timeout_seconds) == ([], 20, 5, 3, 1024, 64, 4.0, 5.0, 1000, 5.0)
+            config.db_timeout_seconds, config.shadow_queue) == (
+                [], 20, 5, 3, 1024, 64, 4.0, 5.0, 1000, 5.0, 10_000)
     assert not config.deployments["main"].feedback_same_key
     exact = "sklearn.linear_model._logistic.LogisticRegression"
     assert ServiceConfig(trusted_types=[exact], deployments=config.deployments).trusted_types \

@@ -29,6 +29,8 @@ DEPLOYMENTS = """
 policy = "thompson"
 policy_params = { seed = 1 }
 features = FEATURES
+shadow = { mode = "all" }
+release = { mode = "dark" }  # registered versions start dark: promote has something to do
 [[deployments.main.versions]]
 name = "good"
 artifact = "ARTIFACTS/good.skops"
@@ -97,7 +99,7 @@ def test_no_route_answers_a_server_error(fuzzed_server, api_schema, mode):
     (schemathesis' own pytest plugin does not load under pytest 9, so this drives it)."""
     failures: list[str] = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) >= 12, [op.label for op in operations]  # every route, reinstate too
+    assert len(operations) >= 13, [op.label for op in operations]  # every route, promote too
     for operation in operations:
         fuzz_operation(operation, mode, fuzzed_server.url, failures)
     assert not failures, "server errors:\n" + "\n".join(failures)

@@ -52,6 +52,7 @@ policy = "thompson"
 policy_params = { seed = 1 }
 features = FEATURES
 feedback_ttl_seconds = 3600
+shadow = { mode = "all" }  # hostile requests reach the shadow queue too
 [[deployments.main.versions]]
 name = "good"
 artifact = "ARTIFACTS/good.skops"
@@ -369,6 +370,8 @@ CASES: list[Case] = [
     Case("client-key-retire", "DELETE", f"{P}/states/versions/a", 403, "admin"),
     Case("client-key-reinstate", "POST", f"{P}/states/versions/b/reinstate", 403, "admin",
          body={"reason": "x"}),
+    Case("client-key-promote", "POST", f"{P}/states/versions/a/promote", 403, "admin",
+         body={"reason": "x"}),
     # ---- predict: JSON itself
     text_case("malformed-json", PRED, '{"features": {', 400, "JSON"),
     text_case("empty-body", PRED, "", 400, "JSON|body|empty"),
@@ -589,6 +592,20 @@ CASES: list[Case] = [
               r"\bc\b|retired", key=ADMIN_KEY),
     body_case("rollback-the-last-live-version", f"{P}/solo/versions/only/rollback", {}, 409,
               "last", key=ADMIN_KEY),
+    body_case("promote-unknown-version", f"{P}/states/versions/v7/promote", {}, 404, "v7",
+              key=ADMIN_KEY),
+    body_case("promote-unknown-deployment", f"{P}/{NOPE}/versions/a/promote", {}, 404, NOPE,
+              key=ADMIN_KEY),
+    body_case("promote-a-live-version", f"{P}/states/versions/a/promote", {}, 409,
+              r"only dark versions", key=ADMIN_KEY),
+    body_case("promote-a-retired-version", f"{P}/states/versions/c/promote", {}, 409,
+              r"\bc\b|retired", key=ADMIN_KEY),
+    body_case("promote-reason-too-long", f"{P}/states/versions/a/promote",
+              {"reason": "r" * 5000}, 422, "reason", key=ADMIN_KEY),
+    text_case("promote-malformed-json", f"{P}/states/versions/a/promote", '{"reason": ',
+              400, "JSON", key=ADMIN_KEY),
+    body_case("promote-nul-version", f"{P}/states/versions/%00/promote", {}, 404,
+              "version|not found", key=ADMIN_KEY),
     Case("retire-the-last-live-version", "DELETE", f"{P}/solo/versions/only", 409, "last",
          key=ADMIN_KEY),
     body_case("rollback-reason-too-long", f"{P}/states/versions/d/rollback",

@@ -50,3 +50,55 @@ def test_concurrent_take_downs_on_two_replicas_keep_one_version_live(tmp_path, p
     with pytest.raises(StateConflictError):
         b.retire("v2", "no")
     assert b.live_versions == ["v2"]
+
+
+def _dark_replica(url: str, folder) -> ServiceDeployment:
+    config = ServiceConfig.model_validate({
+        "database": url, "artifact_dirs": [str(folder)],
+        "api_keys": [{"key": "k" * 20, "scope": "admin"}],
+        "deployments": {"main": {
+            "policy": "thompson", "labels": [0, 1], "guardrail": False,
+            "release": {"mode": "dark", "min_samples": 30, "check_every": 5},
+            "features": {f: "number" for f in FEATURES},
+            "versions": [{"name": "v1", "artifact": str(folder / "good.skops")}]}}})
+    store = Store(config.database)
+    store.migrate()
+    replica = ServiceDeployment("main", config.deployments["main"], config, store)
+    replica.start()
+    return replica
+
+
+def test_dark_versions_are_judged_once_across_replicas(tmp_path, postgres_url):
+    """A dark release registered on one replica is dark on the other; a promotion by hand
+    reaches the other through the database; a verdict both replicas reach from the same
+    shadow evidence is stored once."""
+    x, y = make_rows(500)
+    dump(LogisticRegression().fit(x, y), tmp_path / "good.skops")
+    dump(LogisticRegression().fit(x, 1 - y), tmp_path / "bad.skops")
+    a, b = _dark_replica(postgres_url, tmp_path), _dark_replica(postgres_url, tmp_path)
+    assert a.register("cand", str(tmp_path / "good.skops"), None) == "dark"
+    b.sync()
+    assert b.deployment.status("cand") == "dark" and b.deployment.dark_versions == ["cand"]
+    a.promote("cand", "by hand")
+    b.sync()
+    assert b.deployment.status("cand") == "live" and b.live_versions == ["v1", "cand"]
+
+    assert a.register("worse", str(tmp_path / "bad.skops"), None) == "dark"
+    b.sync()
+    rows = [{f: float(v) for f, v in zip(FEATURES, row, strict=True)} for row in x[:200]]
+    answers = a.predict(rows)
+    assert all(answer["version"] in ("v1", "cand") for answer in answers)
+    assert a.shadow([(d["decision_id"], d["version"], row)
+                     for d, row in zip(answers, rows, strict=True)]) == 200
+    labels = [(d["decision_id"], int(label)) for d, label in zip(answers, y[:200], strict=True)]
+    for start in range(0, 200, 20):  # labels reach both replicas, each catching up on the other
+        replica = (a, b)[start // 20 % 2]
+        assert {o.status for o in replica.feedback(labels[start:start + 20])} == {"recorded"}
+        (b, a)[start // 20 % 2].sync()
+    assert a.deployment.status("worse") == b.deployment.status("worse") == "rolled_back"
+    statuses = {row.name: row.status for row in a.store.versions("main")}
+    assert statuses == {"v1": "live", "cand": "live", "worse": "rolled_back"}
+    kinds = [(e["kind"], e["version"]) for e in a.events(0, 1000)]
+    assert kinds.count(("rolled_back", "worse")) == 1 and kinds.count(("promoted", "cand")) == 1
+    c = _dark_replica(postgres_url, tmp_path)  # a restart sees the same
+    assert {n: c.deployment.status(n) for n in ("v1", "cand", "worse")} == statuses

@@ -1,9 +1,11 @@
-"""The worker thread of a deployment: bounded queue, micro-batched predictions, in order."""
+"""The worker thread of a deployment: bounded queue, micro-batched predictions, in order;
+shadow work only when idle, in a bounded queue that drops and counts what does not fit."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ class Fake:
 
     name = "fake"
     live_versions = ("v1",)
+    shadows = False  # no shadow scoring
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[Any]]] = []
@@ -98,3 +101,60 @@ def test_an_error_in_a_call_reaches_only_its_request():
 
     failing, fine = asyncio.run(scenario())
     assert isinstance(failing, ZeroDivisionError) and fine == "report"
+
+
+class Shadowing:
+    """A ServiceDeployment stand-in with shadow work; each shadow call waits until released."""
+
+    name = "shadowing"
+    live_versions = ("v1", "v2")
+    shadows = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[Any]]] = []
+        self.shadowing = threading.Event()
+        self.release = threading.Event()
+
+    def predict(self, instances, owners):
+        self.calls.append(("predict", list(instances)))
+        return [{"decision_id": f"d-{x}", "version": "v1", "prediction": 0}
+                for x in instances]
+
+    def shadow(self, items):
+        self.calls.append(("shadow", [decision_id for decision_id, _, _ in items]))
+        self.shadowing.set()
+        assert self.release.wait(30)
+        self.release.clear()
+        return len(items)
+
+
+def test_shadow_work_runs_when_idle_drops_what_does_not_fit_and_never_holds_predict_long():
+    async def scenario():
+        fake = Shadowing()
+        counted: list[tuple[int, int]] = []
+        worker = Worker(fake, max_queue=10, micro_batch=2, shadow_queue=3,
+                        on_shadow=lambda dropped, scored: counted.append((dropped, scored)))
+        worker.start()
+        first = await worker.predict(["a", "b", "c", "d", "e"], None)  # 3 queued, 2 dropped
+        assert await asyncio.to_thread(fake.shadowing.wait, 30)  # idle: a batch of 2 runs
+        assert worker.shadow_dropped == 2 and worker.shadow_depth == 1
+        second = worker.predict(["f"], None)  # arrives while that batch runs
+        fake.release.set()
+        answer = await second  # answered after the running batch, before any other
+        after_second = list(fake.calls)
+        deadline = time.monotonic() + 30  # the remaining shadow work: "c" and "f"
+        while worker.shadow_scored < 4:
+            assert time.monotonic() < deadline, worker.shadow_scored
+            fake.release.set()
+            await asyncio.sleep(0.01)
+        worker.stop(10)
+        return first, answer, after_second, fake.calls, counted, worker
+
+    first, answer, after_second, calls, counted, worker = asyncio.run(scenario())
+    assert [a["decision_id"] for a in first] == ["d-a", "d-b", "d-c", "d-d", "d-e"]
+    assert answer == [{"decision_id": "d-f", "version": "v1", "prediction": 0}]
+    assert after_second == [("predict", ["a", "b", "c", "d", "e"]),
+                            ("shadow", ["d-a", "d-b"]), ("predict", ["f"])]
+    assert calls[3:] == [("shadow", ["d-c", "d-f"])]
+    assert (worker.shadow_dropped, worker.shadow_scored) == (2, 4)
+    assert sum(d for d, _ in counted) == 2 and sum(s for _, s in counted) == 4

@@ -53,7 +53,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
 
     def on_event(deployment: str, event: Event) -> None:
         """Take-downs are counted and logged (one structured line each), not only stored."""
-        if event.kind in ("rolled_back", "quarantined", "reinstated", "retired"):
+        if event.kind in ("rolled_back", "quarantined", "reinstated", "retired", "promoted"):
             log.warning("version %s: deployment=%s version=%s kind=%s reason=%s", event.kind,
                         deployment, event.version, event.kind, json.dumps(event.reason))
         if event.kind in ("rolled_back", "quarantined"):
@@ -62,9 +62,12 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
     deployments = {name: ServiceDeployment(name, spec, config, store, on_event=on_event)
                    for name, spec in config.deployments.items()}
     workers = Workers(store, deployments, max_queue=config.max_queue,
-                      micro_batch=config.micro_batch)
-    for name in deployments:
+                      micro_batch=config.micro_batch, shadow_queue=config.shadow_queue,
+                      on_shadow=metrics.shadow_work)
+    for name, deployment in deployments.items():
         metrics.queue_depth(name, lambda w=workers[name]: w.depth)
+        if deployment.shadow_mode is not None:
+            metrics.shadow_queue_depth(name, lambda w=workers[name]: w.shadow_depth)
     endpoints = Endpoints(config, store, deployments, workers, metrics)
 
     @contextlib.asynccontextmanager
@@ -100,6 +103,8 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         (f"{V}/rollback", "POST", endpoints.rollback, "admin",
          {"openapi_extra": body_schema(ReasonBody, required=False)}),
         (f"{V}/reinstate", "POST", endpoints.reinstate, "admin",
+         {"openapi_extra": body_schema(ReasonBody, required=False)}),
+        (f"{V}/promote", "POST", endpoints.promote, "admin",
          {"openapi_extra": body_schema(ReasonBody, required=False)}),
         (V, "DELETE", endpoints.retire, "admin", {}),
         ("/healthz", "GET", endpoints.healthz, None, {}),

@@ -12,6 +12,8 @@ keep_alive_seconds = 5.0                   # idle connections are closed after t
 max_connections = 1000                     # concurrent connections per worker
 max_queue = 1024                           # jobs waiting per deployment before 503
 micro_batch = 64                           # concurrent predictions batched per version
+shadow_queue = 10000                       # answered requests waiting for their shadow
+                                           #   predictions, per deployment; more are dropped
 db_timeout_seconds = 5.0                   # connect and statement timeout
 model_timeout_ms = 200                     # a model call slower than this is a strike
 model_timeout_window = 20                  # quarantine after model_timeout_strikes slow
@@ -31,6 +33,8 @@ reward = "accuracy"                        # or { tp = 1, fp = 0.95, fn = 0, tn 
 labels = ["no", "yes"]                     # optional: the only labels feedback may carry
 positive = "yes"                           # cost-matrix reward only (default 1 of [0, 1])
 guardrail = { min_samples = 200, margin = 0.05, method = "sequential" }   # or false
+shadow = { mode = "all" }                  # or "rate" (with rate = 0.1), "evaluating"; or false
+release = { mode = "dark", margin = 0.01 } # new versions serve nobody until judged; or false
 feedback_ttl_seconds = 604800              # later feedback gets 410
 feedback_same_key = false                  # true: only the key that predicted may label
 features = { age = "number", plan = "string" }
@@ -41,10 +45,30 @@ artifact = "models/churn-v1.skops"
 validation_score = 0.86
 ```
 
-Relative paths are resolved against the config file's folder. Policy and guardrail
-parameters are validated by the library's own parameter objects (``EpsilonGreedyParams``,
-``GuardrailParams``, ...), so their defaults and rules live in one place. Every mistake is a
-:class:`ConfigError` with one line naming the field; a database password is never echoed.
+Relative paths are resolved against the config file's folder. Policy, guardrail, shadow and
+release parameters are validated by the library's own parameter objects
+(``EpsilonGreedyParams``, ``GuardrailParams``, ``ShadowParams``, ``ReleaseParams``, ...), so
+their defaults and rules live in one place. Every mistake is a :class:`ConfigError` with one
+line naming the field; a database password is never echoed.
+
+**Shadow scoring** (``shadow``, see :mod:`banditops.shadow`): besides the version that served
+a request, other versions predict it too — after the answer was sent, in a bounded queue per
+deployment (``shadow_queue``; when it is full the work is dropped and counted in
+``banditops_shadow_dropped_total``) — and each of those predictions is scored when the label
+arrives: side observations for the policy, evidence for the guardrail. Modes: ``"all"`` (every
+other live version), ``"rate"`` (a request is shadowed with probability ``rate``),
+``"evaluating"`` (only versions with fewer than ``evaluation_rewards`` rewards). It is
+**invalid when the outcome depends on the served prediction** — the claim flagged is the one
+investigated, the item recommended is the one clicked: there a label says nothing about what
+another version's answer would have earned; leave ``shadow`` out (bandit feedback only).
+
+**Dark launch** (``release = { mode = "dark", margin, min_samples, check_every, carry }``,
+see :mod:`banditops.release`): a version registered while others are live (through the admin
+API, or added to this file later) starts ``dark``: it serves nobody, is shadow-scored on every
+shadowed request (``shadow`` defaults to ``{ mode = "evaluating" }``), and is promoted (event
+``promoted``) once its paired rewards show it is not worse than the best live version by
+``margin``, or rolled back (``rolled_back``) once they show it is; ``POST
+.../versions/{v}/promote`` promotes by hand. The versions of the first start go live.
 """
 
 from __future__ import annotations
@@ -69,12 +93,16 @@ from banditops.errors import BanditOpsError, InvalidParameterError
 from banditops.guardrails import GuardrailParams
 from banditops.policies import parse_policy_params, policy_names
 from banditops.policies.base import check_seed
+from banditops.release import ReleaseParams
 from banditops.rewards import Label, RewardFunction, accuracy, check_label, cost_matrix
+from banditops.shadow import ShadowParams
 
 MIN_KEY_CHARS = 16
 _KEY_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
 _TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 _GUARDRAIL = GuardrailParams()
+_SHADOW = ShadowParams()
+_RELEASE = ReleaseParams()
 BACKENDS = ("sqlite", "postgresql")
 
 
@@ -124,6 +152,72 @@ class GuardrailConfig(_Strict):
         return GuardrailParams(**self.model_dump())
 
 
+class ShadowConfig(_Strict):
+    """A deployment's shadow section: the fields, defaults and rules of ShadowParams."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+    mode: str = _SHADOW.mode
+    rate: float = _SHADOW.rate
+    evaluation_rewards: int = _SHADOW.evaluation_rewards
+    seed: int | None = _SHADOW.seed
+
+    @model_validator(mode="after")
+    def _library_rules(self) -> ShadowConfig:
+        if "rate" in self.model_fields_set and self.mode != "rate":
+            raise ValueError(f"rate applies to mode 'rate' only; mode is {self.mode!r}")
+        if "evaluation_rewards" in self.model_fields_set and self.mode != "evaluating":
+            raise ValueError("evaluation_rewards applies to mode 'evaluating' only; mode is "
+                             f"{self.mode!r}")
+        try:
+            self.params()
+        except InvalidParameterError as error:
+            raise ValueError(str(error)) from None
+        return self
+
+    def params(self) -> ShadowParams:
+        """The library's parameter object (what ``Deployment(shadow=...)`` takes)."""
+        return ShadowParams(**self.model_dump())
+
+
+class ReleaseConfig(_Strict):
+    """A deployment's release section: the fields, defaults and rules of ReleaseParams."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+    mode: str = _RELEASE.mode
+    margin: float = _RELEASE.margin
+    min_samples: int = _RELEASE.min_samples
+    check_every: int = _RELEASE.check_every
+    carry: int = _RELEASE.carry
+
+    @model_validator(mode="after")
+    def _library_rules(self) -> ReleaseConfig:
+        try:
+            self.params()
+        except InvalidParameterError as error:
+            raise ValueError(str(error)) from None
+        return self
+
+    def params(self) -> ReleaseParams:
+        """The library's parameter object (what ``Deployment(release=...)`` takes)."""
+        return ReleaseParams(**self.model_dump())
+
+
+def _section(model: type[BaseModel], value: Any, disabled: str) -> Any:
+    """A config section as ``model``, or False; one clear error for a bad section rather
+    than one per member of the union."""
+    if value is False or value is None or isinstance(value, model):
+        return value
+    try:
+        return model.model_validate(value)
+    except ValidationError as error:
+        problems = "; ".join(
+            ".".join(str(p) for p in e["loc"]) + ": " * bool(e["loc"])
+            + e["msg"].removeprefix("Value error, ") for e in error.errors())
+        raise ValueError(f"{problems} (or false {disabled})") from None
+
+
 def _label_key(label: Label) -> tuple[type, Label]:
     """Labels compare type-aware: 1, True and "1" are different classes."""
     return type(label), label
@@ -136,6 +230,8 @@ class DeploymentConfig(_Strict):
     labels: list[str | int | bool] | None = Field(default=None, min_length=2, max_length=1000)
     positive: str | int | bool | None = None
     guardrail: GuardrailConfig | Literal[False] = Field(default_factory=GuardrailConfig)
+    shadow: ShadowConfig | Literal[False] | None = None  # None: only what release implies
+    release: ReleaseConfig | Literal[False] | None = None
     feedback_ttl_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     feedback_same_key: bool = False
     features: dict[str, Literal["number", "string"]] = Field(min_length=1)
@@ -165,15 +261,19 @@ class DeploymentConfig(_Strict):
     @field_validator("guardrail", mode="before")
     @classmethod
     def _guardrail(cls, value: Any) -> Any:
-        if value is False or isinstance(value, GuardrailConfig):
-            return value
-        try:  # one clear error for a bad section, not one per member of the union
-            return GuardrailConfig.model_validate(value)
-        except ValidationError as error:
-            problems = "; ".join(
-                ".".join(str(p) for p in e["loc"]) + ": " * bool(e["loc"])
-                + e["msg"].removeprefix("Value error, ") for e in error.errors())
-            raise ValueError(f"{problems} (or false to disable the guardrail)") from None
+        if value is None:
+            raise ValueError("expected a table of guardrail settings or false")
+        return _section(GuardrailConfig, value, "to disable the guardrail")
+
+    @field_validator("shadow", mode="before")
+    @classmethod
+    def _shadow(cls, value: Any) -> Any:
+        return _section(ShadowConfig, value, "for no shadow scoring")
+
+    @field_validator("release", mode="before")
+    @classmethod
+    def _release(cls, value: Any) -> Any:
+        return _section(ReleaseConfig, value, "to release every version live")
 
     @field_validator("labels")
     @classmethod
@@ -201,6 +301,10 @@ class DeploymentConfig(_Strict):
         names = [v.name for v in self.versions]
         if len(names) != len(set(names)):
             raise ValueError(f"version names repeat: {names}")
+        if self.shadow is False and self.dark_launch:
+            raise ValueError("release mode 'dark' judges new versions on their shadow "
+                             "predictions; shadow = false contradicts it (set a shadow mode, "
+                             "or leave shadow out: 'evaluating' is implied)")
         if self.reward == "accuracy":
             if self.positive is not None:
                 raise ValueError("positive applies to a cost-matrix reward only; "
@@ -208,6 +312,18 @@ class DeploymentConfig(_Strict):
         else:
             self._binary_classes()
         return self
+
+    @property
+    def dark_launch(self) -> bool:
+        """Whether new versions are released dark (``release = { mode = "dark" }``)."""
+        return isinstance(self.release, ReleaseConfig) and self.release.mode == "dark"
+
+    def shadow_params(self) -> ShadowParams | None:
+        """``Deployment(shadow=...)``: None means none, unless release mode dark implies it."""
+        return self.shadow.params() if isinstance(self.shadow, ShadowConfig) else None
+
+    def release_params(self) -> ReleaseParams | None:
+        return self.release.params() if isinstance(self.release, ReleaseConfig) else None
 
     def _binary_classes(self) -> tuple[Label, Label]:
         """(negative, positive) of a cost-matrix reward; ValueError when they are unclear."""
@@ -321,6 +437,7 @@ class ServiceConfig(_Strict):
     snapshot_every: int = Field(default=10_000, ge=1)  # learned rewards between snapshots
     max_queue: int = Field(default=1024, ge=1)  # jobs waiting per deployment; more get 503
     micro_batch: int = Field(default=64, ge=1, le=100_000)  # instances per model call
+    shadow_queue: int = Field(default=10_000, ge=1)  # shadow work waiting; more is dropped
     body_timeout_seconds: float = Field(default=4.0, gt=0)  # to receive headers, then body
     keep_alive_seconds: float = Field(default=5.0, gt=0)  # idle connections are closed
     max_connections: int = Field(default=1000, ge=1)  # concurrent connections (uvicorn)

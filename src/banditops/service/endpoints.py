@@ -378,11 +378,12 @@ class Endpoints:
         body = await off_loop(raw, lambda: parse(VersionBody, raw))
         config = self.config
 
-        def register(d: ServiceDeployment) -> None:  # the path lookup touches the disk
-            d.register(body.name, artifact_path(config, body.artifact), body.validation_score)
+        def register(d: ServiceDeployment) -> str:  # the path lookup touches the disk
+            return d.register(body.name, artifact_path(config, body.artifact),
+                              body.validation_score)
 
-        await worker.call(register)
-        return respond({"name": body.name, "status": "live"}, 201)
+        status = await worker.call(register)
+        return respond({"name": body.name, "status": status}, 201)
 
     async def _reason(self, request: Request, default: str) -> str:
         raw = await request.body()
@@ -403,6 +404,14 @@ class Endpoints:
         version = self._version(version)
         reason = await self._reason(request, "reinstated through the API")
         await worker.call(lambda d: d.reinstate(version, reason))
+        return respond({"name": version, "status": "live"})
+
+    async def promote(self, name: str, version: str, request: Request) -> Response:
+        """Put a dark version live before its shadow evidence decides."""
+        _, worker = self._find(name)
+        version = self._version(version)
+        reason = await self._reason(request, "promoted through the API")
+        await worker.call(lambda d: d.promote(version, reason))
         return respond({"name": version, "status": "live"})
 
     async def retire(self, name: str, version: str) -> Response:

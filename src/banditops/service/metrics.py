@@ -36,6 +36,17 @@ class Metrics:
                                  ["deployment", "kind"], registry=r)
         self.queued = Gauge("banditops_queued_jobs", "Jobs waiting for a deployment's worker",
                             ["deployment"], registry=r)
+        self.shadow_dropped = Counter(
+            "banditops_shadow_dropped", "Answered requests whose shadow predictions were "
+            "dropped (shadow queue full, or the shadow work failed)", ["deployment"],
+            registry=r)
+        self.shadow_scored = Counter(
+            "banditops_shadow_scored", "Answered requests whose shadow predictions were "
+            "computed and attached to their decision (scored when the label arrives)",
+            ["deployment"], registry=r)
+        self.shadow_queued = Gauge("banditops_shadow_queued",
+                                   "Answered requests waiting for their shadow predictions",
+                                   ["deployment"], registry=r)
         self._children: dict[tuple, Any] = {}  # labels() costs ~10 us; children are cached
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -54,6 +65,18 @@ class Metrics:
 
     def queue_depth(self, deployment: str, depth: Callable[[], float]) -> None:
         self.queued.labels(deployment).set_function(depth)
+
+    def shadow_queue_depth(self, deployment: str, depth: Callable[[], float]) -> None:
+        self.shadow_queued.labels(deployment).set_function(depth)
+        self._child(self.shadow_dropped, deployment)  # shown as 0 before anything happens
+        self._child(self.shadow_scored, deployment)
+
+    def shadow_work(self, deployment: str, dropped: int, scored: int) -> None:
+        """Called from a deployment's worker thread (prometheus counters are thread-safe)."""
+        if dropped:
+            self._child(self.shadow_dropped, deployment).inc(dropped)
+        if scored:
+            self._child(self.shadow_scored, deployment).inc(scored)
 
     def decision(self, deployment: str, version: str) -> None:
         self._child(self.decisions, deployment, version).inc()

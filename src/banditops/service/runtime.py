@@ -10,8 +10,15 @@ that other replicas stored reach this one through ``Deployment.catch_up``; versi
 every ``sync_interval_seconds`` and before every report or admin change.
 
 Every ``snapshot_every`` learned rewards, and at a clean stop, the learned state (policy with
-its RNG, guardrail windows, the log's read position) is stored; a restart loads it and learns
-only the feedback after it.
+its RNG, guardrail windows, dark candidates' evidence, the log's read position) is stored; a
+restart loads it and learns only the feedback after it.
+
+Shadow scoring runs off the request path: the Deployment logs decisions without shadow
+predictions (``defer_shadows=True``) and the worker calls :meth:`ServiceDeployment.shadow`
+with answered requests when it has nothing else to do (see ``workers.py``). A dark version's
+status is stored like any other ("dark" in the versions table); its promotion or rollback,
+decided by whichever replica gets there first from the same evidence, reaches the others
+through :meth:`ServiceDeployment.sync`.
 
 Not thread-safe: the HTTP layer calls one ServiceDeployment from one worker thread.
 """
@@ -20,9 +27,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from banditops.deployment import Deployment, Event
 from banditops.errors import (
@@ -51,6 +58,40 @@ log = logging.getLogger("banditops.service")
 TAKE_DOWN = {"rolled_back", "quarantined", "retired"}
 FLOAT32_MAX = 3.4e38  # models that compute in float32 (trees, ONNX) fail past it
 REINSTATABLE = ("rolled_back", "quarantined")
+
+
+class VersionView(TypedDict):
+    """One version in ``GET /v1/deployments/{d}``."""
+
+    name: str
+    status: str  # live, dark, rolled_back, quarantined, retired
+    traffic_share: float
+    decisions: int
+    feedbacks: int
+    reward_mean: float | None
+    ci_low: float | None
+    ci_high: float | None
+    validation_score: float | None
+    learned: int
+    learned_reward_sum: float
+    shadow_rewards: int  # rewards of its shadow predictions this replica learned
+    shadow_reward_mean: float | None
+    judgement: str | None  # "evaluating" (dark); the guardrail's "not judged yet", "ok" or
+    #                        "worse" (live, with a guardrail); None otherwise
+    model_calls: dict[str, Any] | None
+
+
+class DeploymentView(TypedDict):
+    """``GET /v1/deployments/{d}``."""
+
+    name: str
+    policy: str
+    features: dict[str, str]
+    labels: Any
+    shadow: str | None  # the shadow mode, None without shadow scoring
+    release: str  # "live" or "dark"
+    versions: list[VersionView]
+    restored_snapshot_feedback_seq: int | None
 
 
 @dataclass(frozen=True)
@@ -100,8 +141,15 @@ class ServiceDeployment:
         guardrail = (Guardrail.from_params(config.guardrail.params())
                      if config.guardrail is not False else None)
         self.log = store.log(name, config.feedback_ttl_seconds)
+        self.dark_launch = config.dark_launch
+        shadow = config.shadow_params()
+        # the mode the Deployment runs: a dark launch implies "evaluating" when none is set
+        self.shadow_mode = (shadow.mode if shadow is not None
+                            else "evaluating" if self.dark_launch else None)
         self.deployment = Deployment(policy, config.reward_function(), guardrail,
-                                     labels=config.label_classes(), log=self.log)
+                                     labels=config.label_classes(), log=self.log,
+                                     shadow=shadow, release=config.release_params(),
+                                     defer_shadows=True)
         self._remote = False  # applying another replica's change: don't write it back
         self._since_snapshot = 0
         self._unloadable: dict[str, str] = {}  # version -> why this replica cannot load it
@@ -141,11 +189,15 @@ class ServiceDeployment:
         registered stops the start-up: serving something else under its name would be
         silently wrong."""
         loaded: dict[str, LoadedArtifact] = {}
+        # A version added to the file after the first start is a release like any other.
+        status = "dark" if self.dark_launch and any(
+            row.status == "live" for row in self.store.versions(self.name)) else "live"
         for version in self.config.versions:
             artifact = self._load(str(version.artifact))
             loaded[version.name] = artifact
             self.store.add_version(self.name, version.name, str(version.artifact),
-                                   version.validation_score, artifact.sha256, if_missing=True)
+                                   version.validation_score, artifact.sha256, if_missing=True,
+                                   status=status)
         rows = self.store.versions(self.name)
         for row in rows:
             if row.status == "retired":
@@ -158,9 +210,22 @@ class ServiceDeployment:
                 if row.sha256 is None:
                     self.store.pin_version(self.name, row.name, artifact.sha256)
                 model = self._serve(artifact)
-            self.deployment.register(row.name, model, validation_score=row.validation_score)
+            self._register_row(row, model)
         for row in rows:
             self._apply_status(row.name, row.status, "restored from the database")
+
+    def _register_row(self, row: Any, model: Any) -> None:
+        """Register a stored version: dark if stored dark, else live (its status follows)."""
+        self._check_release(row)
+        self.deployment.register(row.name, model, validation_score=row.validation_score,
+                                 dark=row.status == "dark" if self.dark_launch else None)
+
+    def _check_release(self, row: Any) -> None:
+        if row.status == "dark" and not self.dark_launch:
+            raise InvalidParameterError(
+                f"deployment {self.name}: version {row.name} is dark (under evaluation) but "
+                "the config has no release = { mode = \"dark\" }; keep that until the "
+                "version is promoted or rolled back")
 
     def _load_snapshot(self) -> None:
         """Start from the last snapshot, if it fits this configuration; else from scratch."""
@@ -194,8 +259,14 @@ class ServiceDeployment:
         try:
             if status == "retired":
                 self.deployment.retire(version, reason)
+            elif status == "live" and current == "dark":
+                self.deployment.promote(version, reason)
             elif status == "live":
                 self.deployment.reinstate(version, reason)
+            elif current == "dark" and status == "quarantined":
+                self.deployment.quarantine(version, reason)
+            elif current == "dark" and status == "rolled_back":
+                self.deployment.rollback(version, reason)
             elif current == "live" and len(self.deployment.live_versions) > 1:
                 if status == "quarantined":
                     self.deployment.quarantine(version, reason)
@@ -210,8 +281,9 @@ class ServiceDeployment:
         if self._remote:
             return
         version = event.version or ""
-        if event.kind == "reinstated":
-            if not self.store.set_status(self.name, version, "live", only_from=REINSTATABLE):
+        if event.kind in ("reinstated", "promoted"):
+            before = REINSTATABLE if event.kind == "reinstated" else ("dark",)
+            if not self.store.set_status(self.name, version, "live", only_from=before):
                 return  # another replica recorded it already
         elif event.kind in TAKE_DOWN:
             outcome = self.store.take_down(self.name, version, event.kind)
@@ -241,6 +313,7 @@ class ServiceDeployment:
     def _register_remote(self, row: Any) -> bool:
         """Register a version another replica added; False if it cannot load here."""
         try:
+            self._check_release(row)
             model = _Retired() if row.status == "retired" else self._serve(
                 self._load(row.artifact, row.sha256))
         except BanditOpsError as error:
@@ -251,7 +324,7 @@ class ServiceDeployment:
             return False
         self._remote = True
         try:
-            self.deployment.register(row.name, model, validation_score=row.validation_score)
+            self._register_row(row, model)
         finally:
             self._remote = False
         self._unloadable.pop(row.name, None)
@@ -317,10 +390,11 @@ class ServiceDeployment:
                 for (decision_id, _), result in zip(items, results, strict=True)]
 
     # ------------------------------------------------------------ admin
-    def register(self, version: str, artifact: str, validation_score: float | None) -> None:
+    def register(self, version: str, artifact: str, validation_score: float | None) -> str:
         """Check the artifact in a child process (a model that corrupts memory or spins
         takes the child down, not the server), then load, smoke-test and record it; it goes
-        live on every replica."""
+        live on every replica, or dark (released dark while others are live). Returns its
+        status."""
         service = self.service
         check_in_subprocess(artifact, service.artifact_dirs, allow_pickle=service.allow_pickle,
                             extra_trusted=service.trusted_types,
@@ -331,9 +405,32 @@ class ServiceDeployment:
         served = self._serve(loaded)
         smoke_test(served, dict(self.config.features), self.deployment.labels)
         self.sync()
+        dark = self.dark_launch and bool(self.deployment.live_versions)
         self.store.add_version(self.name, version, str(loaded.path), validation_score,
-                               loaded.sha256)
-        self.deployment.register(version, served, validation_score=validation_score)
+                               loaded.sha256, status="dark" if dark else "live")
+        self.deployment.register(version, served, validation_score=validation_score,
+                                 dark=dark if self.dark_launch else None)
+        return self.deployment.status(version)
+
+    def promote(self, version: str, reason: str) -> None:
+        """Put a dark version live before its evidence decides (an operator's call)."""
+        self.sync()
+        self.deployment.promote(version, reason)
+
+    # ------------------------------------------------------------ shadows
+    @property
+    def shadows(self) -> bool:
+        """Whether answered requests have shadow work now: shadow scoring is on and some
+        version besides the serving one is scored (another live one, or a dark one)."""
+        deployment = self.deployment
+        return self.shadow_mode is not None and (
+            len(deployment.live_versions) + len(deployment.dark_versions) > 1)
+
+    def shadow(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> int:
+        """Shadow predictions for answered requests ``(decision id, served version,
+        instance)``: one model call per scored version, attached to the decisions still
+        open; returns how many took theirs. A shadow version that fails is quarantined."""
+        return self.deployment.shadow_later(items)
 
     def rollback(self, version: str, reason: str) -> None:
         self.sync()
@@ -364,23 +461,26 @@ class ServiceDeployment:
     def events(self, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         return self.store.events(self.name, since, limit)
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> DeploymentView:
         self.sync()
-        versions = []
+        versions: list[VersionView] = []
         for report in self.deployment.versions():
             model = self.deployment.model(report.name)
             timing = model.stats() if isinstance(model, ServedModel) else None
-            versions.append({
-                "name": report.name, "status": report.status,
-                "traffic_share": report.traffic_share, "decisions": report.decisions,
-                "feedbacks": report.feedbacks, "reward_mean": report.reward_mean,
-                "ci_low": report.ci_low, "ci_high": report.ci_high,
-                "validation_score": report.validation_score, "learned": report.learned,
-                "learned_reward_sum": report.learned_reward_sum,
-                "guardrail": report.judgement, "model_calls": timing})
-        return {"name": self.name, "policy": self.config.policy,
-                "features": self.config.features, "labels": self.deployment.labels,
-                "versions": versions, "restored_snapshot_feedback_seq": self.restored_from}
+            shadows = report.shadow_learned
+            versions.append(VersionView(
+                name=report.name, status=report.status, traffic_share=report.traffic_share,
+                decisions=report.decisions, feedbacks=report.feedbacks,
+                reward_mean=report.reward_mean, ci_low=report.ci_low, ci_high=report.ci_high,
+                validation_score=report.validation_score, learned=report.learned,
+                learned_reward_sum=report.learned_reward_sum, shadow_rewards=shadows,
+                shadow_reward_mean=report.shadow_reward_sum / shadows if shadows else None,
+                judgement=report.judgement, model_calls=timing))
+        return DeploymentView(
+            name=self.name, policy=self.config.policy, features=self.config.features,
+            labels=self.deployment.labels, shadow=self.shadow_mode,
+            release="dark" if self.dark_launch else "live", versions=versions,
+            restored_snapshot_feedback_seq=self.restored_from)
 
 
 def _resolved(path: str) -> Any:

@@ -9,6 +9,18 @@ Micro-batching: when the worker takes a predict job it also takes the predict jo
 right behind it (up to ``micro_batch`` instances in all) and routes them in ONE
 ``ServiceDeployment.predict`` call (one model call per version, one database commit), then
 hands each request its slice of the answers.
+
+Shadow work (issue 9): once a predict job is answered, its requests go to the deployment's
+shadow queue (at most ``shadow_queue`` requests; beyond that they are dropped and counted),
+which the worker drains through ``ServiceDeployment.shadow`` only when no job is waiting and
+it has been idle for ``SHADOW_PAUSE_SECONDS`` (the event loop sends the answers first): all
+that waits, up to ``micro_batch`` requests, in one call (one model call per shadow version,
+one transaction). At a low rate that is each request on its own, right after its answer and
+before the next request; when requests come faster, more of them wait and the batches grow,
+which costs less per request. (Waiting on purpose to gather bigger batches was measured to
+be worse: a longer batch is more likely to be running when a request arrives, and p99 pays
+for it.) A request never waits for shadow work except for the one micro-batch that may be
+running when it arrives. Shadow calls stay on this thread: the Deployment is not thread-safe.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,18 +52,28 @@ class _Job:
 
 
 _STOP = object()
+_SHADOW = object()  # _take's answer when only shadow work is waiting
+SHADOW_PAUSE_SECONDS = 0.0003  # idle this long before shadow work (answers go out first)
 
 
 class Worker:
     """A thread consuming one deployment's job queue (at most ``max_queue`` waiting)."""
 
     def __init__(self, deployment: ServiceDeployment, *, max_queue: int,
-                 micro_batch: int) -> None:
+                 micro_batch: int, shadow_queue: int = 10_000,
+                 on_shadow: Callable[[int, int], None] | None = None) -> None:
+        """``on_shadow(dropped, scored)`` is told of each change of the shadow counters."""
         self.deployment = deployment
         self.max_queue = max_queue
         self.micro_batch = micro_batch
+        self.shadow_queue = shadow_queue
+        self.on_shadow = on_shadow
         self.live_versions: tuple[str, ...] = ()  # refreshed after each job (read by /readyz)
         self._queue: deque[Any] = deque()
+        self._shadows: deque[tuple[str, str, dict[str, Any]]] = deque()  # worker thread only
+        self._idle_since = 0.0  # when the last job ended (monotonic)
+        self.shadow_dropped = 0  # requests whose shadow work was dropped (queue full, error)
+        self.shadow_scored = 0  # requests whose shadow predictions joined their decision
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
         self.syncing = False  # a catch-up job is queued or running
@@ -58,6 +81,10 @@ class Worker:
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def shadow_depth(self) -> int:
+        return len(self._shadows)
 
     def start(self) -> None:
         self.live_versions = tuple(self.deployment.live_versions)
@@ -102,11 +129,18 @@ class Worker:
         return job.future
 
     # --------------------------------------------------------- the worker side
-    def _take(self) -> list[_Job] | None:
-        """The next job, and the predict jobs right behind a predict job (micro-batch)."""
+    def _take(self) -> Any:
+        """The next job, and the predict jobs right behind a predict job (micro-batch);
+        ``_SHADOW`` when no job came during a pause and shadow work waits."""
         with self._ready:
             while not self._queue:
-                self._ready.wait()
+                if not self._shadows:
+                    self._ready.wait()
+                    continue
+                wait = self._idle_since + SHADOW_PAUSE_SECONDS - time.monotonic()
+                if wait <= 0:
+                    return _SHADOW
+                self._ready.wait(wait)
             job = self._queue.popleft()
             if job is _STOP:
                 return None
@@ -123,19 +157,74 @@ class Worker:
     def _run(self) -> None:
         _trust_validated_inputs()
         while (jobs := self._take()) is not None:
+            if jobs is _SHADOW:
+                self._run_shadows()
+                self._refresh()
+                self._idle_since = time.monotonic()
+                continue
             if jobs[0].call is not None:
                 settled = [self._run_call(jobs[0])]
             else:
                 settled = self._run_predict(jobs)
-            try:
-                self.live_versions = tuple(self.deployment.live_versions)
-            except Exception:  # a status read cannot fail today; never kill the worker
-                log.exception("deployment %s: reading live versions", self.deployment.name)
+            self._refresh()
             loop = jobs[0].loop
-            if loop is None:
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                    loop.call_soon_threadsafe(_settle, settled)
+            if jobs[0].call is None:
+                self._queue_shadows(jobs, settled)
+            self._idle_since = time.monotonic()
+
+    def _refresh(self) -> None:
+        try:
+            self.live_versions = tuple(self.deployment.live_versions)
+        except Exception:  # a status read cannot fail today; never kill the worker
+            log.exception("deployment %s: reading live versions", self.deployment.name)
+
+    def _queue_shadows(self, jobs: list[_Job],
+                       settled: list[tuple[Any, Any, BaseException | None]]) -> None:
+        """Answered requests join the shadow queue; what does not fit is dropped."""
+        try:
+            if not self.deployment.shadows:
+                return
+        except Exception:  # never kill the worker
+            log.exception("deployment %s: shadow state", self.deployment.name)
+            return
+        queue, dropped = self._shadows, 0
+        for job, (_, answers, error) in zip(jobs, settled, strict=True):
+            if error is not None:
                 continue
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_settle, settled)
+            for instance, answer in zip(job.instances, answers, strict=True):
+                if not isinstance(answer, dict):
+                    continue  # an error in place of this instance's answer
+                if len(queue) >= self.shadow_queue:
+                    dropped += 1
+                else:
+                    queue.append((answer["decision_id"], answer["version"], instance))
+        if dropped:
+            self._count_shadows(dropped, 0)
+
+    def _run_shadows(self) -> None:
+        """One micro-batch of shadow work; a failure drops it (the answers were sent)."""
+        queue = self._shadows
+        items = [queue.popleft() for _ in range(min(self.micro_batch, len(queue)))]
+        try:
+            scored = self.deployment.shadow(items)
+        except Exception as error:
+            log.warning("deployment %s: shadow predictions for %d requests dropped: %s",
+                        self.deployment.name, len(items), error)
+            self._count_shadows(len(items), 0)
+            return
+        self._count_shadows(0, scored)
+
+    def _count_shadows(self, dropped: int, scored: int) -> None:
+        self.shadow_dropped += dropped
+        self.shadow_scored += scored
+        if self.on_shadow is not None:
+            try:
+                self.on_shadow(dropped, scored)
+            except Exception:  # metrics must never kill the worker
+                log.exception("deployment %s: counting shadow work", self.deployment.name)
 
     def _run_call(self, job: _Job) -> tuple[Any, Any, BaseException | None]:
         try:
@@ -184,11 +273,17 @@ class Workers:
     """The start-up of the deployments (database, models, snapshots), then their workers."""
 
     def __init__(self, store: Store, deployments: dict[str, ServiceDeployment], *,
-                 max_queue: int, micro_batch: int) -> None:
+                 max_queue: int, micro_batch: int, shadow_queue: int = 10_000,
+                 on_shadow: Callable[[str, int, int], None] | None = None) -> None:
+        """``on_shadow(deployment, dropped, scored)``: see :class:`Worker`."""
         self.store = store
         self.deployments = deployments
-        self.workers = {name: Worker(d, max_queue=max_queue, micro_batch=micro_batch)
-                        for name, d in deployments.items()}
+        self.workers = {
+            name: Worker(d, max_queue=max_queue, micro_batch=micro_batch,
+                         shadow_queue=shadow_queue,
+                         on_shadow=None if on_shadow is None else
+                         (lambda dropped, scored, n=name: on_shadow(n, dropped, scored)))
+            for name, d in deployments.items()}
         self.started = False
         self._lock = threading.Lock()
 

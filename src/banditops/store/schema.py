@@ -1,8 +1,9 @@
-"""The SQL tables. Decisions, feedback and events are append-only logs; ``version_totals``
-holds running totals, one row per (deployment, version, replica), each replica incrementing
-only its own rows in the transaction that writes the logged rows, so totals are exact and
-replicas never contend on a counter. Created and evolved by the Alembic migrations in
-``migrations/``."""
+"""The SQL tables. Decisions, feedback and events are append-only logs; ``shadows`` holds the
+predictions other versions made for a decision, scored when its feedback is stored;
+``version_totals`` holds running totals, one row per (deployment, version, replica), each
+replica incrementing only its own rows in the transaction that writes the logged rows, so
+totals are exact and replicas never contend on a counter. Created and evolved by the Alembic
+migrations in ``migrations/``."""
 
 from __future__ import annotations
 
@@ -94,4 +95,16 @@ version_totals = Table(
     Column("feedbacks", BigInteger, nullable=False, server_default="0"),
     Column("reward_sum", Float, nullable=False, server_default="0"),
     Column("reward_sq", Float, nullable=False, server_default="0"),
+)
+
+# Predictions other versions made for a decision (banditops.shadow), attached after it was
+# answered; ``reward`` is written in the transaction that stores the decision's feedback, so
+# whoever reads a feedback row reads its shadow rewards too (migration 0004).
+shadows = Table(
+    "shadows", metadata,
+    Column("decision_id", String(64), ForeignKey("decisions.id"), primary_key=True),
+    Column("version", String(100), primary_key=True),
+    Column("deployment", String(100), nullable=False),
+    Column("prediction", JSON, nullable=False),
+    Column("reward", Float),  # None until the decision's feedback arrives
 )

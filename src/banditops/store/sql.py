@@ -22,7 +22,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -54,6 +54,7 @@ from banditops.store.schema import (
     events,
     feedback,
     policy_snapshots,
+    shadows,
     version_totals,
     versions,
 )
@@ -216,10 +217,11 @@ class Store:
 
     def add_version(self, deployment: str, name: str, artifact: str,
                     validation_score: float | None, sha256: str, *,
-                    if_missing: bool = False) -> bool:
-        """Record a version as live; False if it exists and ``if_missing``."""
+                    if_missing: bool = False, status: str = "live") -> bool:
+        """Record a version as live (or ``status="dark"``, released dark); False if it
+        exists and ``if_missing``."""
         values = {"deployment": deployment, "name": name, "artifact": artifact,
-                  "validation_score": validation_score, "status": "live",
+                  "validation_score": validation_score, "status": status,
                   "created_at": time.time(), "sha256": sha256}
         try:
             with self._guard("registering a version"), self.engine.begin() as connection:
@@ -254,7 +256,8 @@ class Store:
             return connection.execute(query).rowcount == 1
 
     def take_down(self, deployment: str, name: str, status: str) -> str:
-        """Take a version out of service unless that would leave no live version.
+        """Take a version (live, or dark: it serves nobody) out of service unless that would
+        leave no live version.
 
         "changed", "already" (another replica took it down first), or "last_live" (the other
         live versions were taken down meanwhile, e.g. by another replica's rollback). The
@@ -268,7 +271,7 @@ class Store:
             statuses = dict(connection.execute(rows).all())
             current = statuses.get(name)
             if current is None or current == status or current == "retired" or (
-                    current != "live" and status != "retired"):
+                    current not in ("live", "dark") and status != "retired"):
                 return "already"
             if current == "live" and not any(
                     s == "live" for n, s in statuses.items() if n != name):
@@ -314,10 +317,19 @@ class Store:
 class SqlLog(DecisionLog):
     """One deployment's decisions and feedback in SQL, shared by every replica.
 
-    Used from one thread at a time (the deployment's worker): decision inserts go through
-    one held connection as driver SQL, which keeps the hot path to one round trip and no
-    statement compilation.
+    Used from one thread at a time (the deployment's worker): decision inserts and shadow
+    attachments go through one held connection as driver SQL, which keeps the hot path to
+    one round trip and no statement compilation.
+
+    Shadow predictions live in the ``shadows`` table, one row per decision and version.
+    The rewards they earned are written in the transaction that stores the decision's
+    feedback, so a replica that reads a feedback row (catch-up) reads its shadow rewards
+    too, and learns each exactly once, as it does the served reward. Shadows attached after
+    the answer (:meth:`add_shadows`) race with a feedback closing the decision on another
+    replica; see there for why a decision closed meanwhile keeps none.
     """
+
+    keeps_shadows = True
 
     def __init__(self, store: Store, deployment: str, ttl: float) -> None:
         self.store = store
@@ -329,6 +341,9 @@ class SqlLog(DecisionLog):
         self._insert_decisions = (
             "INSERT INTO decisions (id, deployment, version, prediction, propensity, "
             f"created_at, owner) VALUES ({', '.join([marker] * 7)})")
+        self._insert_shadows = (
+            "INSERT INTO shadows (decision_id, version, deployment, prediction) "
+            f"VALUES ({', '.join([marker] * 4)})")
         self._count_decisions = (
             "INSERT INTO version_totals (deployment, version, replica, decisions, feedbacks, "
             f"reward_sum, reward_sq) VALUES ({marker}, {marker}, {marker}, {marker}, 0, 0, 0) "
@@ -343,6 +358,33 @@ class SqlLog(DecisionLog):
             "reward_sq = version_totals.reward_sq + excluded.reward_sq")
         self._add_feedback = (store.insert(feedback).on_conflict_do_nothing(
             index_elements=["decision_id"]).returning(feedback.c.seq))
+        postgres = store.dialect == "postgresql"
+        self._score_shadows = (
+            f"UPDATE shadows SET reward = {marker} WHERE decision_id = {marker} "
+            f"AND version = {marker}")
+        self._drop_unscored = (
+            "DELETE FROM shadows WHERE decision_id = ANY(%s) AND reward IS NULL" if postgres
+            else "DELETE FROM shadows WHERE decision_id IN (SELECT value FROM json_each(?)) "
+            "AND reward IS NULL")
+        # add_shadows, as driver SQL (it runs after every answered request): the open
+        # decisions of a batch (locked, on PostgreSQL), then their shadow rows unless their
+        # feedback was stored meanwhile.
+        unshadowed = ("NOT EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.id) AND "
+                      "NOT EXISTS (SELECT 1 FROM shadows s WHERE s.decision_id = d.id)")
+        self._open_decisions = (
+            f"SELECT d.id FROM decisions d WHERE d.deployment = %s AND d.id = ANY(%s) AND "
+            f"{unshadowed} FOR UPDATE OF d SKIP LOCKED" if postgres else
+            "SELECT d.id FROM json_each(?) j CROSS JOIN decisions d ON d.id = j.value "
+            f"WHERE d.deployment = ? AND {unshadowed}")  # CROSS JOIN: by primary key
+        self._attach_shadows = (
+            "INSERT INTO shadows (decision_id, version, deployment, prediction) "
+            "SELECT s.d, s.v, %s, s.p::json FROM unnest(%s::text[], %s::text[], %s::text[]) "
+            "AS s(d, v, p) WHERE NOT EXISTS (SELECT 1 FROM feedback f WHERE "
+            "f.decision_id = s.d) ON CONFLICT DO NOTHING RETURNING decision_id" if postgres
+            else "INSERT OR IGNORE INTO shadows (decision_id, version, deployment, prediction) "
+            "SELECT json_extract(s.value, '$[0]'), json_extract(s.value, '$[1]'), ?, "
+            "json_extract(s.value, '$[2]') FROM json_each(?) s WHERE NOT EXISTS (SELECT 1 "
+            "FROM feedback f WHERE f.decision_id = json_extract(s.value, '$[0]'))")
 
     def _connection(self):
         writer = self._writer
@@ -358,13 +400,63 @@ class SqlLog(DecisionLog):
         counts: dict[str, int] = {}
         for d in decisions_:
             counts[d.version] = counts.get(d.version, 0) + 1
+        inline = [(d.id, name, self.deployment, json.dumps(prediction))
+                  for d in decisions_ if d.shadows for name, prediction in d.shadows]
         writer = self._connection()
         try:
             with self.store._guard("logging decisions"), writer.begin():
                 writer.exec_driver_sql(self._insert_decisions, params)
+                if inline:
+                    writer.exec_driver_sql(self._insert_shadows, inline)
                 writer.exec_driver_sql(self._count_decisions, [
                     (self.deployment, version, self.store.replica, n)
                     for version, n in counts.items()])
+        except Exception:
+            writer.close()  # a broken connection is replaced on the next call
+            raise
+
+    def add_shadows(self, shadows_: Mapping[str, tuple[tuple[str, Any], ...]]) -> int:
+        """Attach shadow predictions to this deployment's open decisions: two statements in
+        one transaction for the whole batch. A decision closed meanwhile, here or on another
+        replica, keeps none: every shadow row of a closed decision holds the reward learned.
+        A decision that has shadows already keeps them.
+
+        A close that looked a decision up before its shadows were attached did not score
+        them, and deletes them (see :meth:`close`); what must not happen is an insert after
+        that close committed. SQLite writes one transaction at a time, so each insert's
+        check for feedback holds until it commits. On PostgreSQL the decisions' rows are
+        locked first (``FOR UPDATE SKIP LOCKED``), then the insert skips any that has
+        feedback. Storing a feedback takes a key-share lock on its decision's row (the
+        foreign key), which conflicts with that lock: a decision whose feedback is being
+        stored right now is skipped (never waited for); a feedback committed before the
+        lock is seen by the insert (a later statement, so a later snapshot); one arriving
+        after the lock waits until these shadows are committed, then its close deletes
+        them."""
+        ids = [i for i in unique_ids(shadows_) if isinstance(i, str) and shadows_[i]]
+        if not ids:
+            return 0
+        postgres = self.store.dialect == "postgresql"
+        writer = self._connection()
+        try:
+            with self.store._guard("attaching shadow predictions"), writer.begin():
+                open_ids = {row[0] for row in writer.exec_driver_sql(
+                    self._open_decisions, (self.deployment, ids) if postgres
+                    else (json.dumps(ids), self.deployment))}
+                rows = [(i, name, json.dumps(prediction))
+                        for i in ids if i in open_ids for name, prediction in shadows_[i]]
+                if not rows:
+                    return 0
+                if postgres:
+                    columns = list(zip(*rows, strict=True))
+                    added = writer.exec_driver_sql(self._attach_shadows, (
+                        self.deployment, list(columns[0]), list(columns[1]),
+                        list(columns[2])))
+                    return len({row[0] for row in added})
+                # SQLite: the insert checks for feedback under the database's write lock;
+                # the rows travel as one JSON array (no binding per row).
+                writer.exec_driver_sql(self._attach_shadows, (self.deployment,
+                                                              json.dumps(rows)))
+                return len({row[0] for row in rows})
         except Exception:
             writer.close()  # a broken connection is replaced on the next call
             raise
@@ -380,11 +472,21 @@ class SqlLog(DecisionLog):
         wanted = unique_ids(ids)
         query = (select(decisions.c.id, decisions.c.deployment, decisions.c.version,
                         decisions.c.prediction, decisions.c.propensity, decisions.c.created_at,
-                        decisions.c.owner, feedback.c.seq)
+                        decisions.c.owner, feedback.c.seq,
+                        shadows.c.version.label("shadow_version"),
+                        shadows.c.prediction.label("shadow_prediction"))
+                 .select_from(decisions)
                  .outerjoin(feedback, feedback.c.decision_id == decisions.c.id)
+                 .outerjoin(shadows, shadows.c.decision_id == decisions.c.id)
                  .where(decisions.c.id.in_(wanted)))
+        rows: dict[str, Any] = {}
+        predictions: dict[str, list[tuple[str, Any]]] = {}
         with self.store._guard("reading decisions"), self.store.engine.connect() as connection:
-            rows = {row.id: row for row in connection.execute(query)}
+            for row in connection.execute(query):
+                rows.setdefault(row.id, row)
+                if row.shadow_version is not None:
+                    predictions.setdefault(row.id, []).append(
+                        (row.shadow_version, row.shadow_prediction))
         found: dict[str, Any] = {}
         for decision_id in wanted:
             row = rows.get(decision_id)
@@ -399,16 +501,21 @@ class SqlLog(DecisionLog):
                 found[decision_id] = ExpiredDecisionError(
                     f"decision {decision_id} is older than feedback_ttl_seconds={self.ttl:g}")
             else:
-                found[decision_id] = LoggedDecision(row.id, row.version, row.prediction,
-                                                    row.propensity, row.created_at, row.owner)
+                found[decision_id] = LoggedDecision(
+                    row.id, row.version, row.prediction, row.propensity, row.created_at,
+                    row.owner, tuple(sorted(predictions.get(decision_id, ()),
+                                            key=lambda p: p[0])))
         return found
 
     def close(self, closings: Sequence[Closing], now: float) -> list[int | None]:
+        """Store the feedback, its totals and the shadow rewards in one transaction."""
         seqs: list[int | None] = []
         sums: dict[str, list[float]] = {}
+        scored: list[tuple[float, str, str]] = []
+        closed: list[str] = []
         with self.store._guard("recording feedback"), \
                 self.store.engine.begin() as connection:
-            for decision, label, reward, _ in closings:
+            for decision, label, reward, shadow_rewards in closings:
                 seq = connection.execute(self._add_feedback, {
                     "decision_id": decision.id, "deployment": self.deployment,
                     "version": decision.version, "label": label, "reward": reward,
@@ -419,6 +526,15 @@ class SqlLog(DecisionLog):
                     total[0] += 1
                     total[1] += reward
                     total[2] += reward * reward
+                    closed.append(decision.id)
+                    scored += [(r, decision.id, name) for name, r in shadow_rewards]
+            if scored:
+                connection.exec_driver_sql(self._score_shadows, scored)
+            if closed:
+                # Shadows attached (on another replica) after the decision was looked up:
+                # unscored, so nobody learns them (see add_shadows).
+                connection.exec_driver_sql(self._drop_unscored, (
+                    closed if self.store.dialect == "postgresql" else json.dumps(closed),))
             if sums:
                 connection.exec_driver_sql(self._count_feedback, [
                     (self.deployment, version, self.store.replica, int(n), s, sq)
@@ -429,10 +545,12 @@ class SqlLog(DecisionLog):
         return seqs
 
     def catch_up(self) -> list[CaughtUp]:
-        """Feedback other replicas wrote: rows above the cursor or in its gaps.
+        """Feedback other replicas wrote, with its shadow rewards: rows above the cursor or
+        in its gaps.
 
         Rows of other deployments are read too (sequence numbers are shared), so that their
-        numbers settle instead of lingering as gaps; only this deployment's are learned."""
+        numbers settle instead of lingering as gaps; only this deployment's are learned.
+        Shadow rewards are committed with their feedback row, so one read sees both."""
         now = time.monotonic()
         cursor = self.cursor
         condition = feedback.c.seq > cursor.high_water
@@ -440,14 +558,26 @@ class SqlLog(DecisionLog):
         if gaps:
             condition = condition | feedback.c.seq.in_(gaps)
         query = (select(feedback.c.seq, feedback.c.deployment, feedback.c.version,
-                        feedback.c.reward).where(condition).order_by(feedback.c.seq))
+                        feedback.c.reward, shadows.c.version.label("shadow_version"),
+                        shadows.c.reward.label("shadow_reward"))
+                 .select_from(feedback)
+                 .outerjoin(shadows, (shadows.c.decision_id == feedback.c.decision_id)
+                            & shadows.c.reward.is_not(None))
+                 .where(condition).order_by(feedback.c.seq, shadows.c.version))
         with self.store._guard("catching up"), self.store.engine.connect() as connection:
             rows = connection.execute(query).all()
         if not rows:
             return []
-        learn = set(cursor.advance([row.seq for row in rows], now))
-        return [CaughtUp(row.version, row.reward) for row in rows
-                if row.seq in learn and row.deployment == self.deployment]
+        first: dict[int, Any] = {}
+        rewards: dict[int, list[tuple[str, float]]] = {}
+        for row in rows:
+            first.setdefault(row.seq, row)
+            if row.shadow_version is not None:
+                rewards.setdefault(row.seq, []).append((row.shadow_version, row.shadow_reward))
+        learn = set(cursor.advance(list(first), now))
+        return [CaughtUp(row.version, row.reward, tuple(rewards.get(seq, ())))
+                for seq, row in first.items()
+                if seq in learn and row.deployment == self.deployment]
 
     def position(self) -> dict[str, Any]:
         return self.cursor.state()
