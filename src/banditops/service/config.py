@@ -31,7 +31,7 @@ policy = "thompson"                        # any name from banditops.policies.po
 policy_params = { prior_weight = 20 }      # checked against the policy's Params at load
 reward = "accuracy"                        # or { tp = 1, fp = 0.95, fn = 0, tn = 1 }
 labels = ["no", "yes"]                     # optional: the only labels feedback may carry
-positive = "yes"                           # cost-matrix reward only (default 1 of [0, 1])
+# positive = "yes"                         # with a cost-matrix reward only (default: 1)
 guardrail = { min_samples = 200, margin = 0.05, method = "sequential" }   # or false
 shadow = { mode = "all" }                  # or "rate" (with rate = 0.1), "evaluating"; or false
 release = { mode = "dark", margin = 0.01 } # new versions serve nobody until judged; or false
