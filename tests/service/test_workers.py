@@ -158,3 +158,23 @@ def test_shadow_work_runs_when_idle_drops_what_does_not_fit_and_never_holds_pred
     assert calls[3:] == [("shadow", ["d-c", "d-f"])]
     assert (worker.shadow_dropped, worker.shadow_scored) == (2, 4)
     assert sum(d for d, _ in counted) == 2 and sum(s for _, s in counted) == 4
+
+
+def test_shadow_work_still_waiting_at_shutdown_is_counted_as_dropped():
+    async def scenario():
+        fake = Shadowing()
+        worker = Worker(fake, max_queue=10, micro_batch=2, shadow_queue=10)
+        worker.start()
+        await worker.predict(["a", "b", "c", "d", "e"], None)
+        assert await asyncio.to_thread(fake.shadowing.wait, 30)  # "a", "b" run; 3 wait
+        stopping = asyncio.create_task(asyncio.to_thread(worker.stop, 30))
+        deadline = time.monotonic() + 30
+        while not worker._queue:  # stop() has queued its end before the batch finishes
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        fake.release.set()
+        await stopping
+        return worker
+
+    worker = asyncio.run(scenario())
+    assert (worker.shadow_scored, worker.shadow_dropped, worker.shadow_depth) == (2, 3, 0)

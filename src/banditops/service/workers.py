@@ -174,6 +174,9 @@ class Worker:
             if jobs[0].call is None:
                 self._queue_shadows(jobs, settled)
             self._idle_since = time.monotonic()
+        if self._shadows:  # stopping: shadow work still waiting is dropped, and counted
+            self._count_shadows(len(self._shadows), 0)
+            self._shadows.clear()
 
     def _refresh(self) -> None:
         try:
