@@ -34,6 +34,10 @@ SlidingWindowUCB            The reward enters the window (and pushes the oldest 
 ThompsonSampling            Exactly ``update``: a posterior does not care who chose the arm.
 GaussianThompsonSampling    Exactly ``update``.
 DiscountedThompsonSampling  Exactly ``update``: every arm's evidence is discounted too.
+FollowTheLeader             Exactly ``update``: the reward enters the arm's window (its
+                            last ``window`` rewards, served or observed) and counts
+                            towards ending its cold start. Without observations the
+                            policy is greedy and can starve an arm for good.
 ABTest                      Exactly ``update``: a champion's or challenger's observation
                             joins its test sample (and may conclude the test), so the test
                             compares all rewards of each arm, served or shadow.

@@ -217,9 +217,10 @@ def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
     rows, reward_chunks, traffic = [], {}, {}
     for output in outputs:
         dataset, scenario = output["key"]
-        rows.append({"dataset": dataset, "scenario": scenario, "strategy": output["strategy"],
-                     "group": STRATEGIES[output["strategy"]].group, "seed": output["seed"],
-                     **output["metrics"]})
+        strategy = STRATEGIES[output["strategy"]]
+        rows.append({"dataset": dataset, "scenario": scenario, "strategy": strategy.name,
+                     "group": strategy.group, "feedback": strategy.feedback,
+                     "seed": output["seed"], **output["metrics"]})
         reward_chunks.setdefault((dataset, scenario, output["strategy"]), []).append(
             output["reward_chunks"])
         if output["traffic"] is not None:
@@ -233,8 +234,8 @@ def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
         seconds=seconds)
 
 
-MEAN_COLUMNS = ["accuracy", "precision", "recall", "f1", "cost_per_1000", "oracle_reward",
-                "regret", "faulty_traffic_share", "rollback_delay", "rollbacks",
+MEAN_COLUMNS = ["calls_per_request", "accuracy", "precision", "recall", "f1", "cost_per_1000",
+                "oracle_reward", "regret", "faulty_traffic_share", "rollback_delay", "rollbacks",
                 "healthy_rollbacks", "switches"]
 
 
@@ -245,7 +246,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             ["dataset", "scenario", "strategy"], sort=False):
         mean, low, high = mean_interval(group["mean_reward"].to_numpy())
         rows.append({"dataset": dataset, "scenario": scenario, "strategy": strategy,
-                     "group": group["group"].iloc[0], "seeds": len(group),
+                     "group": group["group"].iloc[0], "feedback": group["feedback"].iloc[0],
+                     "seeds": len(group),
                      "mean_reward": mean, "ci_low": low, "ci_high": high,
                      **{c: float(group[c].mean()) for c in MEAN_COLUMNS}})
     summary = pd.DataFrame(rows)
