@@ -55,6 +55,7 @@ def test_experiment_on_a_subset_writes_every_output(data_dir, tmp_path):
     assert faulty.loc["leader[shadow]", "faulty_traffic_share"] < 0.05
     assert faulty.loc["leader[shadow]", "mean_reward"] > faulty.loc["latest", "mean_reward"]
     assert "Shadow scoring against bandit feedback" in result.output
+    assert "leader[shadow]" in result.output  # a name, not rich markup
     # One version per chunk can't beat the best version of each chunk in hindsight.
     static = summary[summary["strategy"].isin(["latest", "validation-champion"])]
     assert (static["regret"] > -1e-9).all()

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -91,8 +92,8 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
     return result
 
 
-def _pct(value: float) -> str:
-    return "-" if math.isnan(value) else f"{100 * value:.1f}%"
+def _pct(value: float, digits: int = 1) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.{digits}f}%"
 
 
 def print_results(result: ExperimentResult, console: Console) -> None:
@@ -115,7 +116,7 @@ def print_results(result: ExperimentResult, console: Console) -> None:
             style = ("bold cyan" if row["strategy"] == RECOMMENDED
                      else "magenta" if row["feedback"] == "shadow" else None)
             table.add_row(
-                row["strategy"],
+                escape(row["strategy"]),  # "leader[shadow]" is not markup
                 f"{row['mean_reward']:.4f} ± {(row['ci_high'] - row['ci_low']) / 2:.4f}",
                 f"{row['calls_per_request']:.2f}",
                 _pct(row["regret"]),
@@ -166,14 +167,14 @@ def _print_shadow_verdict(result: ExperimentResult, console: Console) -> None:
     for _, row in verdict.iterrows():
         sampled = row.get("best sampled-shadow strategy")
         has_sampled = isinstance(sampled, str)
-        table.add_row(row["dataset"], row["scenario"], row["best shadow strategy"],
+        table.add_row(row["dataset"], row["scenario"], escape(row["best shadow strategy"]),
                       f"{row['reward']:.4f}", f"{row['calls/request']:.2f}",
-                      _pct(row["regret"]), _pct(row["faulty share"]),
-                      row["best bandit-feedback strategy"],
+                      _pct(row["regret"], 2), _pct(row["faulty share"]),
+                      escape(row["best bandit-feedback strategy"]),
                       f"{row['its reward']:.4f} (≤ {row['its 95% CI high']:.4f})",
                       "yes" if row["above its interval"] else
                       ("[red]worse[/red]" if not row["beats or matches"] else "no"),
-                      sampled if has_sampled else "-",
-                      _pct(row["its regret"]) if has_sampled else "-",
+                      escape(sampled) if has_sampled else "-",
+                      _pct(row["its regret"], 2) if has_sampled else "-",
                       f"{row['its calls/request']:.2f}" if has_sampled else "-")
     console.print(table)

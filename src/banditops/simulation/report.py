@@ -21,10 +21,10 @@ SUMMARY_COLUMNS = ["dataset", "scenario", "strategy", "group", "feedback", "seed
                    "oracle_reward", "rollbacks", "healthy_rollbacks", "switches",
                    "best_study_reward"]
 PLOTS = {"cumulative_reward.png": "Running mean reward per strategy (dashed: per-chunk oracle; "
-                                  "dotted: shadow scoring)",
+                                  "dotted with dots: shadow scoring)",
          "traffic.png": "Traffic share per version",
-         "regret.png": "Cumulative regret to the per-chunk oracle (reward units; dotted: "
-                       "shadow scoring)"}
+         "regret.png": "Cumulative regret to the per-chunk oracle (reward units; dotted with "
+                       "dots: shadow scoring)"}
 
 
 def write_outputs(result: ExperimentResult, out: Path) -> list[Path]:
@@ -126,9 +126,18 @@ def _grid(result: ExperimentResult, title: str):
     return figure, cells
 
 
-def _strategy_colors(strategies: list[str]) -> dict[str, tuple]:
+# Shadow strategies get strong colours of their own (purples, teals), apart from tab20's.
+SHADOW_COLORS = ["#6a00a8", "#b05fd6", "#00796b", "#4db6ac", "#c2185b", "#f06292"]
+
+
+def _strategy_colors(strategies: list[str]) -> dict[str, tuple | str]:
     palette = colormaps["tab20"]
-    return {name: palette(i % 20) for i, name in enumerate(strategies)}
+    bandit = [s for s in strategies if STRATEGIES[s].feedback != "shadow"]
+    shadow = [s for s in strategies if STRATEGIES[s].feedback == "shadow"]
+    colors: dict[str, tuple | str] = {name: palette(i % 20) for i, name in enumerate(bandit)}
+    colors.update({name: SHADOW_COLORS[i % len(SHADOW_COLORS)]
+                   for i, name in enumerate(shadow)})
+    return colors
 
 
 def _chunk_ends(info) -> np.ndarray:
@@ -155,8 +164,10 @@ def _plot_per_strategy(result: ExperimentResult, name: str, curve, oracle=None):
             chunks = result.reward_chunks.get((info.dataset, info.scenario, strategy))
             if chunks is not None:
                 style, width = _line_style(strategy)
+                shadow = STRATEGIES[strategy].feedback == "shadow"
                 (line,) = axis.plot(x, curve(x, chunks, info), linestyle=style,
-                                    color=colors[strategy], lw=width, label=strategy)
+                                    color=colors[strategy], lw=width, label=strategy,
+                                    marker="o" if shadow else None, markersize=2.5)
                 handles[strategy] = line
         if oracle is not None:
             (handles["oracle"],) = axis.plot(x, oracle(x, info), "k--", lw=1.0, label="oracle")
@@ -166,11 +177,11 @@ def _plot_per_strategy(result: ExperimentResult, name: str, curve, oracle=None):
 
 
 def _line_style(strategy: str) -> tuple[object, float]:
-    """Dotted for shadow scoring (it learns from more than the served traffic), dash-dot for
-    guarded bandits, solid otherwise; the recommended strategy drawn thicker."""
+    """Dotted with dots for shadow scoring (it learns from more than the served traffic),
+    dash-dot for guarded bandits, solid otherwise; the recommended strategy drawn thicker."""
     spec = STRATEGIES[strategy]
     if spec.feedback == "shadow":
-        return (0, (1, 1)), 1.6
+        return (0, (1, 1)), 1.4
     return ("-." if spec.guarded else "-"), 1.6 if strategy == RECOMMENDED else 1.0
 
 
