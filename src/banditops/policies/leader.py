@@ -154,13 +154,15 @@ class FollowTheLeader(Policy):
         if window is None:
             self._require_arm(name)
             return
-        total = self._sums[name] + reward
-        if len(window) == self.p.window:
-            total = max(total - window.popleft(), 0.0)  # float error never below 0
         window.append(reward)
-        self._sums[name] = total
-        if len(window) == self.p.min_rewards:
-            self._cold.discard(name)
+        size = len(window)
+        if size > self.p.window:
+            total = self._sums[name] + reward - window.popleft()
+            self._sums[name] = total if total > 0.0 else 0.0  # float error never below 0
+        else:
+            self._sums[name] += reward
+            if size == self.p.min_rewards:
+                self._cold.discard(name)
         self._leader = None
 
     def observe(self, name: str, reward: float) -> None:
