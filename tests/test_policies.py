@@ -606,22 +606,26 @@ def test_leader_forgets_rewards_older_than_its_window():
     assert policy.select() == "a"
 
 
-def test_leader_cold_start_tries_a_new_arm_but_never_lets_it_lead_on_a_few_rewards():
+def test_leader_cold_start_tries_a_new_arm_late_and_never_lets_it_lead_on_a_few_rewards():
     policy = leader(min_rewards=10, retry=50)
     policy.add_arm("old", validation_score=0.5)
     feed(policy, "old", [0.6] * 100)
     assert policy.select() == "old"
     policy.add_arm("new", validation_score=0.99)
-    # Served once at once (the next decision), then every 50 decisions until warm.
-    assert policy.probabilities() == {"old": 0.0, "new": 1.0}
+    # Not at once (side observations may speak for it first): after 50 decisions, then
+    # every 50 until it is warm.
+    assert policy.probabilities() == {"old": 1.0, "new": 0.0}
     chosen = [policy.select() for _ in range(101)]
-    assert [i for i, name in enumerate(chosen) if name == "new"] == [0, 50, 100]
+    assert [i for i, name in enumerate(chosen) if name == "new"] == [49, 99]
     feed(policy, "new", [1.0] * 9)  # a perfect mean on 9 rewards: still cold, not leading
     assert policy.probabilities()["old"] == 1.0
     assert [policy.select() for _ in range(10)] == ["old"] * 10
     feed(policy, "new", [1.0])  # the 10th reward makes it warm: it leads on its mean
     assert not policy._cold.waiting
     assert [policy.select() for _ in range(60)] == ["new"] * 60
+    policy.add_arm("observed")
+    feed(policy, "observed", [0.2] * 10)  # warm from observations alone: never served
+    assert "observed" not in [policy.select() for _ in range(200)]
 
 
 def test_leader_without_warm_arms_serves_the_best_validation_and_ties_go_to_the_newer():
@@ -629,16 +633,18 @@ def test_leader_without_warm_arms_serves_the_best_validation_and_ties_go_to_the_
     policy.add_arm("unscored")
     policy.add_arm("good", validation_score=0.8)
     policy.add_arm("bad", validation_score=0.3)
-    assert [policy.select() for _ in range(3)] == ["unscored", "good", "bad"]  # each once
-    assert [policy.select() for _ in range(5)] == ["good"] * 5  # then validation decides
+    assert [policy.select() for _ in range(5)] == ["good"] * 5  # validation decides
     policy.add_arm("good-too", validation_score=0.8)
-    policy.select()  # its first cold-start serve
     assert policy.select() == "good-too"  # equal validation: the newer release
     for name in ("good", "good-too", "bad", "unscored"):
         feed(policy, name, [0.5] * 10)
     assert policy.select() == "good-too"  # equal means: the newer release again
     feed(policy, "good", [1.0])  # 'good' now 5.5/11 > 0.5
     assert policy.select() == "good"
+    unscored = leader(min_rewards=10)
+    unscored.add_arm("a")
+    unscored.add_arm("b")
+    assert unscored.select() == "b"  # nothing known at all: the newer release
 
 
 def test_leader_is_greedy_under_bandit_feedback_and_can_starve_an_arm():

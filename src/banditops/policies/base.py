@@ -135,8 +135,11 @@ class ColdStart:
         self.waiting: dict[str, int] = {}  # name -> decision number when last served (-1: never)
         self.decisions = 0
 
-    def add(self, name: str) -> None:
-        self.waiting.setdefault(name, -1)
+    def add(self, name: str, *, at_once: bool = True) -> None:
+        """Start waiting for ``name``'s first reward. ``at_once=False``: first served only
+        ``retry`` decisions from now (for a policy that may learn the arm from side
+        observations meanwhile, and need not serve it at all)."""
+        self.waiting.setdefault(name, -1 if at_once else self.decisions)
 
     def discard(self, name: str) -> None:
         self.waiting.pop(name, None)

@@ -54,13 +54,14 @@ class FollowTheLeader(Policy):
     leave as new ones arrive (drift is followed within about ``window`` rewards).
 
     Cold start: an arm with fewer than ``min_rewards`` rewards is *cold* and does not compete
-    on its mean (a handful of rewards is noise). It is served once when added, then every
-    ``cold_start_retry`` decisions until it is warm, as the other policies' cold start
-    (:class:`~banditops.policies.base.ColdStart`): under shadow scoring it warms up from its
-    side observations within the label delay plus ``min_rewards`` requests and is served
-    once or twice meanwhile, so a broken release barely serves; under bandit feedback the
-    retries are what gets it its rewards at all. While no arm is warm the best validation
-    score serves (unscored arms rank below scored ones).
+    on its mean (a handful of rewards is noise). It is first served ``cold_start_retry``
+    decisions after it is added, then every ``cold_start_retry`` decisions until it is warm
+    (:class:`~banditops.policies.base.ColdStart`; the other policies serve a new arm at
+    once). Under shadow scoring it warms up from its side observations within about the label
+    delay plus ``min_rewards`` requests, so a new release serves once or not at all before
+    its evidence speaks, and a broken one barely serves; under bandit feedback the retries are
+    what gets it its rewards at all. While no arm is warm the best validation score serves
+    (unscored arms rank below scored ones).
 
     Ties (equal means, or equal validation scores) go to the newer release, which was trained
     on fresher data. Deterministic: the next choice has propensity 1.
@@ -95,7 +96,7 @@ class FollowTheLeader(Policy):
     def _on_add(self, name: str) -> None:
         self._windows[name] = deque()
         self._sums[name] = 0.0
-        self._cold.add(name)
+        self._cold.add(name, at_once=False)
         self._leader = None
 
     def _on_remove(self, name: str) -> None:
