@@ -290,13 +290,13 @@ label arrives: side observations for the policy, evidence for the guardrail. Eve
 is then judged on all traffic and nothing needs exploring. <code>[shadow]</code> strategies
 shadow-score every request with every other live version; <code>[shadow 0.1]</code> a random
 tenth of the requests. Shadow strategies are marked <code>shadow</code> in the feedback
-column, shaded in the tables and dotted in the plots.</dd>
-<dt>when shadow scoring is invalid</dt><dd>Only when the label does not depend on which
-prediction was served. Whether a person earned more than 50K, or whether a claim was fraud
-once every claim is eventually settled, does not; but when the outcome depends on the
-served prediction (the claim flagged is the one investigated, so only flagged claims get a
-label; the item recommended is the one clicked) the label says nothing about what another
-version's answer would have earned, and bandit feedback is all there is.</dd>
+column, shaded in the tables and dotted with dots in the plots.</dd>
+<dt>when shadow scoring is invalid</dt><dd>When the outcome depends on the served prediction:
+the claim flagged is the one investigated (so only flagged claims get a label), the item
+recommended is the one clicked. There the label says nothing about what another version's
+answer would have earned, and bandit feedback is all there is. It is valid when the truth
+comes regardless of the answer, as here: whether a person earned more than 50K, whether a
+claim (every claim eventually settled) was fraud.</dd>
 <dt>calls per request</dt><dd>Model calls per request, averaged over the requests: the served
 prediction plus the shadow predictions. 1 under bandit feedback; with every request
 shadow-scored, about the number of live versions (up to four here); at rate 0.1, about
