@@ -36,6 +36,10 @@ def test_experiment_on_a_subset_writes_every_output(data_dir, tmp_path):
     assert len(summary) == 2 * len(strategies)
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 2 * len(strategies) * 2 and set(runs["seed"]) == {0, 1}
+    # latest and leader[shadow] have no randomness: replayed once, counted for both seeds.
+    for name in ("latest", "leader[shadow]"):
+        mine = runs[runs["strategy"] == name].drop(columns="seed")
+        assert len(mine.drop_duplicates()) == 2  # one per scenario
     assert (summary["ci_low"] <= summary["mean_reward"]).all()
     assert (summary["mean_reward"] <= summary["ci_high"]).all()
 

@@ -692,3 +692,21 @@ def test_leader_state_round_trip_is_exact():
     state["stats"]["windows"]["a"] = [0.5] * 51
     with pytest.raises(InvalidStateError, match="51 rewards in a window of 50"):
         Policy.from_state(state)
+
+
+@pytest.mark.parametrize("key", [k for k in policy_names()
+                                 if not policy_class(k).uses_randomness])
+def test_a_policy_without_randomness_never_draws_from_its_generator(key):
+    """Replays run such a policy once for all seeds: its seed must change nothing."""
+    runs = []
+    for seed in (1, 99):
+        policy = with_arms(make_policy(key, seed=seed))
+        before = policy._rng.getstate()
+        chosen = play_with_observations(policy, {"a": 0.3, "b": 0.5, "c": 0.7}, 300,
+                                        random.Random(2))
+        policy.add_arm("d", validation_score=0.9)
+        chosen += play(policy, {"a": 0.3, "b": 0.5, "c": 0.7, "d": 0.6}, 300, random.Random(3))
+        policy.probabilities()
+        assert policy._rng.getstate() == before
+        runs.append(chosen)
+    assert runs[0] == runs[1]

@@ -188,6 +188,9 @@ class Policy(ABC):
 
     key: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
+    #: False for a policy that never draws from its generator: its choices are a function of
+    #: the arms and rewards alone, so its seed changes nothing (replays run it once).
+    uses_randomness: ClassVar[bool] = True
     _registry: ClassVar[dict[str, type[Policy]]] = {}
     p: Any  # an instance of Params: the policy's validated, immutable parameters
 

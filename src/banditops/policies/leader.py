@@ -81,6 +81,7 @@ class FollowTheLeader(Policy):
 
     key = "follow-the-leader"
     Params: ClassVar[type] = FollowTheLeaderParams
+    uses_randomness = False
 
     def __init__(self, window: int = _DEFAULTS.window, *,
                  min_rewards: int = _DEFAULTS.min_rewards,

@@ -4,7 +4,10 @@ Two phases, each spread over ``workers`` processes: first the training pipeline 
 (dataset, scenario) stream once (:mod:`~banditops.simulation.stream`); then every
 (stream, strategy, seed) is replayed (:mod:`~banditops.simulation.replay`) and scored
 (:mod:`~banditops.simulation.metrics`). The seed drives the strategies' randomness; the
-versions, and so the oracle, are the same for every strategy and seed.
+versions, and so the oracle, are the same for every strategy and seed. A strategy that has
+no randomness (a deterministic policy, no shadow sampling: ``Strategy.seeded`` is false)
+gives the same run for every seed, so it is replayed once and that run counts for every
+seed (its interval has zero width either way).
 
 Defaults per dataset (all can be overridden):
 
@@ -174,6 +177,16 @@ def _map(function, tasks: list, workers: int, streams: dict | None, phase: str,
         return results
 
 
+def _for_every_seed(outputs: list[dict], seeds: int) -> list[dict]:
+    """The run of a strategy that does not depend on the seed, counted for every seed."""
+    full = []
+    for output in outputs:
+        full.append(output)
+        if not STRATEGIES[output["strategy"]].seeded:
+            full += [{**output, "seed": seed, "traffic": None} for seed in range(1, seeds)]
+    return full
+
+
 def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
                    scenarios: list[str] | None = None, strategies: list[str] | None = None,
                    seeds: int = 5, granularity: str = "request", workers: int = 2,
@@ -208,11 +221,13 @@ def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
 
     started = time.perf_counter()
     run_tasks = [(key, strategy, seed, granularity, seed == 0 and strategy == plot_strategy)
-                 for key in streams for strategy in chosen for seed in range(seeds)]
+                 for key in streams for strategy in chosen for seed in range(seeds)
+                 if seed == 0 or STRATEGIES[strategy].seeded]
     outputs = _map(_run, run_tasks, workers, streams, "replaying", progress)
     seconds["replay (wall)"] = time.perf_counter() - started
     seconds["replay (cpu, summed)"] = sum(o["seconds"] for o in outputs)
     seconds["requests replayed"] = float(sum(o["requests"] for o in outputs))
+    outputs = _for_every_seed(outputs, seeds)
 
     rows, reward_chunks, traffic = [], {}, {}
     for output in outputs:

@@ -47,7 +47,7 @@ from typing import Any
 from banditops.deployment import Deployment
 from banditops.errors import InvalidParameterError
 from banditops.guardrails import Guardrail
-from banditops.policies import Policy, make_policy
+from banditops.policies import Policy, make_policy, policy_class
 from banditops.rewards import RewardFunction
 from banditops.shadow import ShadowParams
 
@@ -77,6 +77,13 @@ class Strategy:
     params: dict[str, Any] = field(default_factory=dict)
     guarded: bool = False
     shadow: ShadowParams | None = None  # its seed is set per run (shadow_seed)
+
+    @property
+    def seeded(self) -> bool:
+        """Whether its runs depend on the seed (a random policy or shadow sampling); a replay
+        of a strategy that is not gives the same run for every seed."""
+        return (policy_class(self.policy).uses_randomness
+                or (self.shadow is not None and self.shadow.mode == "rate"))
 
     @property
     def feedback(self) -> str:
