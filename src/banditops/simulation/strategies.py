@@ -1,4 +1,4 @@
-"""The strategies a replay compares: the study's six, drift-aware bandits, guarded bandits.
+"""The strategies a replay compares: the study's six, drift-aware, guarded and shadow ones.
 
 A :class:`Strategy` is a recipe: a policy from the registry with parameters, and whether a
 :class:`~banditops.guardrails.Guardrail` watches it. ``build`` makes fresh instances for one
@@ -27,8 +27,9 @@ seed, so every run starts from nothing.
   label does not depend on the served prediction, as in these replays.
 
   The leader's window is half the policy's default: when every version is scored on the
-  same requests their windowed means differ on common rows, so a short window ranks them
-  well, and on the fraud stream the best version changes within a 1,000-request chunk.
+  same requests their windowed means are compared on the same rows, so a short window ranks
+  them reliably, and on the fraud stream the best version changes within a 1,000-request
+  chunk.
   Chosen on these replays among 500-6,000 rewards (1,000 had the lowest mean and
   worst-case regret, also on streams trained with two other pipeline seeds; the data's
   order, which drives it, is the same in all three).
