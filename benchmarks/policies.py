@@ -24,6 +24,7 @@ from banditops.policies import (
     ABTest,
     DiscountedThompsonSampling,
     EpsilonGreedy,
+    FollowTheLeader,
     Latest,
     SlidingWindowUCB,
     ThompsonSampling,
@@ -142,6 +143,7 @@ def main() -> None:
         ("ab-test", lambda: ABTest(min_samples=1000, seed=0), None, None),
         ("sliding-window-ucb", lambda: SlidingWindowUCB(seed=0), None, None),
         ("discounted-thompson", lambda: DiscountedThompsonSampling(seed=0), None, None),
+        ("follow-the-leader", lambda: FollowTheLeader(seed=0), None, None),
     ]
     result = Table(title=f"select + update per decision, {ARMS} arms (best of 3)")
     for column in ("policy", "banditops µs", "River µs", "x River", "MABWiser µs", "x MABWiser"):

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from banditops.cli import app
 from banditops.simulation.report import SUMMARY_COLUMNS
-from banditops.simulation.strategies import RECOMMENDED
+from banditops.simulation.strategies import RECOMMENDED, STRATEGIES
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -23,7 +23,7 @@ def run(*args: str):
 
 def test_experiment_on_a_subset_writes_every_output(data_dir, tmp_path):
     out = tmp_path / "results"
-    strategies = ["latest", "validation-champion", "thompson", RECOMMENDED]
+    strategies = ["latest", "validation-champion", "thompson", RECOMMENDED, "leader[shadow]"]
     result = run("--dataset", "adult", "--rows", "8000", "--chunk-size", "500",
                  "--scenario", "faulty-release", "--scenario", "natural", "--seeds", "2",
                  *[a for s in strategies for a in ("--strategy", s)], "--workers", "2",
@@ -36,6 +36,10 @@ def test_experiment_on_a_subset_writes_every_output(data_dir, tmp_path):
     assert len(summary) == 2 * len(strategies)
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 2 * len(strategies) * 2 and set(runs["seed"]) == {0, 1}
+    # latest and leader[shadow] have no randomness: replayed once, counted for both seeds.
+    for name in ("latest", "leader[shadow]"):
+        mine = runs[runs["strategy"] == name].drop(columns="seed")
+        assert len(mine.drop_duplicates()) == 2  # one per scenario
     assert (summary["ci_low"] <= summary["mean_reward"]).all()
     assert (summary["mean_reward"] <= summary["ci_high"]).all()
 
@@ -46,6 +50,16 @@ def test_experiment_on_a_subset_writes_every_output(data_dir, tmp_path):
     assert faulty.loc[RECOMMENDED, "mean_reward"] > faulty.loc["latest", "mean_reward"] + 0.02
     assert faulty.loc["latest", "rollback_delay"] == 1000  # 2 chunks of 500, every time
     assert summary[summary["scenario"] == "natural"]["faulty_traffic_share"].isna().all()
+    # Cost: one model call per request under bandit feedback; shadow scoring asks every live
+    # version (up to 4), and learns enough from it to beat serving the newest release.
+    by_feedback = summary.groupby("feedback")["calls_per_request"]
+    assert (by_feedback.min()["bandit"], by_feedback.max()["bandit"]) == (1.0, 1.0)
+    assert set(summary[summary["feedback"] == "shadow"]["strategy"]) == {"leader[shadow]"}
+    assert 2.5 < by_feedback.min()["shadow"] <= by_feedback.max()["shadow"] <= 4.0
+    assert faulty.loc["leader[shadow]", "faulty_traffic_share"] < 0.05
+    assert faulty.loc["leader[shadow]", "mean_reward"] > faulty.loc["latest", "mean_reward"]
+    assert "Shadow scoring against bandit feedback" in result.output
+    assert "leader[shadow]" in result.output  # a name, not rich markup
     # One version per chunk can't beat the best version of each chunk in hindsight.
     static = summary[summary["strategy"].isin(["latest", "validation-champion"])]
     assert (static["regret"] > -1e-9).all()
@@ -56,6 +70,9 @@ def test_experiment_on_a_subset_writes_every_output(data_dir, tmp_path):
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64,") == 3
     assert "<h2>Protocol</h2>" in report and "adult / faulty-release" in report
+    assert "<h2>Shadow scoring against bandit feedback</h2>" in report
+    assert "<dt>calls per request</dt>" in report and "when shadow scoring is invalid" in report
+    assert report.count('<tr class="shadow">') == 2  # leader[shadow] in each scenario table
     assert "http" not in report  # self-contained: nothing to fetch
 
 
@@ -77,8 +94,11 @@ def test_chunk_granularity_on_a_csv_with_bad_rows(tmp_path):
     assert result.exit_code == 0, result.output
     assert "2,998 of 3,000 rows used; 2 skipped" in result.output
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["dataset"]) == {"table"} and len(summary) == 2 * 14
+    assert set(summary["dataset"]) == {"table"} and len(summary) == 2 * len(STRATEGIES)
     assert summary["mean_reward"].between(0.5, 1.0).all()
+    shadow = summary[summary["feedback"] == "shadow"]
+    assert len(shadow) == 2 * 4 and (shadow["calls_per_request"] > 1.0).all()
+    assert (summary[summary["feedback"] == "bandit"]["calls_per_request"] == 1.0).all()
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -24,6 +24,7 @@ from banditops.policies import (
     ABTest,
     DiscountedThompsonSampling,
     EpsilonGreedy,
+    FollowTheLeader,
     GaussianThompsonSampling,
     Latest,
     Policy,
@@ -52,6 +53,9 @@ FACTORIES: dict[str, Callable[[int], Policy]] = {
     "gaussian-thompson": lambda s: GaussianThompsonSampling(seed=s),
     "discounted-thompson": lambda s: DiscountedThompsonSampling(seed=s),
     "discounted-thompson-fast": lambda s: DiscountedThompsonSampling(gamma=0.9, seed=s),
+    "follow-the-leader": lambda s: FollowTheLeader(seed=s),
+    "follow-the-leader-small": lambda s: FollowTheLeader(window=150, min_rewards=5,
+                                                         cold_start_retry=20, seed=s),
 }
 BANDITS = ["epsilon-greedy", "ucb1", "thompson", "gaussian-thompson", "sliding-window-ucb",
            "discounted-thompson"]
@@ -171,6 +175,7 @@ def test_clear_errors(factory):
     ("ab-test", {"min_samples": 2.5}, "min_samples"),
     ("nope", {}, "unknown policy"),
     ("ucb1", {"window": 3}, "bad parameters"),
+    ("follow-the-leader", {"window": 10, "min_rewards": 11}, "at most window"),
     ("thompson", {"seed": "x"}, "seed"),
 ])
 def test_invalid_parameters_are_rejected(key, params, message):
@@ -186,6 +191,7 @@ BAD_VALUES = {
     "c": [-1, 1e7, "big"], "window": [0, -3, 10.5, None], "gamma": [0.0, 1.01, None],
     "sigma2": [0.0, -1, None], "propensity_samples": [0, 1.5], "propensity_refresh": [0, "1"],
     "min_samples": [0, 2.5, True], "alpha": [0.0, 1.0], "split": [0, 1], "test": ["chi2", None],
+    "min_rewards": [0, 2.5, True, None],
 }
 
 
@@ -431,7 +437,8 @@ def test_state_round_trip_after_observations(factory):
 
 
 @pytest.mark.parametrize("key", [*BANDITS, "sliding-window-ucb-small", "epsilon-greedy-decay",
-                                 "ucb1-prior", "thompson-prior"])
+                                 "ucb1-prior", "thompson-prior", "follow-the-leader",
+                                 "follow-the-leader-small"])
 def test_observations_alone_make_a_policy_prefer_the_better_arm(key):
     """No decision at all: 600 observations per arm (0.3, 0.5, 0.8), then 1,000 choices.
     (Not gamma = 0.9: its memory of about 10 rewards is ~3 per arm, by design.)"""
@@ -519,7 +526,7 @@ def test_epsilon_greedy_observations_do_not_decay_epsilon():
 
 
 @pytest.mark.parametrize("name", ["thompson", "thompson-prior", "gaussian-thompson",
-                                  "discounted-thompson", "ab-test"])
+                                  "discounted-thompson", "ab-test", "follow-the-leader-small"])
 def test_observe_is_exactly_update_for_posteriors_and_the_ab_test(name):
     by_update, by_observe = with_arms(FACTORIES[name](9)), with_arms(FACTORIES[name](9))
     rng = random.Random(5)
@@ -550,3 +557,156 @@ def test_static_policies_ignore_observations():
             policy.observe("a", 1.0)
             policy.observe("c", 0.0)
         assert policy.state() == before and policy.select() == "c"
+
+
+# ---------------------------------------------------------- follow the leader
+def leader(window: int = 100, min_rewards: int = 10, retry: int = 50) -> FollowTheLeader:
+    return FollowTheLeader(window=window, min_rewards=min_rewards, cold_start_retry=retry)
+
+
+def feed(policy: Policy, name: str, rewards: list[float]) -> None:
+    for reward in rewards:
+        policy.observe(name, reward)
+
+
+def test_leader_serves_the_best_windowed_mean_not_the_best_validation():
+    policy = leader()
+    policy.add_arm("a", validation_score=0.9)
+    policy.add_arm("b", validation_score=0.1)
+    policy.add_arm("c", validation_score=0.5)
+    feed(policy, "a", [0.6] * 50)
+    feed(policy, "b", [0.7] * 50)
+    feed(policy, "c", [1.0, 0.0] * 25)  # mean 0.5
+    assert policy.probabilities() == {"a": 0.0, "b": 1.0, "c": 0.0}
+    assert [policy.select() for _ in range(20)] == ["b"] * 20
+    assert policy.choose() == ("b", 1.0)
+    policy.update("b", 0.0)  # a served reward counts like an observation: 35/51 < 0.7...
+    assert policy.select() == "b"  # ...but 0.686 is still above a's 0.6
+
+
+def test_leader_forgets_rewards_older_than_its_window():
+    """'a' was far better for 1,000 rewards, then worse: with a window of 100 it leads while
+    its window mean is above b's 0.5 and loses the lead exactly when it drops below (an
+    all-history mean would keep serving 'a': 0.86 against 0.5)."""
+    policy = leader(window=100)
+    policy.add_arm("a")
+    policy.add_arm("b")
+    feed(policy, "a", [0.9] * 1000)
+    feed(policy, "b", [0.5] * 1000)
+    feed(policy, "a", [0.3] * 60)  # window: 40 x 0.9 + 60 x 0.3 -> 0.54
+    assert policy.select() == "a"
+    feed(policy, "a", [0.3] * 10)  # window: 30 x 0.9 + 70 x 0.3 -> 0.48
+    assert policy.select() == "b"
+    assert len(policy._windows["a"]) == 100
+    assert policy._sums["a"] == pytest.approx(48.0) and policy._sums["b"] == pytest.approx(50.0)
+    feed(policy, "a", [1.0] * 5)  # 25 x 0.9 + 70 x 0.3 + 5 x 1.0 -> 0.485: still 'b'
+    assert policy.select() == "b"
+    feed(policy, "a", [1.0] * 5)  # 20 x 0.9 + 70 x 0.3 + 10 x 1.0 -> 0.49
+    feed(policy, "a", [1.0] * 20)  # 70 x 0.3 + 30 x 1.0 -> 0.51: 'a' leads again
+    assert policy.select() == "a"
+
+
+def test_leader_cold_start_tries_a_new_arm_late_and_never_lets_it_lead_on_a_few_rewards():
+    policy = leader(min_rewards=10, retry=50)
+    policy.add_arm("old", validation_score=0.5)
+    feed(policy, "old", [0.6] * 100)
+    assert policy.select() == "old"
+    policy.add_arm("new", validation_score=0.99)
+    # Not at once (side observations may speak for it first): after 50 decisions, then
+    # every 50 until it is warm.
+    assert policy.probabilities() == {"old": 1.0, "new": 0.0}
+    chosen = [policy.select() for _ in range(101)]
+    assert [i for i, name in enumerate(chosen) if name == "new"] == [49, 99]
+    feed(policy, "new", [1.0] * 9)  # a perfect mean on 9 rewards: still cold, not leading
+    assert policy.probabilities()["old"] == 1.0
+    assert [policy.select() for _ in range(10)] == ["old"] * 10
+    feed(policy, "new", [1.0])  # the 10th reward makes it warm: it leads on its mean
+    assert not policy._cold.waiting
+    assert [policy.select() for _ in range(60)] == ["new"] * 60
+    policy.add_arm("observed")
+    feed(policy, "observed", [0.2] * 10)  # warm from observations alone: never served
+    assert "observed" not in [policy.select() for _ in range(200)]
+
+
+def test_leader_without_warm_arms_serves_the_best_validation_and_ties_go_to_the_newer():
+    policy = leader(min_rewards=10, retry=1000)
+    policy.add_arm("unscored")
+    policy.add_arm("good", validation_score=0.8)
+    policy.add_arm("bad", validation_score=0.3)
+    assert [policy.select() for _ in range(5)] == ["good"] * 5  # validation decides
+    policy.add_arm("good-too", validation_score=0.8)
+    assert policy.select() == "good-too"  # equal validation: the newer release
+    for name in ("good", "good-too", "bad", "unscored"):
+        feed(policy, name, [0.5] * 10)
+    assert policy.select() == "good-too"  # equal means: the newer release again
+    feed(policy, "good", [1.0])  # 'good' now 5.5/11 > 0.5
+    assert policy.select() == "good"
+    unscored = leader(min_rewards=10)
+    unscored.add_arm("a")
+    unscored.add_arm("b")
+    assert unscored.select() == "b"  # nothing known at all: the newer release
+
+
+def test_leader_is_greedy_under_bandit_feedback_and_can_starve_an_arm():
+    """Documented, not a bug: without side observations an arm that looked bad on its first
+    rewards is never served again, however good it really is."""
+    policy = leader(window=100, min_rewards=5, retry=10)
+    policy.add_arm("a")
+    policy.add_arm("b")
+    rewards = {"a": iter([0.0] * 5 + [1.0] * 10_000), "b": iter([0.5] * 10_000)}
+    chosen = []
+    for _ in range(2000):
+        arm = policy.select()
+        policy.update(arm, next(rewards[arm]))
+        chosen.append(arm)
+    assert chosen[-1000:] == ["b"] * 1000  # 'a' (truly 1.0 after its first 5) is starved
+    with_shadow = leader(window=100, min_rewards=5, retry=10)
+    with_shadow.add_arm("a")
+    with_shadow.add_arm("b")
+    feed(with_shadow, "a", [0.0] * 5 + [1.0] * 100)
+    feed(with_shadow, "b", [0.5] * 105)
+    assert with_shadow.select() == "a"  # side observations show the truth
+
+
+def test_leader_state_round_trip_is_exact():
+    policy = leader(window=50, min_rewards=5, retry=7)
+    for name, score in (("a", 0.2), ("b", 0.9), ("c", None)):
+        policy.add_arm(name, validation_score=score)
+    rng = random.Random(3)
+    for _ in range(400):
+        policy.select()
+        for name, mean in (("a", 0.4), ("b", 0.45), ("c", 0.5)):
+            if rng.random() < 0.7:
+                policy.observe(name, round(min(1.0, max(0.0, rng.gauss(mean, 0.3))), 3))
+    policy.add_arm("d", validation_score=0.5)  # cold, mid-retry schedule after a select
+    policy.select()
+    state = json.loads(json.dumps(policy.state()))
+    restored = Policy.from_state(state)
+    assert isinstance(restored, FollowTheLeader) and restored.state() == policy.state()
+    assert restored._sums == policy._sums  # exactly, not recomputed
+    for _ in range(200):
+        assert restored.select() == policy.select()
+        reward = rng.random()
+        restored.observe("d", reward)
+        policy.observe("d", reward)
+    state["stats"]["windows"]["a"] = [0.5] * 51
+    with pytest.raises(InvalidStateError, match="51 rewards in a window of 50"):
+        Policy.from_state(state)
+
+
+@pytest.mark.parametrize("key", [k for k in policy_names()
+                                 if not policy_class(k).uses_randomness])
+def test_a_policy_without_randomness_never_draws_from_its_generator(key):
+    """Replays run such a policy once for all seeds: its seed must change nothing."""
+    runs = []
+    for seed in (1, 99):
+        policy = with_arms(make_policy(key, seed=seed))
+        before = policy._rng.getstate()
+        chosen = play_with_observations(policy, {"a": 0.3, "b": 0.5, "c": 0.7}, 300,
+                                        random.Random(2))
+        policy.add_arm("d", validation_score=0.9)
+        chosen += play(policy, {"a": 0.3, "b": 0.5, "c": 0.7, "d": 0.6}, 300, random.Random(3))
+        policy.probabilities()
+        assert policy._rng.getstate() == before
+        runs.append(chosen)
+    assert runs[0] == runs[1]

@@ -52,6 +52,9 @@ def test_metrics_of_a_hand_checkable_run(stream):
     assert math.isnan(metrics.cost_per_1000)  # accuracy has no cost matrix
     assert series.reward.tolist() == [100, 100, 50]
     assert series.counts.tolist() == [[100, 100, 0], [0, 0, 100]]
+    assert metrics.calls_per_request == 1.0  # no call count: one call per served row
+    shadowed, _ = evaluate(stream, Replay(served, rollbacks=[], model_calls=750))
+    assert shadowed.calls_per_request == 2.5
 
 
 def test_latest_serves_every_release_and_validation_champion_the_best_score(stream):
@@ -105,3 +108,97 @@ def test_mean_interval_is_student_t():
     half = stats.t.ppf(0.975, 3) * np.std(values, ddof=1) / 2
     assert (mean, low, high) == pytest.approx((0.83, 0.83 - half, 0.83 + half))
     assert mean_interval([0.5]) == (0.5, 0.5, 0.5)
+
+
+# ------------------------------------------------------------------ shadow scoring
+def three_versions(n: int, rows: tuple[int, int, int], chunk: int = CHUNK):
+    """All labels 1; v1 right on 90% of rows, v2 on 70%, v3 on 50%, released at ``rows``."""
+    labels = np.ones(n, dtype=int)
+    step = np.arange(n) % 10
+    predictions = [(step != 0).astype(int), (step < 7).astype(int), (step % 2).astype(int)]
+    settings = StreamSettings(chunk, 10, accuracy, "accuracy")
+    return stream_from_releases("toy", "natural", "hand-made", settings, labels,
+                                [release(i, row, p, 0.8) for i, (row, p)
+                                 in enumerate(zip(rows, predictions, strict=True))])
+
+
+def test_shadow_strategies_cost_a_call_per_shadowed_version_and_replay_deterministically():
+    n = 20_100
+    stream = three_versions(n, (100, 101, 102))
+    served = n - 100
+    # Bandit feedback: one call per request, exactly.
+    bandit, _ = evaluate(stream, replay(stream, STRATEGIES["thompson"], seed=0))
+    assert bandit.calls_per_request == 1.0
+    # Every request shadow-scored: one call per live version (1, then 2, then 3 live).
+    everything = replay(stream, STRATEGIES["leader[shadow]"], seed=0)
+    assert everything.model_calls == 1 + 2 + 3 * (served - 2)
+    metrics, _ = evaluate(stream, everything)
+    assert metrics.calls_per_request == pytest.approx(3.0, abs=1e-3)
+    # Full information: the leader serves the 90% version on all but a few rows.
+    assert (everything.served[102:] == 0).mean() > 0.99
+    assert metrics.mean_reward == pytest.approx(0.9, abs=0.01)
+    again = replay(stream, STRATEGIES["leader[shadow]"], seed=0)
+    assert (again.served == everything.served).all()
+    # A tenth of the requests shadow-scored: 1 + 0.1 x 2 other versions.
+    tenth = replay(stream, STRATEGIES["thompson[shadow 0.1]"], seed=0)
+    tenth_metrics, _ = evaluate(stream, tenth)
+    assert tenth_metrics.calls_per_request == pytest.approx(1.2, abs=0.02)
+    repeat = replay(stream, STRATEGIES["thompson[shadow 0.1]"], seed=0)
+    assert (repeat.served == tenth.served).all() and repeat.model_calls == tenth.model_calls
+    other = replay(stream, STRATEGIES["thompson[shadow 0.1]"], seed=1)
+    assert other.model_calls != tenth.model_calls  # the shadow sample follows the seed
+
+
+def test_shadow_observations_reach_the_policy_in_the_replay():
+    """Thompson with a tenth of requests shadowed learns v3 is bad faster than bandit
+    Thompson, which has to serve it to find out: it sends v3 less traffic."""
+    stream = three_versions(6_100, (100, 101, 102))
+    plain = replay(stream, STRATEGIES["thompson"], seed=2).served
+    shadowed = replay(stream, STRATEGIES["thompson[shadow]"], seed=2).served
+    assert (shadowed == 2).sum() < (plain == 2).sum() / 2
+    assert (shadowed[1000:] == 0).mean() > 0.98
+
+
+def test_chunk_granularity_with_a_shadow_strategy():
+    """One decision per chunk; shadow versions score their chunk mean reward. The leader
+    learns v2 and v3 from their shadow chunk rewards before their first try: v1 (the best)
+    serves every chunk. Under bandit feedback it has to try each once, for a whole chunk."""
+    chunks = 30
+    n = 100 + chunks * CHUNK
+    stream = three_versions(n, (100, 200, 300))
+    run = replay(stream, STRATEGIES["leader[shadow]"], seed=0, granularity="chunk")
+    by_chunk = run.served[100:].reshape(chunks, CHUNK)
+    assert all(len(set(chunk.tolist())) == 1 for chunk in by_chunk)
+    assert (by_chunk == 0).all()
+    metrics, _ = evaluate(stream, run)
+    # Chunk 1: one live version, chunk 2: two, then three: one call per live version per row.
+    assert run.model_calls == CHUNK * (1 + 2 + 3 * (chunks - 2))
+    assert metrics.calls_per_request == pytest.approx((1 + 2 + 3 * 28) / 30)
+    assert metrics.mean_reward == pytest.approx(0.9)
+    bandit = replay(stream, Strategy("leader", "study", "follow-the-leader"), seed=0,
+                    granularity="chunk")
+    chosen = bandit.served[100::CHUNK].tolist()
+    assert (chosen.count(1), chosen.count(2)) == (1, 1) and chosen[-20:] == [0] * 20
+    bandit_metrics, _ = evaluate(stream, bandit)
+    assert bandit_metrics.calls_per_request == 1.0
+    assert bandit_metrics.mean_reward == pytest.approx((0.7 + 0.5 + 0.9 * 28) / 30)
+    tenth, _ = evaluate(stream, replay(stream, STRATEGIES["leader[shadow 0.1]"], seed=0,
+                                      granularity="chunk"))
+    assert 1.0 <= tenth.calls_per_request < metrics.calls_per_request
+    assert 0.5 < tenth.mean_reward <= 0.9 + 1e-9
+
+
+def test_strategies_without_randomness_give_the_same_run_for_every_seed(stream):
+    """The experiment replays them once for all seeds (Strategy.seeded is false)."""
+    unseeded = [s for s in STRATEGIES.values() if not s.seeded]
+    assert {s.name for s in unseeded} >= {"latest", "ucb1", "leader[shadow]"}
+    assert STRATEGIES["leader[shadow 0.1]"].seeded and STRATEGIES["thompson"].seeded
+    toy = three_versions(3_100, (100, 101, 102))
+    for data in (stream, toy):
+        for strategy in unseeded:
+            first, other = replay(data, strategy, seed=0), replay(data, strategy, seed=7)
+            assert (first.served == other.served).all(), strategy.name
+            assert (first.rollbacks, first.model_calls) == (other.rollbacks, other.model_calls)
+    # The check can tell: a seeded strategy's runs differ.
+    assert (replay(toy, STRATEGIES["thompson"], seed=0).served
+            != replay(toy, STRATEGIES["thompson"], seed=7).served).any()

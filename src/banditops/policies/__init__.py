@@ -3,7 +3,8 @@
 The study's six strategies — :class:`Latest`, :class:`ValidationChampion`, :class:`ABTest`,
 :class:`EpsilonGreedy`, :class:`UCB1`, :class:`ThompsonSampling` — and, for drifting
 production data, :class:`SlidingWindowUCB` and :class:`DiscountedThompsonSampling`, plus
-:class:`GaussianThompsonSampling`. All share the :class:`Policy` interface; each has a
+:class:`GaussianThompsonSampling`, and :class:`FollowTheLeader` for full information (shadow
+scoring). All share the :class:`Policy` interface; each has a
 frozen, validated parameter dataclass (``EpsilonGreedyParams``, ...; ``Policy.Params``).
 """
 
@@ -18,6 +19,7 @@ from banditops.policies.base import (
     policy_params_class,
 )
 from banditops.policies.epsilon_greedy import EpsilonGreedy, EpsilonGreedyParams
+from banditops.policies.leader import FollowTheLeader, FollowTheLeaderParams
 from banditops.policies.static import Latest, ValidationChampion
 from banditops.policies.thompson import (
     DiscountedThompsonParams,
@@ -37,6 +39,8 @@ __all__ = [
     "DiscountedThompsonSampling",
     "EpsilonGreedy",
     "EpsilonGreedyParams",
+    "FollowTheLeader",
+    "FollowTheLeaderParams",
     "GaussianThompsonParams",
     "GaussianThompsonSampling",
     "Latest",

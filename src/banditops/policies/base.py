@@ -34,6 +34,10 @@ SlidingWindowUCB            The reward enters the window (and pushes the oldest 
 ThompsonSampling            Exactly ``update``: a posterior does not care who chose the arm.
 GaussianThompsonSampling    Exactly ``update``.
 DiscountedThompsonSampling  Exactly ``update``: every arm's evidence is discounted too.
+FollowTheLeader             Exactly ``update``: the reward enters the arm's window (its
+                            last ``window`` rewards, served or observed) and counts
+                            towards ending its cold start. Without observations the
+                            policy is greedy and can starve an arm for good.
 ABTest                      Exactly ``update``: a champion's or challenger's observation
                             joins its test sample (and may conclude the test), so the test
                             compares all rewards of each arm, served or shadow.
@@ -131,8 +135,11 @@ class ColdStart:
         self.waiting: dict[str, int] = {}  # name -> decision number when last served (-1: never)
         self.decisions = 0
 
-    def add(self, name: str) -> None:
-        self.waiting.setdefault(name, -1)
+    def add(self, name: str, *, at_once: bool = True) -> None:
+        """Start waiting for ``name``'s first reward. ``at_once=False``: first served only
+        ``retry`` decisions from now (for a policy that may learn the arm from side
+        observations meanwhile, and need not serve it at all)."""
+        self.waiting.setdefault(name, -1 if at_once else self.decisions)
 
     def discard(self, name: str) -> None:
         self.waiting.pop(name, None)
@@ -181,6 +188,9 @@ class Policy(ABC):
 
     key: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
+    #: False for a policy that never draws from its generator: its choices are a function of
+    #: the arms and rewards alone, so its seed changes nothing (replays run it once).
+    uses_randomness: ClassVar[bool] = True
     _registry: ClassVar[dict[str, type[Policy]]] = {}
     p: Any  # an instance of Params: the policy's validated, immutable parameters
 

@@ -20,6 +20,8 @@ from banditops.rewards import validate_reward
 class _SingleArmPolicy(Policy):
     """Routes everything to ``self._chosen``, recomputed whenever the arms change."""
 
+    uses_randomness = False
+
     def __init__(self, *, seed: int | None = None) -> None:
         super().__init__(seed=seed)
         self._chosen: str | None = None

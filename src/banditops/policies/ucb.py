@@ -64,6 +64,7 @@ _SW_UCB = SlidingWindowUCBParams()
 class _IndexPolicy(Policy):
     """Deterministic index policies: untried arms by the cold-start rule, else the best index."""
 
+    uses_randomness = False
     _cold: ColdStart
 
     def _best_index(self) -> str:

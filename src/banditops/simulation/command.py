@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from banditops.errors import BanditOpsError, InvalidParameterError
 from banditops.simulation.datasets import LOADERS, Dataset, load, load_csv
 from banditops.simulation.experiment import ExperimentResult, default_settings, run_experiment
-from banditops.simulation.report import verdicts, write_outputs
+from banditops.simulation.report import shadow_verdicts, verdicts, write_outputs
 from banditops.simulation.strategies import RECOMMENDED
 from banditops.simulation.stream import StreamSettings
 
@@ -91,8 +92,8 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
     return result
 
 
-def _pct(value: float) -> str:
-    return "-" if math.isnan(value) else f"{100 * value:.1f}%"
+def _pct(value: float, digits: int = 1) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.{digits}f}%"
 
 
 def print_results(result: ExperimentResult, console: Console) -> None:
@@ -101,25 +102,34 @@ def print_results(result: ExperimentResult, console: Console) -> None:
         table = Table(title=f"{dataset} / {scenario} ({group['seeds'].iloc[0]} seeds, "
                             f"oracle reward {group['oracle_reward'].iloc[0]:.4f})",
                       title_justify="left", caption_justify="left",
-                      caption="regret: share of the per-chunk oracle's reward missed; faulty: "
-                      "share of traffic to faulty versions; rb delay: requests each faulty "
-                      "version served")
-        for column in ("strategy", "reward ±95% CI", "regret", "faulty", "rb delay",
+                      caption="calls: model calls per request (served + shadow predictions); "
+                      "regret: share of the per-chunk oracle's reward missed; faulty: share of "
+                      "traffic to faulty versions; rb delay: requests each faulty version "
+                      "served; magenta: shadow scoring (valid only when the label does not "
+                      "depend on the served prediction)")
+        for column in ("strategy", "reward ±95% CI", "calls", "regret", "faulty", "rb delay",
                        "rollbacks", "switches", "accuracy", "F1"):
             table.add_column(column, justify="left" if column == "strategy" else "right",
                              no_wrap=True)
         for _, row in group.sort_values("mean_reward", ascending=False).iterrows():
             delay = row["rollback_delay"]
-            style = "bold cyan" if row["strategy"] == RECOMMENDED else None
+            style = ("bold cyan" if row["strategy"] == RECOMMENDED
+                     else "magenta" if row["feedback"] == "shadow" else None)
             table.add_row(
-                row["strategy"],
+                escape(row["strategy"]),  # "leader[shadow]" is not markup
                 f"{row['mean_reward']:.4f} ± {(row['ci_high'] - row['ci_low']) / 2:.4f}",
+                f"{row['calls_per_request']:.2f}",
                 _pct(row["regret"]),
                 _pct(row["faulty_traffic_share"]),
                 "-" if math.isnan(delay) else f"{delay:,.0f}", f"{row['rollbacks']:.1f}",
                 f"{row['switches']:.1f}", f"{row['accuracy']:.4f}", f"{row['f1']:.3f}",
                 style=style)
         console.print(table)
+    _print_verdict(result, console)
+    _print_shadow_verdict(result, console)
+
+
+def _print_verdict(result: ExperimentResult, console: Console) -> None:
     verdict = verdicts(result)
     if verdict.empty:
         return
@@ -137,4 +147,34 @@ def print_results(result: ExperimentResult, console: Console) -> None:
                       f"{row['difference']:+.4f}",
                       "[red]worse[/red]" if row["significantly worse"] else "no",
                       _pct(row["regret"]), _pct(row["faulty share"]))
+    console.print(table)
+
+
+def _print_shadow_verdict(result: ExperimentResult, console: Console) -> None:
+    verdict = shadow_verdicts(result)
+    if verdict.empty:
+        return
+    table = Table(title="Shadow scoring against bandit feedback: the best of each",
+                  title_justify="left", caption_justify="left",
+                  caption="above CI: the best shadow strategy's mean lies above the 95% interval "
+                  "of the best bandit-feedback strategy; calls: model calls per request; "
+                  "sampled: the best strategy shadow-scoring a sample of requests")
+    for column in ("dataset", "scenario", "best shadow", "reward", "calls", "regret", "faulty",
+                   "best bandit feedback", "its reward", "above CI", "sampled", "its regret",
+                   "its calls"):
+        table.add_column(column, no_wrap=column not in ("dataset", "scenario", "best shadow",
+                                                         "best bandit feedback", "sampled"))
+    for _, row in verdict.iterrows():
+        sampled = row.get("best sampled-shadow strategy")
+        has_sampled = isinstance(sampled, str)
+        table.add_row(row["dataset"], row["scenario"], escape(row["best shadow strategy"]),
+                      f"{row['reward']:.4f}", f"{row['calls/request']:.2f}",
+                      _pct(row["regret"], 2), _pct(row["faulty share"]),
+                      escape(row["best bandit-feedback strategy"]),
+                      f"{row['its reward']:.4f} (≤ {row['its 95% CI high']:.4f})",
+                      "yes" if row["above its interval"] else
+                      ("[red]worse[/red]" if not row["beats or matches"] else "no"),
+                      escape(sampled) if has_sampled else "-",
+                      _pct(row["its regret"], 2) if has_sampled else "-",
+                      f"{row['its calls/request']:.2f}" if has_sampled else "-")
     console.print(table)

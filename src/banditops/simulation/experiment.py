@@ -4,7 +4,10 @@ Two phases, each spread over ``workers`` processes: first the training pipeline 
 (dataset, scenario) stream once (:mod:`~banditops.simulation.stream`); then every
 (stream, strategy, seed) is replayed (:mod:`~banditops.simulation.replay`) and scored
 (:mod:`~banditops.simulation.metrics`). The seed drives the strategies' randomness; the
-versions, and so the oracle, are the same for every strategy and seed.
+versions, and so the oracle, are the same for every strategy and seed. A strategy that has
+no randomness (a deterministic policy, no shadow sampling: ``Strategy.seeded`` is false)
+gives the same run for every seed, so it is replayed once and that run counts for every
+seed (its interval has zero width either way).
 
 Defaults per dataset (all can be overridden):
 
@@ -174,6 +177,16 @@ def _map(function, tasks: list, workers: int, streams: dict | None, phase: str,
         return results
 
 
+def _for_every_seed(outputs: list[dict], seeds: int) -> list[dict]:
+    """The run of a strategy that does not depend on the seed, counted for every seed."""
+    full = []
+    for output in outputs:
+        full.append(output)
+        if not STRATEGIES[output["strategy"]].seeded:
+            full += [{**output, "seed": seed, "traffic": None} for seed in range(1, seeds)]
+    return full
+
+
 def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
                    scenarios: list[str] | None = None, strategies: list[str] | None = None,
                    seeds: int = 5, granularity: str = "request", workers: int = 2,
@@ -208,18 +221,21 @@ def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
 
     started = time.perf_counter()
     run_tasks = [(key, strategy, seed, granularity, seed == 0 and strategy == plot_strategy)
-                 for key in streams for strategy in chosen for seed in range(seeds)]
+                 for key in streams for strategy in chosen for seed in range(seeds)
+                 if seed == 0 or STRATEGIES[strategy].seeded]
     outputs = _map(_run, run_tasks, workers, streams, "replaying", progress)
     seconds["replay (wall)"] = time.perf_counter() - started
     seconds["replay (cpu, summed)"] = sum(o["seconds"] for o in outputs)
     seconds["requests replayed"] = float(sum(o["requests"] for o in outputs))
+    outputs = _for_every_seed(outputs, seeds)
 
     rows, reward_chunks, traffic = [], {}, {}
     for output in outputs:
         dataset, scenario = output["key"]
-        rows.append({"dataset": dataset, "scenario": scenario, "strategy": output["strategy"],
-                     "group": STRATEGIES[output["strategy"]].group, "seed": output["seed"],
-                     **output["metrics"]})
+        strategy = STRATEGIES[output["strategy"]]
+        rows.append({"dataset": dataset, "scenario": scenario, "strategy": strategy.name,
+                     "group": strategy.group, "feedback": strategy.feedback,
+                     "seed": output["seed"], **output["metrics"]})
         reward_chunks.setdefault((dataset, scenario, output["strategy"]), []).append(
             output["reward_chunks"])
         if output["traffic"] is not None:
@@ -233,8 +249,8 @@ def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
         seconds=seconds)
 
 
-MEAN_COLUMNS = ["accuracy", "precision", "recall", "f1", "cost_per_1000", "oracle_reward",
-                "regret", "faulty_traffic_share", "rollback_delay", "rollbacks",
+MEAN_COLUMNS = ["calls_per_request", "accuracy", "precision", "recall", "f1", "cost_per_1000",
+                "oracle_reward", "regret", "faulty_traffic_share", "rollback_delay", "rollbacks",
                 "healthy_rollbacks", "switches"]
 
 
@@ -245,7 +261,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             ["dataset", "scenario", "strategy"], sort=False):
         mean, low, high = mean_interval(group["mean_reward"].to_numpy())
         rows.append({"dataset": dataset, "scenario": scenario, "strategy": strategy,
-                     "group": group["group"].iloc[0], "seeds": len(group),
+                     "group": group["group"].iloc[0], "feedback": group["feedback"].iloc[0],
+                     "seeds": len(group),
                      "mean_reward": mean, "ci_low": low, "ci_high": high,
                      **{c: float(group[c].mean()) for c in MEAN_COLUMNS}})
     summary = pd.DataFrame(rows)

@@ -16,6 +16,10 @@ Per run, over the served rows (from the first release on):
   were not faulty: not always a mistake, a healthy version can be worse than another).
 - ``switches``: how often the version serving most of a chunk differs from the previous
   chunk's.
+- ``calls_per_request``: model calls per request, the served prediction plus the shadow
+  predictions (:mod:`banditops.shadow`) averaged over the served rows: 1 under bandit
+  feedback, about the number of live versions when every request is shadow-scored. It is
+  what learning from every label costs in compute.
 
 Across seeds, :func:`summarise` gives the mean and a 95% Student-t interval of the reward.
 """
@@ -49,6 +53,7 @@ class RunMetrics:
     rollbacks: int
     healthy_rollbacks: int
     switches: int
+    calls_per_request: float
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -103,6 +108,8 @@ def evaluate(stream: Stream, run: Replay) -> tuple[RunMetrics, RunSeries]:
         rollbacks=len(run.rollbacks),
         healthy_rollbacks=sum(1 for v, _ in run.rollbacks if not faulty[v]),
         switches=int((main[1:] != main[:-1]).sum()),
+        calls_per_request=(1.0 if run.model_calls is None
+                           else run.model_calls / len(rows)),
     )
     return metrics, series
 

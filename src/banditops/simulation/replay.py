@@ -9,8 +9,15 @@ chunk is served by the chosen version, and the chunk's mean reward is the feedba
 before the next chunk's decision.
 
 Releases arrive at the pipeline's rows; when one arrives the version ``max_live`` releases
-older is retired. The replay records which version served each row and when versions were
-rolled back or quarantined; :mod:`banditops.simulation.metrics` turns that into numbers.
+older is retired. The replay records which version served each row, when versions were
+rolled back or quarantined, and how many model calls were made (served and shadow
+predictions: with shadow scoring, the Deployment asks other live versions too);
+:mod:`banditops.simulation.metrics` turns that into numbers.
+
+A shadow strategy goes through the same path: its Deployment shadow-scores, and a shadow
+prediction is a lookup in the version's precomputed predictions, as a served one is. In
+chunk mode a version's "prediction" for a chunk is scored as its mean reward on the chunk,
+whether it served the chunk or shadowed it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from banditops.deployment import Deployment, Event
-from banditops.simulation.strategies import GRANULARITIES, Strategy
+from banditops.simulation.strategies import GRANULARITIES, RunSetup, Strategy
 from banditops.simulation.stream import Stream
 
 TAKEN_DOWN = ("rolled_back", "quarantined")
@@ -33,25 +40,35 @@ class Replay:
 
     served: np.ndarray  # (n,) int16
     rollbacks: list[tuple[int, int]]  # (version index, row at which it was taken down)
+    model_calls: int | None = None  # rows predicted, served or shadow (None: one per row)
 
 
 class _RowModel:
-    """A version's precomputed predictions, served by row number (River's predict_one)."""
+    """A version's precomputed predictions, served by row number (River's predict_one);
+    counts its calls, served or shadow."""
+
+    __slots__ = ("_lookup", "calls")
 
     def __init__(self, predictions: np.ndarray) -> None:
         self._lookup = predictions.tolist()
+        self.calls = 0
 
     def predict_one(self, row: int) -> int:
+        self.calls += 1
         return self._lookup[row]
 
 
 class _ChunkModel:
-    """In chunk mode a version "predicts" a whole chunk: it hands back (version, chunk)."""
+    """In chunk mode a version "predicts" a whole chunk: it hands back (version, chunk) and
+    counts the chunk's rows as calls."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, sizes: list[int]) -> None:
         self.index = index
+        self._sizes = sizes
+        self.calls = 0
 
     def predict_one(self, chunk: int) -> tuple[int, int]:
+        self.calls += self._sizes[chunk]
         return self.index, chunk
 
 
@@ -60,11 +77,11 @@ def replay(stream: Stream, strategy: Strategy, seed: int,
     """Run ``strategy`` with ``seed`` over ``stream`` (see the module docstring)."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    policy, guardrail = strategy.build(seed, granularity=granularity,
-                                       margin=stream.settings.guardrail_margin)
+    setup = strategy.build(seed, granularity=granularity,
+                           margin=stream.settings.guardrail_margin)
     if granularity == "chunk":
-        return _replay_chunks(stream, policy, guardrail)
-    return _replay_requests(stream, policy, guardrail)
+        return _replay_chunks(stream, setup)
+    return _replay_requests(stream, setup)
 
 
 def _watch(deployment: Deployment, index: dict[str, int], clock: list[int],
@@ -84,12 +101,12 @@ def _release(deployment: Deployment, stream: Stream, r: int, model: object) -> N
         deployment.retire(stream.versions[old].name, "the pipeline keeps max_live versions")
 
 
-def _replay_requests(stream: Stream, policy, guardrail) -> Replay:
+def _replay_requests(stream: Stream, setup: RunSetup) -> Replay:
     n, delay = stream.n, stream.settings.delay
     labels = stream.labels.tolist()
     clock = [0]
-    deployment = Deployment(policy, reward=stream.settings.reward, guardrail=guardrail,
-                            max_pending=max(delay + 1, 1000), clock=lambda: float(clock[0]))
+    deployment = setup.deployment(stream.settings.reward, max_pending=max(delay + 1, 1000),
+                                  clock=lambda: float(clock[0]))
     index = {v.name: i for i, v in enumerate(stream.versions)}
     rollbacks: list[tuple[int, int]] = []
     _watch(deployment, index, clock, rollbacks)
@@ -99,11 +116,13 @@ def _replay_requests(stream: Stream, policy, guardrail) -> Replay:
     in_flight: deque[tuple[str, int]] = deque()
     pop, push = in_flight.popleft, in_flight.append
     choices = []
+    models: list[_RowModel] = []
     for row in range(stream.start, n):
         if row in releases:
             clock[0] = row
             r = releases[row]
-            _release(deployment, stream, r, _RowModel(stream.predictions[r]))
+            models.append(_RowModel(stream.predictions[r]))
+            _release(deployment, stream, r, models[-1])
         decision = predict(row)
         choices.append(decision.version)
         push((decision.id, row))
@@ -112,10 +131,10 @@ def _replay_requests(stream: Stream, policy, guardrail) -> Replay:
             clock[0] = row
             feedback(decision_id, labels[labelled])
     served[stream.start:] = [index[name] for name in choices]
-    return Replay(served, rollbacks)
+    return Replay(served, rollbacks, sum(m.calls for m in models))
 
 
-def _replay_chunks(stream: Stream, policy, guardrail) -> Replay:
+def _replay_chunks(stream: Stream, setup: RunSetup) -> Replay:
     bounds = stream.chunk_bounds()
     chunk_reward = [[float(np.mean(stream.rewards[v, s:e])) for s, e in bounds]
                     for v in range(len(stream.versions))]
@@ -125,8 +144,9 @@ def _replay_chunks(stream: Stream, policy, guardrail) -> Replay:
         return chunk_reward[version][chunk]
 
     clock = [0]
-    deployment = Deployment(policy, reward=reward, guardrail=guardrail,
-                            clock=lambda: float(clock[0]))
+    deployment = setup.deployment(reward, clock=lambda: float(clock[0]))
+    sizes = [end - start for start, end in bounds]
+    models: list[_ChunkModel] = []
     index = {v.name: i for i, v in enumerate(stream.versions)}
     rollbacks: list[tuple[int, int]] = []
     _watch(deployment, index, clock, rollbacks)
@@ -139,8 +159,9 @@ def _replay_chunks(stream: Stream, policy, guardrail) -> Replay:
             deployment.feedback(previous, chunk - 1)
         if start in releases:
             r = releases[start]
-            _release(deployment, stream, r, _ChunkModel(r))
+            models.append(_ChunkModel(r, sizes))
+            _release(deployment, stream, r, models[-1])
         decision = deployment.predict(chunk)
         served[start:end] = index[decision.version]
         previous = decision.id
-    return Replay(served, rollbacks)
+    return Replay(served, rollbacks, sum(m.calls for m in models))

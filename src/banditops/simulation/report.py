@@ -15,13 +15,16 @@ from matplotlib.figure import Figure  # object API: no pyplot state, no display 
 from banditops.simulation.experiment import ExperimentResult
 from banditops.simulation.strategies import RECOMMENDED, STRATEGIES, STUDY
 
-SUMMARY_COLUMNS = ["dataset", "scenario", "strategy", "group", "seeds", "mean_reward", "ci_low",
-                   "ci_high", "regret", "faulty_traffic_share", "rollback_delay", "accuracy",
-                   "precision", "recall", "f1", "cost_per_1000", "oracle_reward", "rollbacks",
-                   "healthy_rollbacks", "switches", "best_study_reward"]
-PLOTS = {"cumulative_reward.png": "Running mean reward per strategy (dashed: per-chunk oracle)",
+SUMMARY_COLUMNS = ["dataset", "scenario", "strategy", "group", "feedback", "seeds", "mean_reward",
+                   "ci_low", "ci_high", "calls_per_request", "regret", "faulty_traffic_share",
+                   "rollback_delay", "accuracy", "precision", "recall", "f1", "cost_per_1000",
+                   "oracle_reward", "rollbacks", "healthy_rollbacks", "switches",
+                   "best_study_reward"]
+PLOTS = {"cumulative_reward.png": "Running mean reward per strategy (dashed: per-chunk oracle; "
+                                  "dotted with dots: shadow scoring)",
          "traffic.png": "Traffic share per version",
-         "regret.png": "Cumulative regret to the per-chunk oracle (reward units)"}
+         "regret.png": "Cumulative regret to the per-chunk oracle (reward units; dotted with "
+                       "dots: shadow scoring)"}
 
 
 def write_outputs(result: ExperimentResult, out: Path) -> list[Path]:
@@ -64,6 +67,45 @@ def verdicts(result: ExperimentResult, strategy: str = RECOMMENDED) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def shadow_verdicts(result: ExperimentResult) -> pd.DataFrame:
+    """Per (dataset, scenario): the best shadow strategy against the best bandit-feedback one,
+    and the best strategy that shadow-scores only a sample of requests (mode "rate")."""
+    summary = result.summary
+    rows = []
+    for (dataset, scenario), group in summary.groupby(["dataset", "scenario"], sort=False):
+        shadow = group[group["feedback"] == "shadow"]
+        bandit = group[group["feedback"] == "bandit"]
+        if shadow.empty or bandit.empty:
+            continue
+        mine = shadow.loc[shadow["mean_reward"].idxmax()]
+        best = bandit.loc[bandit["mean_reward"].idxmax()]
+        row = {"dataset": dataset, "scenario": scenario,
+               "best shadow strategy": mine["strategy"], "reward": mine["mean_reward"],
+               "calls/request": mine["calls_per_request"],
+               "best bandit-feedback strategy": best["strategy"],
+               "its reward": best["mean_reward"], "its 95% CI high": best["ci_high"],
+               "difference": mine["mean_reward"] - best["mean_reward"],
+               "beats or matches": bool(mine["mean_reward"] >= best["mean_reward"]),
+               "above its interval": bool(mine["mean_reward"] > best["ci_high"]),
+               "regret": mine["regret"], "regret <= 0.5%": bool(mine["regret"] <= 0.005),
+               "faulty share": mine["faulty_traffic_share"],
+               "its faulty share": best["faulty_traffic_share"]}
+        sampled = shadow[[_samples(name) for name in shadow["strategy"]]]
+        if not sampled.empty:
+            part = sampled.loc[sampled["mean_reward"].idxmax()]
+            row.update({"best sampled-shadow strategy": part["strategy"],
+                        "its regret": part["regret"],
+                        "its calls/request": part["calls_per_request"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _samples(strategy: str) -> bool:
+    """Whether a strategy shadow-scores only a sample of requests."""
+    shadow = STRATEGIES[strategy].shadow
+    return shadow is not None and shadow.mode == "rate"
+
+
 # ---------------------------------------------------------------------- plots
 def _grid(result: ExperimentResult, title: str):
     datasets = list(dict.fromkeys(k[0] for k in result.streams))
@@ -84,9 +126,18 @@ def _grid(result: ExperimentResult, title: str):
     return figure, cells
 
 
-def _strategy_colors(strategies: list[str]) -> dict[str, tuple]:
+# Shadow strategies get strong colours of their own (purples, teals), apart from tab20's.
+SHADOW_COLORS = ["#6a00a8", "#b05fd6", "#00796b", "#4db6ac", "#c2185b", "#f06292"]
+
+
+def _strategy_colors(strategies: list[str]) -> dict[str, tuple | str]:
     palette = colormaps["tab20"]
-    return {name: palette(i % 20) for i, name in enumerate(strategies)}
+    bandit = [s for s in strategies if STRATEGIES[s].feedback != "shadow"]
+    shadow = [s for s in strategies if STRATEGIES[s].feedback == "shadow"]
+    colors: dict[str, tuple | str] = {name: palette(i % 20) for i, name in enumerate(bandit)}
+    colors.update({name: SHADOW_COLORS[i % len(SHADOW_COLORS)]
+                   for i, name in enumerate(shadow)})
+    return colors
 
 
 def _chunk_ends(info) -> np.ndarray:
@@ -112,15 +163,26 @@ def _plot_per_strategy(result: ExperimentResult, name: str, curve, oracle=None):
         for strategy in _strategies(result):
             chunks = result.reward_chunks.get((info.dataset, info.scenario, strategy))
             if chunks is not None:
-                style = "-" if STRATEGIES[strategy].group != "guarded" else "-."
-                (line,) = axis.plot(x, curve(x, chunks, info), style, color=colors[strategy],
-                                    lw=1.6 if strategy == RECOMMENDED else 1.0, label=strategy)
+                style, width = _line_style(strategy)
+                shadow = STRATEGIES[strategy].feedback == "shadow"
+                (line,) = axis.plot(x, curve(x, chunks, info), linestyle=style,
+                                    color=colors[strategy], lw=width, label=strategy,
+                                    marker="o" if shadow else None, markersize=2.5)
                 handles[strategy] = line
         if oracle is not None:
             (handles["oracle"],) = axis.plot(x, oracle(x, info), "k--", lw=1.0, label="oracle")
         axis.set_xlabel("requests", fontsize=7)
     _legend(figure, list(handles.values()))
     return figure
+
+
+def _line_style(strategy: str) -> tuple[object, float]:
+    """Dotted with dots for shadow scoring (it learns from more than the served traffic),
+    dash-dot for guarded bandits, solid otherwise; the recommended strategy drawn thicker."""
+    spec = STRATEGIES[strategy]
+    if spec.feedback == "shadow":
+        return (0, (1, 1)), 1.4
+    return ("-." if spec.guarded else "-"), 1.6 if strategy == RECOMMENDED else 1.0
 
 
 def _plot_cumulative(result: ExperimentResult):
@@ -179,7 +241,9 @@ def _table(frame: pd.DataFrame, percent: tuple[str, ...] = ()) -> str:
             text = (f"{100 * value:.2f}%" if column in percent and isinstance(value, float)
                     and not math.isnan(value) else _number(value))
             cells.append(f"<td>{text}</td>")
-        style = ' class="mine"' if row.get("strategy") == RECOMMENDED else ""
+        strategy = row.get("strategy")
+        style = (' class="mine"' if strategy == RECOMMENDED
+                 else ' class="shadow"' if row.get("feedback") == "shadow" else "")
         body.append(f"<tr{style}>{''.join(cells)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -210,17 +274,61 @@ delay</b> the requests each faulty version served after its release. Confidence 
 Student-t 95% intervals across seeds.</p>
 """
 
+GLOSSARY = """
+<dl>
+<dt>reward</dt><dd>What a served prediction earned when its label arrived (accuracy, or the
+fraud cost matrix), averaged over all requests from the first release on.</dd>
+<dt>oracle, regret</dt><dd>The oracle serves each chunk with the live version that did best on
+it in hindsight; regret is the share of the oracle's reward a strategy missed.</dd>
+<dt>faulty share, rollback delay</dt><dd>Share of all requests served by faulty releases;
+requests each faulty release served after its release.</dd>
+<dt>bandit feedback</dt><dd>A strategy learns only from the reward of the version that served
+the request: to learn about another version it has to send it traffic (explore).</dd>
+<dt>shadow scoring</dt><dd>The deployment also asks other live versions for their prediction
+of the request, without showing it to the client, and scores those predictions too when the
+label arrives: side observations for the policy, evidence for the guardrail. Every version
+is then judged on all traffic and nothing needs exploring. <code>[shadow]</code> strategies
+shadow-score every request with every other live version; <code>[shadow 0.1]</code> a random
+tenth of the requests. Shadow strategies are marked <code>shadow</code> in the feedback
+column, shaded in the tables and dotted with dots in the plots.</dd>
+<dt>when shadow scoring is invalid</dt><dd>When the outcome depends on the served prediction:
+the claim flagged is the one investigated (so only flagged claims get a label), the item
+recommended is the one clicked. There the label says nothing about what another version's
+answer would have earned, and bandit feedback is all there is. It is valid when the truth
+comes regardless of the answer, as here: whether a person earned more than 50K, whether a
+claim (every claim eventually settled) was fraud.</dd>
+<dt>calls per request</dt><dd>Model calls per request, averaged over the requests: the served
+prediction plus the shadow predictions. 1 under bandit feedback; with every request
+shadow-scored, about the number of live versions (up to four here); at rate 0.1, about
+1 + 0.1 &times; (live versions &minus; 1). It is what shadow scoring costs in compute, next
+to what it buys in reward.</dd>
+<dt>95% interval</dt><dd>Student-t interval of the mean reward across seeds (seeds drive the
+strategies' randomness; the versions are the same for every seed). A deterministic strategy
+gives the same run for every seed and a zero-width interval.</dd>
+</dl>
+"""
+
 
 def render_html(result: ExperimentResult, out: Path) -> str:
     """The report: protocol, verdicts, per-scenario tables, versions, plots, timings."""
     sections = [f"<h1>banditops replay: {len(result.streams)} streams, "
                 f"{result.runs['seed'].nunique()} seeds, {result.granularity} granularity</h1>",
                 "<h2>Protocol</h2>", PROTOCOL]
+    sections += ["<h2>Glossary</h2>", GLOSSARY]
     verdict = verdicts(result)
     if not verdict.empty:
         sections += [f"<h2>Recommended strategy ({RECOMMENDED}) against the study</h2>",
                      _table(verdict, percent=("regret", "faulty share"))]
-    columns = ["strategy", "group", "mean_reward", "ci_low", "ci_high", "regret",
+    shadow = shadow_verdicts(result)
+    if not shadow.empty:
+        sections += ["<h2>Shadow scoring against bandit feedback</h2>",
+                     "<p>Per row, the best strategy that learns from shadow predictions against "
+                     "the best that learns only from served rewards, and what it costs in model "
+                     "calls per request.</p>",
+                     _table(shadow, percent=("regret", "faulty share", "its faulty share",
+                                             "its regret"))]
+    columns = ["strategy", "group", "feedback", "mean_reward", "ci_low", "ci_high",
+               "calls_per_request", "regret",
                "faulty_traffic_share", "rollback_delay", "accuracy", "precision", "recall",
                "f1", "cost_per_1000", "rollbacks", "healthy_rollbacks", "switches"]
     for (dataset, scenario), group in result.summary.groupby(["dataset", "scenario"],
@@ -248,7 +356,8 @@ def render_html(result: ExperimentResult, out: Path) -> str:
     style = ("body{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}"
              "table{border-collapse:collapse;font-size:12px;margin:0.5em 0}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-             "tr.mine{background:#eef6ff;font-weight:bold}img{max-width:100%}")
+             "tr.mine{background:#eef6ff;font-weight:bold}tr.shadow{background:#f5efff}"
+             "dt{font-weight:bold;margin-top:0.4em}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>banditops replay</title>"
             f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
 
