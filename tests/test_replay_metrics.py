@@ -202,3 +202,43 @@ def test_strategies_without_randomness_give_the_same_run_for_every_seed(stream):
     # The check can tell: a seeded strategy's runs differ.
     assert (replay(toy, STRATEGIES["thompson"], seed=0).served
             != replay(toy, STRATEGIES["thompson"], seed=7).served).any()
+
+
+# ------------------------------------------------------------------ dark launch
+def staged(n: int, accuracies: list[float], rows: list[int], faulty: list[bool],
+           max_live: int = 4):
+    """All labels 1; version i is right on a fixed ``accuracies[i]`` share of the rows."""
+    labels = np.ones(n, dtype=int)
+    step = np.arange(n) % 100
+    settings = StreamSettings(CHUNK, 10, accuracy, "accuracy", max_live=max_live)
+    return stream_from_releases("toy", "faulty-release", "hand-made", settings, labels, [
+        release(i, row, (step < round(100 * acc)).astype(int), 0.8, faulty=bad)
+        for i, (acc, row, bad) in enumerate(zip(accuracies, rows, faulty, strict=True))])
+
+
+def test_dark_launch_rolls_a_bad_release_back_before_it_serves_and_promotes_a_good_one():
+    stream = staged(6_100, [0.8, 0.3, 0.95], [100, 1000, 2000], [False, True, False])
+    run = replay(stream, STRATEGIES["leader[shadow]+dark"], seed=0)
+    assert not (run.served == 1).any()  # the bad release never served
+    assert [index for index, _ in run.rollbacks] == [1]
+    rolled_at = run.rollbacks[0][1]
+    assert 1000 < rolled_at < 1400  # judged on its first few hundred labels
+    first_v3 = int(np.argmax(run.served == 2))
+    assert 2200 < first_v3 < 3000  # dark until its paired evidence promoted it
+    assert (run.served[3000:] == 2).all()
+    metrics, _ = evaluate(stream, run)
+    assert metrics.faulty_traffic_share == 0.0
+    assert 1.0 < metrics.calls_per_request < 3.0  # the rolled-back release stops costing
+    plain, _ = evaluate(stream, replay(stream, STRATEGIES["leader[shadow]"], seed=0))
+    assert plain.faulty_traffic_share > 0.0  # without dark launch it served a few rows
+
+
+def test_a_dark_release_takes_over_when_the_pipeline_retires_the_last_live_version():
+    """max_live 2: v3's release retires v1 while v2, better, is still dark (100 rows, fewer
+    labels than a verdict needs): the dark version with the best shadow reward serves."""
+    stream = staged(3_100, [0.8, 0.9, 0.7], [100, 200, 300], [False, False, False],
+                    max_live=2)
+    run = replay(stream, STRATEGIES["leader[shadow]+dark"], seed=0)
+    assert (run.served[100:300] == 0).all()
+    assert (run.served[300:400] == 1).all()  # promoted by the pipeline, not by evidence
+    evaluate(stream, run)  # nothing served by a retired version

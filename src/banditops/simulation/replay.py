@@ -97,8 +97,24 @@ def _release(deployment: Deployment, stream: Stream, r: int, model: object) -> N
     version = stream.versions[r]
     deployment.register(version.name, model, validation_score=version.validation_score)
     old = r - stream.settings.max_live
-    if old >= 0:
-        deployment.retire(stream.versions[old].name, "the pipeline keeps max_live versions")
+    if old < 0:
+        return
+    retired = stream.versions[old].name
+    if deployment.live_versions == [retired]:
+        # Launched dark, the newer releases serve nobody yet; the pipeline retires the only
+        # live version, so the dark one with the best shadow reward so far takes over.
+        deployment.promote(_best_dark(deployment),
+                           "the pipeline retired the last live version")
+    deployment.retire(retired, "the pipeline keeps max_live versions")
+
+
+def _best_dark(deployment: Deployment) -> str:
+    """The dark version with the best mean shadow reward (the newest if none has any)."""
+    reports = {r.name: r for r in deployment.versions()}
+    dark = deployment.dark_versions
+    return max(reversed(dark), key=lambda name: (
+        reports[name].shadow_reward_sum / reports[name].shadow_learned
+        if reports[name].shadow_learned else -1.0))
 
 
 def _replay_requests(stream: Stream, setup: RunSetup) -> Replay:

@@ -34,6 +34,14 @@ seed, so every run starts from nothing.
   worst-case regret, also on streams trained with two other pipeline seeds; the data's
   order, which drives it, is the same in all three).
 
+- dark launch (``leader[shadow]+dark``): a new release serves nobody until its paired shadow
+  rewards show it is not worse than the best live version by 0.01
+  (:mod:`banditops.release`); a faulty release is rolled back before it serves. (With bandit
+  feedback for the live versions and only the candidates shadowed, a candidate is compared
+  with each live version on the requests that version served; on the fraud stream that let a
+  faulty release through, as good as the weakest live version over its dark period: seed 0,
+  11.9 % of traffic to faulty releases. Full shadow scoring compares on every request.)
+
 Every strategy's options reach the replay's ``Deployment`` through :meth:`RunSetup.deployment`,
 so a new kind of option (a release policy, say) is a field of :class:`Strategy` and
 :class:`RunSetup` and one line there.
@@ -49,6 +57,7 @@ from banditops.deployment import Deployment
 from banditops.errors import InvalidParameterError
 from banditops.guardrails import Guardrail
 from banditops.policies import Policy, make_policy, policy_class
+from banditops.release import ReleaseParams
 from banditops.rewards import RewardFunction
 from banditops.shadow import ShadowParams
 
@@ -62,12 +71,14 @@ class RunSetup:
     policy: Policy
     guardrail: Guardrail | None = None
     shadow: ShadowParams | None = None
+    release: ReleaseParams | None = None
 
     def deployment(self, reward: RewardFunction, *, clock: Callable[[], float],
                    max_pending: int = 100_000) -> Deployment:
         """The replay's Deployment, with every option of the strategy."""
         return Deployment(self.policy, reward=reward, guardrail=self.guardrail,
-                          shadow=self.shadow, max_pending=max_pending, clock=clock)
+                          shadow=self.shadow, release=self.release, max_pending=max_pending,
+                          clock=clock)
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,7 @@ class Strategy:
     params: dict[str, Any] = field(default_factory=dict)
     guarded: bool = False
     shadow: ShadowParams | None = None  # its seed is set per run (shadow_seed)
+    release: ReleaseParams | None = None  # dark launch (banditops.release)
 
     @property
     def seeded(self) -> bool:
@@ -90,7 +102,7 @@ class Strategy:
     def feedback(self) -> str:
         """What it learns from: ``"bandit"`` (the served version's reward only) or
         ``"shadow"`` (every shadow-scored version's too; more than one model call)."""
-        return "bandit" if self.shadow is None else "shadow"
+        return "bandit" if self.shadow is None and self.release is None else "shadow"
 
     def build(self, seed: int, *, granularity: str = "request",
               margin: float = 0.05) -> RunSetup:
@@ -108,7 +120,10 @@ class Strategy:
                          else Guardrail(min_samples=GUARDRAIL_MIN_SAMPLES, check_every=5,
                                         margin=margin))
         shadow = None if self.shadow is None else replace(self.shadow, seed=shadow_seed(seed))
-        return RunSetup(policy, guardrail, shadow)
+        release = self.release
+        if release is not None and granularity == "chunk":
+            release = replace(release, **CHUNK_RELEASE)  # a chunk's mean is one paired reward
+        return RunSetup(policy, guardrail, shadow, release)
 
 
 def shadow_seed(seed: int) -> int:
@@ -131,6 +146,9 @@ CHUNK_PARAMS: dict[str, dict[str, Any]] = {
     # a new version is tried in its second chunk (by then a shadow reward may speak for it).
     "follow-the-leader": {"window": 2, "min_rewards": 1, "cold_start_retry": 2},
 }
+# Dark launch judges a release on a few chunks' paired means instead of 200 requests.
+CHUNK_RELEASE: dict[str, Any] = {"min_samples": 3, "check_every": 1}
+DARK = ReleaseParams(mode="dark")
 SHADOW_ALL = ShadowParams(mode="all")
 SHADOW_TENTH = ShadowParams(mode="rate", rate=0.1)
 _SHADOWED = [
@@ -159,6 +177,10 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     *(Strategy(f"{name}[{label}]", "shadow", policy, params, shadow=shadow)
       for name, policy, params in _SHADOWED
       for label, shadow in (("shadow", SHADOW_ALL), ("shadow 0.1", SHADOW_TENTH))),
+    # Dark launch: a new release serves nobody until its shadow rewards show it is not worse
+    # than the best live version.
+    Strategy("leader[shadow]+dark", "shadow", "follow-the-leader", {"window": 1000},
+             shadow=SHADOW_ALL, release=DARK),
 ]}
 STUDY = [name for name, s in STRATEGIES.items() if s.group == "study"]
 RECOMMENDED = "thompson-prior+guardrail"
