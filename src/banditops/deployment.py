@@ -461,9 +461,11 @@ class Deployment:
         return tuple(shadows)
 
     def _shadow_versions(self, served: str) -> list[str]:
-        counts = {n: v.learned + v.shadow_learned for n, v in self._versions.items()}
         return self._shadowing.versions(  # type: ignore[union-attr]
-            served, self._live, counts, self._dark)
+            served, self._live, self._reward_counts, self._dark)
+
+    def _reward_counts(self) -> dict[str, int]:
+        return {n: v.learned + v.shadow_learned for n, v in self._versions.items()}
 
     def shadow_later(self, items: Sequence[tuple[str, str, Any]]) -> int:
         """Shadow predictions for decisions answered already: ``(decision id, served version,

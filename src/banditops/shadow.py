@@ -21,7 +21,7 @@ Dark candidates (:mod:`banditops.release`) are scored on every shadowed request.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from banditops.errors import InvalidParameterError
@@ -54,17 +54,20 @@ class Shadowing:
         self.params = params
         self._rng = random.Random(params.seed)
 
-    def versions(self, served: str, live: list[str], rewards: Mapping[str, int],
+    def versions(self, served: str, live: list[str],
+                 rewards: Callable[[], Mapping[str, int]],
                  dark: list[str] | tuple[str, ...] = ()) -> list[str]:
         """The versions other than ``served`` to predict this request: live ones by the
         mode, and every dark candidate (see :mod:`banditops.release`) whenever the request
         is shadowed at all.
 
-        ``rewards``: how many rewards (served or shadow) each version has earned so far."""
+        ``rewards()``: how many rewards (served or shadow) each version has earned so far
+        (called only in mode "evaluating": the other modes need no counts)."""
         params = self.params
         if params.mode == "rate" and self._rng.random() >= params.rate:
             return []
         others = [name for name in live if name != served]
         if params.mode == "evaluating":
-            others = [n for n in others if rewards.get(n, 0) < params.evaluation_rewards]
+            counts = rewards()
+            others = [n for n in others if counts.get(n, 0) < params.evaluation_rewards]
         return [*others, *dark] if dark else others
