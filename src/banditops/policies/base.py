@@ -448,3 +448,36 @@ def make_policy(name: str, /, **params: Any) -> Policy:
 
 def policy_names() -> list[str]:
     return sorted(Policy._registry)
+
+
+class IndexPolicy(Policy):
+    """Deterministic policies (UCB, follow-the-leader): arms due a try by the cold-start rule,
+    else the arm with the best index; every choice has probability 1."""
+
+    uses_randomness = False
+    _cold: ColdStart
+
+    def _best_index(self) -> str:
+        raise NotImplementedError
+
+    def select(self) -> str:
+        cold = self._cold
+        if cold.waiting and (due := cold.next_due()) is not None:
+            return due
+        return self._best_index()
+
+    def _next_choice(self) -> str:
+        """What the next select() returns, without counting a decision."""
+        due = self._cold.peek()
+        return due if due is not None else self._best_index()
+
+    def probabilities(self) -> dict[str, float]:
+        chosen = self._next_choice() if self._arms else None
+        return {name: 1.0 if name == chosen else 0.0 for name in self._arms}
+
+    def propensity(self, name: str) -> float:
+        self._require_arm(name)
+        return 1.0 if name == self._next_choice() else 0.0
+
+    def choose(self) -> tuple[str, float]:
+        return self.select(), 1.0  # deterministic: the chosen arm always had probability 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from banditops.errors import InvalidParameterError
-from banditops.policies.base import ColdStart, Policy, check_window
+from banditops.policies.base import ColdStart, IndexPolicy, check_window
 from banditops.rewards import validate_reward
 
 
@@ -46,7 +46,7 @@ class FollowTheLeaderParams:
 _DEFAULTS = FollowTheLeaderParams()
 
 
-class FollowTheLeader(Policy):
+class FollowTheLeader(IndexPolicy):
     """Serve the arm whose last ``window`` rewards (served or observed) have the best mean.
 
     Each arm keeps its own window: its last ``window`` rewards, whoever chose it, so an arm
@@ -81,7 +81,6 @@ class FollowTheLeader(Policy):
 
     key = "follow-the-leader"
     Params: ClassVar[type] = FollowTheLeaderParams
-    uses_randomness = False
 
     def __init__(self, window: int = _DEFAULTS.window, *,
                  min_rewards: int = _DEFAULTS.min_rewards,
@@ -105,7 +104,7 @@ class FollowTheLeader(Policy):
         self._cold.discard(name)
         self._leader = None
 
-    def _lead(self) -> str:
+    def _best_index(self) -> str:
         """The warm arm with the best windowed mean (ties: newer); with no warm arm, the best
         validation score (ties: newer)."""
         if self._leader is not None:
@@ -126,28 +125,6 @@ class FollowTheLeader(Policy):
                 arms[n].released_at, arms[n].order))
         self._leader = best
         return best
-
-    def select(self) -> str:
-        cold = self._cold
-        if cold.waiting and (due := cold.next_due()) is not None:
-            return due
-        return self._lead()
-
-    def _next_choice(self) -> str:
-        """What the next select() returns, without counting a decision."""
-        due = self._cold.peek()
-        return due if due is not None else self._lead()
-
-    def probabilities(self) -> dict[str, float]:
-        chosen = self._next_choice() if self._arms else None
-        return {name: 1.0 if name == chosen else 0.0 for name in self._arms}
-
-    def propensity(self, name: str) -> float:
-        self._require_arm(name)
-        return 1.0 if name == self._next_choice() else 0.0
-
-    def choose(self) -> tuple[str, float]:
-        return self.select(), 1.0  # deterministic: the chosen arm always had probability 1
 
     def update(self, name: str, reward: float) -> None:
         if type(reward) is not float or not 0.0 <= reward <= 1.0:

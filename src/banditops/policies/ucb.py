@@ -12,7 +12,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
-from banditops.policies.base import ColdStart, Policy, check_number, check_window, set_checked
+from banditops.policies.base import (
+    ColdStart,
+    IndexPolicy,
+    check_number,
+    check_window,
+    set_checked,
+)
 from banditops.rewards import validate_reward
 
 DEFAULT_C = math.sqrt(2.0)
@@ -61,39 +67,7 @@ _UCB1 = UCB1Params()
 _SW_UCB = SlidingWindowUCBParams()
 
 
-class _IndexPolicy(Policy):
-    """Deterministic index policies: untried arms by the cold-start rule, else the best index."""
-
-    uses_randomness = False
-    _cold: ColdStart
-
-    def _best_index(self) -> str:
-        raise NotImplementedError
-
-    def select(self) -> str:
-        cold = self._cold
-        if cold.waiting and (due := cold.next_due()) is not None:
-            return due
-        return self._best_index()
-
-    def _next_choice(self) -> str:
-        """What the next select() returns, without counting a decision."""
-        due = self._cold.peek()
-        return due if due is not None else self._best_index()
-
-    def probabilities(self) -> dict[str, float]:
-        chosen = self._next_choice() if self._arms else None
-        return {name: 1.0 if name == chosen else 0.0 for name in self._arms}
-
-    def propensity(self, name: str) -> float:
-        self._require_arm(name)
-        return 1.0 if name == self._next_choice() else 0.0
-
-    def choose(self) -> tuple[str, float]:
-        return self.select(), 1.0  # deterministic: the chosen arm always had probability 1
-
-
-class UCB1(_IndexPolicy):
+class UCB1(IndexPolicy):
     """Index ``mean + c * sqrt(ln t / n)``; deterministic given the rewards seen.
 
     ``t`` counts all rewards of live arms (plus prior pseudo-counts), ``n`` those of the arm.
@@ -200,7 +174,7 @@ class UCB1(_IndexPolicy):
         self._total = sum(self._counts.values()) - sum(self._observed.values())
 
 
-class SlidingWindowUCB(_IndexPolicy):
+class SlidingWindowUCB(IndexPolicy):
     """UCB over the last ``window`` rewards of the deployment (all arms together).
 
     Index ``mean_w + c * sqrt(ln min(t, window) / n_w)`` (default ``c = sqrt(0.6)``, as in
