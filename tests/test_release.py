@@ -163,7 +163,7 @@ def test_deferred_shadows_are_scored_when_attached_before_the_label() -> None:
     early, late = deployment.predict(1), deployment.predict(0)
     deployment.feedback(late.id, 0)  # closed before its shadows were computed
     stored = deployment.shadow_later([(early.id, early.version, 1), (late.id, late.version, 0)])
-    assert stored == 1
+    assert stored == (1, 1)  # the late one: its label had closed it
     deployment.feedback(early.id, 1)
     reports = {r.name: r for r in deployment.versions()}
     assert sum(r.shadow_learned for r in reports.values()) == 1

@@ -246,7 +246,7 @@ def test_sql_log_shadow_rewards_are_learned_once_by_every_replica(database_url):
     decisions = a.predict_batch([[i] for i in rows[:20]]) + [b.predict([i]) for i in rows[20:]]
     attached = b.shadow_later([(d.id, d.version, [i]) for d, i in
                                zip(decisions[20:35], rows[20:35], strict=True)])
-    assert attached == 15  # decisions 35..39 never get theirs
+    assert attached.attached == 15  # decisions 35..39 never get theirs
     rng = random.Random(0)
     expected: dict[str, list[float]] = {"zero": [], "one": [], "two": []}
     for index, decision in enumerate(decisions):
@@ -303,14 +303,14 @@ def test_shadows_attached_after_the_lookup_are_dropped_by_the_close(database_url
     decision = a.predict([1])
     looked_up = b.log.lookup(decision.id, time.time())
     assert looked_up.shadows == ()
-    assert a.shadow_later([(decision.id, decision.version, [1])]) == 1
+    assert a.shadow_later([(decision.id, decision.version, [1])]).attached == 1
     assert len(_shadow_rows(store_a)) == 2
     reward = 1.0 if decision.prediction == 1 else 0.0
     assert b.log.close([Closing(looked_up, 1, reward)], time.time()) == [1]
     assert _shadow_rows(store_a) == []
     assert a.catch_up() == 1
     assert all(n == 0 for n, _ in _learned_shadows(a).values())
-    assert a.shadow_later([(decision.id, decision.version, [1])]) == 0  # closed: none
+    assert a.shadow_later([(decision.id, decision.version, [1])]) == (0, 1)  # closed: late
     for store in (store_a, store_b):
         store.close()
 
@@ -470,7 +470,7 @@ def test_upgrading_a_database_of_revision_0003_adds_shadows(database_url):
     store.close()
     (store_a, a), (store_b, b) = (_shadowing(database_url, defer=True, seed=1),
                                   _shadowing(database_url, defer=True, seed=2))
-    assert a.shadow_later([("old", "zero", [1])]) == 1
+    assert a.shadow_later([("old", "zero", [1])]).attached == 1
     assert b.feedback("old", 1) == 0.0
     a.catch_up()
     assert _learned_shadows(a) == _learned_shadows(b) == {

@@ -2,13 +2,17 @@
 
 Every model version is an arm. :class:`Deployment` routes each request to a version chosen
 by a policy (:mod:`banditops.policies`), turns delayed ground truth into a reward
-(:mod:`banditops.rewards`), and lets a :class:`Guardrail` roll back a degraded version.
+(:mod:`banditops.rewards`), and lets a :class:`Guardrail` roll back a degraded version;
+with :class:`ShadowParams` it scores the other versions' predictions on every label too, and
+with :class:`ReleaseParams` it launches new versions dark.
 """
 
 from banditops.deployment import Decision, Deployment, Event, Status, VersionReport
 from banditops.errors import BanditOpsError
 from banditops.guardrails import Guardrail, GuardrailParams, Rollback
+from banditops.release import ReleaseParams
 from banditops.rewards import accuracy, check_label, cost_matrix
+from banditops.shadow import ShadowParams
 from banditops.store import DecisionLog, MemoryLog
 
 __all__ = [
@@ -20,7 +24,9 @@ __all__ = [
     "Guardrail",
     "GuardrailParams",
     "MemoryLog",
+    "ReleaseParams",
     "Rollback",
+    "ShadowParams",
     "Status",
     "VersionReport",
     "accuracy",

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -105,6 +105,14 @@ class VersionReport:
     shadow_learned: int = 0
     shadow_reward_sum: float = 0.0
     judgement: str | None = None  # the guardrail's, for a live version: "not judged yet"...
+
+
+class ShadowWork(NamedTuple):
+    """What :meth:`Deployment.shadow_later` did: decisions that took their shadow predictions,
+    and decisions whose predictions came too late (their feedback had closed them)."""
+
+    attached: int
+    late: int
 
 
 @dataclass(slots=True)
@@ -467,13 +475,13 @@ class Deployment:
     def _reward_counts(self) -> dict[str, int]:
         return {n: v.learned + v.shadow_learned for n, v in self._versions.items()}
 
-    def shadow_later(self, items: Sequence[tuple[str, str, Any]]) -> int:
+    def shadow_later(self, items: Sequence[tuple[str, str, Any]]) -> ShadowWork:
         """Shadow predictions for decisions answered already: ``(decision id, served version,
         instance)`` each; one model call per version for the batch. They are attached to the
-        log's open decisions and scored when the labels arrive; returns how many decisions
-        took theirs (feedback that came first closed the others without them)."""
+        log's open decisions and scored when the labels arrive. Returns how many decisions
+        took theirs, and how many came too late (feedback that came first closed them)."""
         if self._shadowing is None or not items:
-            return 0
+            return ShadowWork(0, 0)
         wanted: dict[str, list[int]] = {}
         for index, (_, served, _) in enumerate(items):
             for name in self._shadow_versions(served):
@@ -497,7 +505,8 @@ class Deployment:
                         self._model_failed(version, error, "shadow prediction")
                         continue
                 shadows.setdefault(items[index][0], []).append((name, prediction))
-        return self.log.add_shadows({k: tuple(v) for k, v in shadows.items()})
+        attached = self.log.add_shadows({k: tuple(v) for k, v in shadows.items()})
+        return ShadowWork(attached, len(shadows) - attached)
 
     def _model_failed(self, version: _Version, error: Exception, what: str) -> None:
         """A live version raised on one input while the request was served anyway: quarantine

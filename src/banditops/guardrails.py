@@ -239,8 +239,8 @@ class Guardrail:
     ...     _ = g.observe("good", 1.0 if i % 10 else 0.0, ["good", "bad"])
     ...     verdicts = g.observe("bad", 1.0 if i % 2 else 0.0, ["good", "bad"])
     ...     if verdicts: break
-    >>> i + 1, verdicts[0].version  # judged as soon as both have min_samples rewards
-    (50, 'bad')
+    >>> i + 1, verdicts[0].version  # judged within a few rewards of min_samples
+    (55, 'bad')
     """
 
     def __init__(self, confidence: float = _DEFAULTS.confidence,
@@ -453,8 +453,8 @@ class Guardrail:
             stat = f"p = {evidence['p_value']:.2g}"
         else:
             stat = f"P(worse) = {evidence['probability']:.3f}"
-        over = "since release" if self.method == "sequential" else "over its last"
-        return (f"{name} reward {evidence['mean']:.3f} {over} {evidence['n']} is "
+        over = "rewards since release" if self.method == "sequential" else "rewards"
+        return (f"{name} reward {evidence['mean']:.3f} over its {evidence['n']} {over} is "
                 f"below {best}'s {evidence['best_mean']:.3f} by more than {self.margin:g} "
                 f"({stat}, confidence {self.confidence:g})")
 

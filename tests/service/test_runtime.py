@@ -89,7 +89,7 @@ def test_dark_versions_are_judged_once_across_replicas(tmp_path, postgres_url):
     answers = a.predict(rows)
     assert all(answer["version"] in ("v1", "cand") for answer in answers)
     assert a.shadow([(d["decision_id"], d["version"], row)
-                     for d, row in zip(answers, rows, strict=True)]) == 200
+                     for d, row in zip(answers, rows, strict=True)]) == (200, 0)
     labels = [(d["decision_id"], int(label)) for d, label in zip(answers, y[:200], strict=True)]
     for start in range(0, 200, 20):  # labels reach both replicas, each catching up on the other
         replica = (a, b)[start // 20 % 2]

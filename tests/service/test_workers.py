@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from banditops.deployment import ShadowWork
 from banditops.errors import ModelError, OverloadedError
 from banditops.service.workers import Worker
 
@@ -125,7 +126,7 @@ class Shadowing:
         self.shadowing.set()
         assert self.release.wait(30)
         self.release.clear()
-        return len(items)
+        return ShadowWork(len(items), 0)
 
 
 def test_shadow_work_runs_when_idle_drops_what_does_not_fit_and_never_holds_predict_long():

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from banditops.deployment import Deployment, Event
+from banditops.deployment import Deployment, Event, ShadowWork
 from banditops.errors import (
     BanditOpsError,
     DuplicateFeedbackError,
@@ -426,10 +426,11 @@ class ServiceDeployment:
         return self.shadow_mode is not None and (
             len(deployment.live_versions) + len(deployment.dark_versions) > 1)
 
-    def shadow(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> int:
+    def shadow(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> ShadowWork:
         """Shadow predictions for answered requests ``(decision id, served version,
         instance)``: one model call per scored version, attached to the decisions still
-        open; returns how many took theirs. A shadow version that fails is quarantined."""
+        open; returns how many took theirs and how many came too late. A shadow version
+        that fails is quarantined."""
         return self.deployment.shadow_later(items)
 
     def rollback(self, version: str, reason: str) -> None:

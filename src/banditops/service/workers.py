@@ -72,7 +72,8 @@ class Worker:
         self._queue: deque[Any] = deque()
         self._shadows: deque[tuple[str, str, dict[str, Any]]] = deque()  # worker thread only
         self._idle_since = 0.0  # when the last job ended (monotonic)
-        self.shadow_dropped = 0  # requests whose shadow work was dropped (queue full, error)
+        self.shadow_dropped = 0  # requests whose shadow work was dropped (queue full, error,
+        #                          or computed after the label had closed the decision)
         self.shadow_scored = 0  # requests whose shadow predictions joined their decision
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -212,13 +213,13 @@ class Worker:
         queue = self._shadows
         items = [queue.popleft() for _ in range(min(self.micro_batch, len(queue)))]
         try:
-            scored = self.deployment.shadow(items)
+            scored, late = self.deployment.shadow(items)
         except Exception as error:
             log.warning("deployment %s: shadow predictions for %d requests dropped: %s",
                         self.deployment.name, len(items), error)
             self._count_shadows(len(items), 0)
             return
-        self._count_shadows(0, scored)
+        self._count_shadows(late, scored)  # late: the label came first, nothing to score
 
     def _count_shadows(self, dropped: int, scored: int) -> None:
         self.shadow_dropped += dropped

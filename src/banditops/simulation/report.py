@@ -297,6 +297,18 @@ recommended is the one clicked. There the label says nothing about what another 
 answer would have earned, and bandit feedback is all there is. It is valid when the truth
 comes regardless of the answer, as here: whether a person earned more than 50K, whether a
 claim (every claim eventually settled) was fraud.</dd>
+<dt>strategies</dt><dd><code>leader</code>: follow-the-leader, serves the live version with
+the best mean over its last 1,000 rewards (served or shadow); <code>thompson</code>: Thompson
+sampling; <code>+guardrail</code>: the guardrail may roll a version back;
+<code>thompson-prior</code>: new versions start from their validation score worth 20
+observations.</dd>
+<dt>dark launch (<code>+dark</code>)</dt><dd>A new release serves nobody until its shadow
+rewards show it is not worse than the best live version by more than 0.01: its reward is
+compared with each live version's on the same labelled requests (paired, so drift cancels),
+with an anytime-valid confidence sequence. Then it is promoted, with its shadow rewards as
+evidence for the policy; if it is worse by more than 0.01 it is rolled back before it served
+a single request. Such a release counts among the rollbacks, and among the healthy rollbacks
+when it was not faulty: a release worse than what is live, turned away on purpose.</dd>
 <dt>calls per request</dt><dd>Model calls per request, averaged over the requests: the served
 prediction plus the shadow predictions. 1 under bandit feedback; with every request
 shadow-scored, about the number of live versions (up to four here); at rate 0.1, about
