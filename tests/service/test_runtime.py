@@ -102,3 +102,22 @@ def test_dark_versions_are_judged_once_across_replicas(tmp_path, postgres_url):
     assert kinds.count(("rolled_back", "worse")) == 1 and kinds.count(("promoted", "cand")) == 1
     c = _dark_replica(postgres_url, tmp_path)  # a restart sees the same
     assert {n: c.deployment.status(n) for n in ("v1", "cand", "worse")} == statuses
+
+
+def test_a_promotion_another_replica_overtook_is_refused_not_lost(tmp_path, postgres_url):
+    """Replica A rolls a dark version back while replica B, not synced yet, promotes it: B's
+    promotion is not stored, B answers a conflict and follows the database (rolled back)."""
+    x, y = make_rows(500)
+    dump(LogisticRegression().fit(x, y), tmp_path / "good.skops")
+    a, b = _dark_replica(postgres_url, tmp_path), _dark_replica(postgres_url, tmp_path)
+    assert a.register("cand", str(tmp_path / "good.skops"), None) == "dark"
+    b.sync()
+    a.rollback("cand", "by hand on A")
+    b.deployment.promote("cand", "by hand on B")  # B acts on what it knew (as a race would)
+    with pytest.raises(StateConflictError, match="cand is rolled_back"):
+        b._settle_refusals()
+    assert b.deployment.status("cand") == "rolled_back"
+    kinds = [e["kind"] for e in a.store.events("main") if e["version"] == "cand"]
+    assert "promoted" not in kinds and kinds.count("rolled_back") == 1
+    for replica in (a, b):
+        replica.store.close()

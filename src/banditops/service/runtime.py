@@ -284,7 +284,12 @@ class ServiceDeployment:
         if event.kind in ("reinstated", "promoted"):
             before = REINSTATABLE if event.kind == "reinstated" else ("dark",)
             if not self.store.set_status(self.name, version, "live", only_from=before):
-                return  # another replica recorded it already
+                stored = next((row.status for row in self.store.versions(self.name)
+                               if row.name == version), None)
+                if stored != "live":  # another replica took it elsewhere meanwhile
+                    self._refused.append(f"{version} is {stored} (changed by another replica "
+                                         f"meanwhile); it was not {event.kind}")
+                return  # else: another replica recorded it already
         elif event.kind in TAKE_DOWN:
             outcome = self.store.take_down(self.name, version, event.kind)
             if outcome == "last_live":
@@ -416,6 +421,7 @@ class ServiceDeployment:
         """Put a dark version live before its evidence decides (an operator's call)."""
         self.sync()
         self.deployment.promote(version, reason)
+        self._settle_refusals()
 
     # ------------------------------------------------------------ shadows
     @property
@@ -453,6 +459,7 @@ class ServiceDeployment:
     def reinstate(self, version: str, reason: str) -> None:
         self.sync()
         self.deployment.reinstate(version, reason)
+        self._settle_refusals()
 
     # ---------------------------------------------------------- reading
     @property
