@@ -726,3 +726,18 @@ def test_healthy_tells_a_working_model_from_a_broken_one(real, adult_model):
     assert calls == [2, 2]
     assert not ServedModel(Stub(lambda rows: np.zeros((2, 2))), NUMBERS, 1.0).healthy()
     assert not ServedModel(Stub(lambda rows: [object()] * 2), NUMBERS, 1.0).healthy()
+
+
+def test_calls_that_fail_slowly_are_slow_calls_too():
+    """A model that waits on a feature store and then raises: each failure counts its time."""
+    slow, clock = make_slow(window=10, strikes=3, warmup=0)
+
+    def times_out() -> str:
+        clock.now += 0.5
+        raise TimeoutError("feature store did not answer")
+
+    for _ in range(3):
+        with pytest.raises(TimeoutError):
+            slow.timed(times_out)
+    with pytest.raises(ModelTimeoutError, match="3 of the last 3 calls"):
+        timed_call(slow, clock, 0.01)

@@ -175,3 +175,45 @@ def test_no_verdict_without_pairs_against_every_live_version() -> None:
     launch.add("new")
     assert launch.observe({"new": 1.0, "a": 1.0}, ["a", "b"]) == []
     assert launch.verdict("new", ["a", "b"]) is None
+
+
+class FailsOnRealRows:
+    """Answers its own health check but raises on every request's input."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, rows):
+        self.calls += 1
+        raise ValueError("cannot score this row")
+
+    def healthy(self) -> bool:
+        return True
+
+
+def test_a_dark_version_that_fails_on_every_input_is_quarantined_not_kept_forever():
+    deployment = dark_deployment()
+    deployment.register("v1", Noisy(0.9, 1))
+    failing = FailsOnRealRows()
+    deployment.register("v2", failing)
+    served = run(deployment, 25)
+    assert set(served) == {"v1"}
+    assert deployment.status("v2") == "quarantined"
+    event = next(e for e in deployment.events() if e.kind == "quarantined")
+    assert "shadow prediction raised ValueError" in event.reason
+    assert failing.calls == 20  # quarantined at its 20th failure
+
+
+def test_a_failing_shadow_batch_is_not_retried_row_by_row_without_end():
+    deployment = Deployment(ThompsonSampling(seed=1), shadow=ShadowParams(), defer_shadows=True)
+    deployment.register("v1", Noisy(1.0, 1))
+    failing = FailsOnRealRows()
+    deployment.register("v2", failing)
+    failing.healthy = lambda: True  # type: ignore[method-assign]
+    decisions = [deployment.predict(1) for _ in range(50)]
+    calls_before = failing.calls
+    work = deployment.shadow_later([(d.id, d.version, 1) for d in decisions
+                                    if d.version == "v1"])
+    assert work.attached == 0
+    assert failing.calls - calls_before == 1 + 3  # the batch, then three rows, then it gives up
+    assert deployment.status("v2") == "live"  # a live version keeps the benefit of the doubt

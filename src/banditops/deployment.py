@@ -130,6 +130,8 @@ class _Version:
 
 
 _SCORED = (Status.LIVE, Status.DARK)  # versions whose predictions are still scored
+_SHADOW_RETRY_FAILURES = 3  # rows a failed shadow batch retries one by one before giving up
+_DARK_FAILURES = 20  # a dark version failing on this many inputs (and a tenth) is quarantined
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -493,15 +495,17 @@ class Deployment:
                 predictions = _predict_rows(version.model, [items[i][2] for i in indexes])
             except Exception:
                 predictions = None  # row by row, to find out whether the model or a row
+            failed = 0
             for position, index in enumerate(indexes):
-                if version.status not in _SCORED:
-                    break
+                if version.status not in _SCORED or failed >= _SHADOW_RETRY_FAILURES:
+                    break  # taken down, or failing row after row: the rest of it is dropped
                 if predictions is not None:
                     prediction = predictions[position]
                 else:
                     try:
                         prediction = version.predict_one(items[index][2])
                     except Exception as error:
+                        failed += 1
                         self._model_failed(version, error, "shadow prediction")
                         continue
                 shadows.setdefault(items[index][0], []).append((name, prediction))
@@ -518,11 +522,21 @@ class Deployment:
             return
         version.input_failures += 1
         healthy = getattr(version.model, "healthy", None)
-        if not isinstance(error, ModelTimeoutError) and callable(healthy) and healthy():
+        if not isinstance(error, ModelTimeoutError) and callable(healthy) and healthy() \
+                and not self._failing_dark(version):
             return
         self._take_down(version.name, Status.QUARANTINED,
                         f"{what} raised {type(error).__name__}: {_short(str(error))}",
-                        {"error": _short(repr(error))})
+                        {"error": _short(repr(error)), "failed_inputs": version.input_failures})
+
+    @staticmethod
+    def _failing_dark(version: _Version) -> bool:
+        """A dark version serves nobody, so the benefit of the doubt a live one gets (the
+        input may be at fault) runs out: it is quarantined once it failed on at least
+        ``_DARK_FAILURES`` requests and on a tenth of those it was asked about."""
+        failures = version.input_failures
+        return (version.status is Status.DARK and failures >= _DARK_FAILURES
+                and failures * 10 >= failures + version.shadow_learned)
 
     def predict_batch(self, instances: Iterable[Any], *,
                       owners: Sequence[str | None] | None = None,

@@ -632,9 +632,10 @@ class SlowCalls:
         self.check()
         cpu = self.cpu_clock()
         started = self.clock()
-        result = call()
-        self.record(self.clock() - started, self.cpu_clock() - cpu)
-        return result
+        try:
+            return call()
+        finally:  # a call that fails slowly (a feature store timing out) is a slow call too
+            self.record(self.clock() - started, self.cpu_clock() - cpu)
 
     def stats(self) -> dict[str, Any]:
         """Calls since the last reset, slow judged calls, median/last wall time, CPU median."""
