@@ -679,6 +679,10 @@ class Deployment:
         if decision.version not in self._versions:  # registered by another writer just now
             raise UnknownArmError(f"decision {decision.id} was served by version "
                                   f"{decision.version!r}, which this deployment has not seen")
+        for name, _ in decision.shadows:  # likewise a shadow version (its reward would be lost)
+            if name not in self._versions:
+                raise UnknownArmError(f"decision {decision.id} was shadow-scored by version "
+                                      f"{name!r}, which this deployment has not seen")
         label = check_label(label, self.labels)
         if self.labels is None and self.reward is accuracy:  # equality is the reward
             kinds = label_kind(label), label_kind(decision.prediction)

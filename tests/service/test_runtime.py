@@ -121,3 +121,25 @@ def test_a_promotion_another_replica_overtook_is_refused_not_lost(tmp_path, post
     assert "promoted" not in kinds and kinds.count("rolled_back") == 1
     for replica in (a, b):
         replica.store.close()
+
+
+def test_shadow_rewards_of_a_version_another_replica_just_registered_are_learned(
+        tmp_path, postgres_url):
+    """B gets the labels of decisions A shadow-scored with a version B has not synced yet:
+    B catches up first and learns every shadow reward, as A would."""
+    x, y = make_rows(500)
+    dump(LogisticRegression().fit(x, y), tmp_path / "good.skops")
+    a, b = _dark_replica(postgres_url, tmp_path), _dark_replica(postgres_url, tmp_path)
+    assert a.register("cand", str(tmp_path / "good.skops"), None) == "dark"  # B: not synced
+    rows = [{f: float(v) for f, v in zip(FEATURES, row, strict=True)} for row in x[:20]]
+    answers = a.predict(rows)
+    assert a.shadow([(d["decision_id"], d["version"], row)
+                     for d, row in zip(answers, rows, strict=True)]) == (20, 0)
+    outcomes = b.feedback([(d["decision_id"], int(label))
+                           for d, label in zip(answers, y[:20], strict=True)])
+    assert {o.status for o in outcomes} == {"recorded"}
+    a.sync()
+    for replica in (a, b):
+        shadow = {v["name"]: v["shadow_rewards"] for v in replica.report()["versions"]}
+        assert shadow["cand"] == 20, shadow
+        replica.store.close()
