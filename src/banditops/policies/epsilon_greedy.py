@@ -129,6 +129,17 @@ class EpsilonGreedy(Policy):
     def update(self, name: str, reward: float) -> None:
         if type(reward) is not float or not 0.0 <= reward <= 1.0:
             reward = validate_reward(reward)  # converts or raises; the line above is the fast path
+        self._add(name, reward)
+        decay = self.p.decay
+        if decay is not None:
+            self._current_epsilon *= decay
+
+    def observe(self, name: str, reward: float) -> None:
+        """As :meth:`update`, without decaying epsilon (see the class docstring)."""
+        self._add(name, validate_reward(reward))
+
+    def _add(self, name: str, reward: float) -> None:
+        """One more reward in the arm's mean (served or observed); the best arm follows."""
         stats = self._stats.get(name)
         if stats is None:
             self._require_arm(name)
@@ -138,26 +149,6 @@ class EpsilonGreedy(Policy):
         previous, stats[2] = stats[2], total / count
         if self._cold.waiting:
             self._cold.discard(name)
-        if stats is self._best_stats:
-            if stats[2] < previous:
-                self._rescan()
-        elif stats[2] > self._best_stats[2]:
-            self._best, self._best_stats = name, stats
-        decay = self.p.decay
-        if decay is not None:
-            self._current_epsilon *= decay
-
-    def observe(self, name: str, reward: float) -> None:
-        """As :meth:`update`, without decaying epsilon (see the class docstring)."""
-        reward = validate_reward(reward)
-        stats = self._stats.get(name)
-        if stats is None:
-            self._require_arm(name)
-            return
-        stats[0] += 1.0
-        stats[1] += reward
-        previous, stats[2] = stats[2], stats[1] / stats[0]
-        self._cold.discard(name)
         if stats is self._best_stats:
             if stats[2] < previous:
                 self._rescan()

@@ -137,19 +137,16 @@ class UCB1(IndexPolicy):
     def update(self, name: str, reward: float) -> None:
         if type(reward) is not float or not 0.0 <= reward <= 1.0:
             reward = validate_reward(reward)
-        counts = self._counts
-        if name in counts:
-            counts[name] += 1.0
-            self._sums[name] += reward
-        else:
-            self._require_arm(name)
-            counts[name], self._sums[name] = 1.0, reward
-            self._cold.discard(name)
+        self._add(name, reward)
         self._total += 1.0
 
     def observe(self, name: str, reward: float) -> None:
         """The arm's mean and n grow; ``t`` does not (see the class docstring)."""
-        reward = validate_reward(reward)
+        self._add(name, validate_reward(reward))
+        self._observed[name] = self._observed.get(name, 0.0) + 1.0
+
+    def _add(self, name: str, reward: float) -> None:
+        """One more reward in the arm's mean and n (served or observed)."""
         counts = self._counts
         if name in counts:
             counts[name] += 1.0
@@ -158,7 +155,6 @@ class UCB1(IndexPolicy):
             self._require_arm(name)
             counts[name], self._sums[name] = 1.0, reward
             self._cold.discard(name)
-        self._observed[name] = self._observed.get(name, 0.0) + 1.0
 
     def _stats_state(self) -> dict[str, Any]:
         return {"counts": dict(self._counts), "sums": dict(self._sums),
