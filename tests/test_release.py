@@ -217,3 +217,23 @@ def test_a_failing_shadow_batch_is_not_retried_row_by_row_without_end():
     assert work.attached == 0
     assert failing.calls - calls_before == 1 + 3  # the batch, then three rows, then it gives up
     assert deployment.status("v2") == "live"  # a live version keeps the benefit of the doubt
+
+
+def test_shadow_targets_are_chosen_when_answered_so_unsampled_requests_cost_nothing():
+    """Mode rate samples when the request is answered: a request not sampled never joins the
+    service's shadow queue; one sampled is shadowed by exactly the versions chosen then."""
+    deployment = Deployment(ThompsonSampling(seed=1),
+                            shadow=ShadowParams(mode="rate", rate=0.1, seed=3),
+                            defer_shadows=True)
+    deployment.register("v1", Noisy(1.0, 1))
+    deployment.register("v2", Noisy(1.0, 2))
+    decisions = [deployment.predict(1) for _ in range(2000)]
+    targets = [deployment.shadow_targets(d.version) for d in decisions]
+    sampled = [(d, t) for d, t in zip(decisions, targets, strict=True) if t]
+    assert 150 < len(sampled) < 250  # about a tenth
+    assert all(t == (("v2",) if d.version == "v1" else ("v1",)) for d, t in sampled)
+    work = deployment.shadow_later([(d.id, d.version, 1, t) for d, t in sampled])
+    assert work == (len(sampled), 0)
+    for decision in decisions:
+        deployment.feedback(decision.id, 1)
+    assert sum(r.shadow_learned for r in deployment.versions()) == len(sampled)

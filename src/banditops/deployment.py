@@ -477,17 +477,25 @@ class Deployment:
     def _reward_counts(self) -> dict[str, int]:
         return {n: v.learned + v.shadow_learned for n, v in self._versions.items()}
 
-    def shadow_later(self, items: Sequence[tuple[str, str, Any]]) -> ShadowWork:
+    def shadow_targets(self, served: str) -> tuple[str, ...]:
+        """The versions to predict a request ``served`` answered, in its shadow, chosen now
+        (mode ``rate`` samples here): pass them to :meth:`shadow_later` with the request."""
+        return () if self._shadowing is None else tuple(self._shadow_versions(served))
+
+    def shadow_later(self, items: Sequence[tuple[Any, ...]]) -> ShadowWork:
         """Shadow predictions for decisions answered already: ``(decision id, served version,
-        instance)`` each; one model call per version for the batch. They are attached to the
+        instance)`` each, or with a fourth element, the :meth:`shadow_targets` chosen when
+        it was answered; one model call per version for the batch. They are attached to the
         log's open decisions and scored when the labels arrive. Returns how many decisions
         took theirs, and how many came too late (feedback that came first closed them)."""
         if self._shadowing is None or not items:
             return ShadowWork(0, 0)
         wanted: dict[str, list[int]] = {}
-        for index, (_, served, _) in enumerate(items):
-            for name in self._shadow_versions(served):
-                wanted.setdefault(name, []).append(index)
+        for index, item in enumerate(items):
+            targets = item[3] if len(item) > 3 else self._shadow_versions(item[1])
+            for name in targets:
+                if name in self._versions:
+                    wanted.setdefault(name, []).append(index)
         shadows: dict[str, list[tuple[str, Any]]] = {}
         for name, indexes in wanted.items():
             version = self._versions[name]

@@ -121,8 +121,11 @@ class Shadowing:
         return [{"decision_id": f"d-{x}", "version": "v1", "prediction": 0}
                 for x in instances]
 
+    def shadow_targets(self, served):
+        return ("v2",)
+
     def shadow(self, items):
-        self.calls.append(("shadow", [decision_id for decision_id, _, _ in items]))
+        self.calls.append(("shadow", [item[0] for item in items]))
         self.shadowing.set()
         assert self.release.wait(30)
         self.release.clear()

@@ -432,7 +432,11 @@ class ServiceDeployment:
         return self.shadow_mode is not None and (
             len(deployment.live_versions) + len(deployment.dark_versions) > 1)
 
-    def shadow(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> ShadowWork:
+    def shadow_targets(self, served: str) -> tuple[str, ...]:
+        """The versions to shadow a request ``served`` answered (sampled now in mode rate)."""
+        return self.deployment.shadow_targets(served)
+
+    def shadow(self, items: Sequence[tuple[Any, ...]]) -> ShadowWork:
         """Shadow predictions for answered requests ``(decision id, served version,
         instance)``: one model call per scored version, attached to the decisions still
         open; returns how many took theirs and how many came too late. A shadow version

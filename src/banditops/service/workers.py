@@ -70,7 +70,8 @@ class Worker:
         self.on_shadow = on_shadow
         self.live_versions: tuple[str, ...] = ()  # refreshed after each job (read by /readyz)
         self._queue: deque[Any] = deque()
-        self._shadows: deque[tuple[str, str, dict[str, Any]]] = deque()  # worker thread only
+        # (decision id, served version, instance, versions to shadow it): worker thread only
+        self._shadows: deque[tuple[str, str, dict[str, Any], tuple[str, ...]]] = deque()
         self._idle_since = 0.0  # when the last job ended (monotonic)
         self.shadow_dropped = 0  # requests whose shadow work was dropped (queue full, error,
         #                          or computed after the label had closed the decision)
@@ -201,10 +202,17 @@ class Worker:
             for instance, answer in zip(job.instances, answers, strict=True):
                 if not isinstance(answer, dict):
                     continue  # an error in place of this instance's answer
+                try:
+                    targets = self.deployment.shadow_targets(answer["version"])
+                except Exception:  # never kill the worker
+                    log.exception("deployment %s: shadow targets", self.deployment.name)
+                    return
+                if not targets:
+                    continue  # not sampled (mode rate), or nobody left to evaluate
                 if len(queue) >= self.shadow_queue:
                     dropped += 1
                 else:
-                    queue.append((answer["decision_id"], answer["version"], instance))
+                    queue.append((answer["decision_id"], answer["version"], instance, targets))
         if dropped:
             self._count_shadows(dropped, 0)
 
