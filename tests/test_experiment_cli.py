@@ -128,3 +128,18 @@ def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "fraud_oracle.csv was not found" in result.output
     assert str(tmp_path) in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--scenario", "earthquake"], "unknown scenarios ['earthquake']"),
+    (["--strategy", "magic"], "unknown strategies ['magic']"),
+    (["--granularity", "hourly"], "granularity must be one of request, chunk"),
+])
+def test_names_are_checked_before_any_data_is_loaded(tmp_path, monkeypatch, args, message):
+    """No data at all here: the typo is what gets reported, not the missing data."""
+    monkeypatch.delenv("BANDITOPS_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("banditops.simulation.datasets.ADULT_URL", "http://127.0.0.1:9/")
+    result = run(*args, "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split()) and "not found" not in result.output

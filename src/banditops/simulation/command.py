@@ -13,7 +13,12 @@ from rich.table import Table
 
 from banditops.errors import BanditOpsError, InvalidParameterError
 from banditops.simulation.datasets import LOADERS, Dataset, load, load_csv
-from banditops.simulation.experiment import ExperimentResult, default_settings, run_experiment
+from banditops.simulation.experiment import (
+    ExperimentResult,
+    check_choices,
+    default_settings,
+    run_experiment,
+)
 from banditops.simulation.report import shadow_verdicts, verdicts, write_outputs
 from banditops.simulation.strategies import RECOMMENDED
 from banditops.simulation.stream import StreamSettings
@@ -51,6 +56,7 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
     started = time.perf_counter()
     if out.exists() and not out.is_dir():
         raise InvalidParameterError(f"--out {out} exists and is not a folder")
+    check_choices(scenarios, strategies, granularity, seeds)  # before loading any data
     loaded = _datasets(datasets, csv, target, positive, order_by, rows, data_dir, console)
     plan: list[tuple[Dataset, StreamSettings]] = []
     for data in loaded:

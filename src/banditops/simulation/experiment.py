@@ -187,12 +187,10 @@ def _for_every_seed(outputs: list[dict], seeds: int) -> list[dict]:
     return full
 
 
-def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
-                   scenarios: list[str] | None = None, strategies: list[str] | None = None,
-                   seeds: int = 5, granularity: str = "request", workers: int = 2,
-                   plot_strategy: str = RECOMMENDED,
-                   progress: Progress | None = None) -> ExperimentResult:
-    """Build every stream, replay every strategy on it ``seeds`` times, and summarise."""
+def check_choices(scenarios: list[str] | None, strategies: list[str] | None,
+                  granularity: str, seeds: int) -> tuple[list[str], list[str]]:
+    """The scenarios and strategy names a run will use, or the error that names a mistake
+    (checked before any data is loaded, so a typo costs nothing)."""
     scenarios = list(dict.fromkeys(scenarios or SCENARIOS))
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
@@ -202,9 +200,18 @@ def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
             f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     if not isinstance(seeds, int) or seeds < 1:
         raise InvalidParameterError(f"seeds must be a positive integer, got {seeds}")
+    return scenarios, [s.name for s in resolve_strategies(strategies)]
+
+
+def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
+                   scenarios: list[str] | None = None, strategies: list[str] | None = None,
+                   seeds: int = 5, granularity: str = "request", workers: int = 2,
+                   plot_strategy: str = RECOMMENDED,
+                   progress: Progress | None = None) -> ExperimentResult:
+    """Build every stream, replay every strategy on it ``seeds`` times, and summarise."""
+    scenarios, chosen = check_choices(scenarios, strategies, granularity, seeds)
     if not datasets:
         raise InvalidParameterError("no dataset to replay")
-    chosen = [s.name for s in resolve_strategies(strategies)]
     if plot_strategy not in chosen:
         plot_strategy = chosen[0]
     workers = max(1, min(workers, os.cpu_count() or 1))
