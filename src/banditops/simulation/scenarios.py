@@ -56,6 +56,17 @@ class Scenario:
                 and release_index % self.faulty_every == self.faulty_every - 1)
 
 
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, ...
+
+    >>> [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 103)]
+    ['1st', '2nd', '3rd', '4th', '11th', '12th', '13th', '21st', '22nd', '103rd']
+    """
+    if 10 <= n % 100 <= 20:
+        return f"{n}th"
+    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
 def serving_cache_bug(predictions: np.ndarray) -> np.ndarray:
     """What a version serves when its feature cache hands it another request's features."""
     return np.roll(np.asarray(predictions), -CACHE_BUG_OFFSET)
@@ -84,7 +95,8 @@ def make_scenario(name: str, dataset: str, features: pd.DataFrame, labels: np.nd
         if not isinstance(faulty_every, int) or faulty_every < 2:
             raise InvalidParameterError(f"faulty_every must be an integer >= 2, got {faulty_every}")
         return Scenario(name, features, labels,
-                        f"every {faulty_every}th release serves another request's features",
+                        f"every {ordinal(faulty_every)} release serves another request's "
+                        "features",
                         faulty_every=faulty_every)
     numeric, categorical = _drivers(dataset, features)
     if name == "covariate-shift":
