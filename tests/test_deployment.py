@@ -412,3 +412,15 @@ def test_rewards_that_error_or_are_nan_never_roll_back_nor_pass_a_version(broken
     assert deployment.live_versions == ["good", "odd"]
     assert reports["odd"].judgement == "not judged yet"
     assert reports["good"].judgement == "not judged yet"  # nothing to compare it with
+
+
+def test_predict_with_several_rows_says_to_use_predict_batch():
+    deployment = Deployment(Latest())
+    deployment.register("v1", LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1]))
+    rows = np.array([[0.0], [1.0], [0.5]])
+    with pytest.raises(InvalidParameterError, match=r"shape \(3, 1\): use predict_batch"):
+        deployment.predict(rows)
+    with pytest.raises(InvalidParameterError, match="use predict_batch"):
+        deployment.predict(pd.DataFrame({"x": [0.0, 1.0]}))
+    assert deployment.predict(rows[0]).prediction in (0, 1)  # one row is fine
+    assert len(deployment.predict_batch(rows)) == 3

@@ -442,6 +442,11 @@ class Deployment:
 
         ``owner`` (e.g. a digest of the caller's key) is logged with the decision; feedback
         that names another owner is refused as unknown."""
+        if getattr(x, "ndim", 1) > 1:  # an array or frame of rows, not one instance
+            raise InvalidParameterError(
+                f"predict() routes one instance; got {type(x).__name__} of shape "
+                f"{getattr(x, 'shape', '?')}: use predict_batch() for several rows (or pass "
+                "one row, e.g. X[0])")
         now = self._clock()
         name, propensity = self.policy.choose()
         version = self._versions[name]
