@@ -23,6 +23,10 @@ from banditops.simulation.report import shadow_verdicts, verdicts, write_outputs
 from banditops.simulation.strategies import RECOMMENDED
 from banditops.simulation.stream import StreamSettings
 
+# Fewer rows than this and a replay cannot tell strategies apart (a few dozen labels per
+# version and chunk); the run still goes ahead, with a warning.
+SMALL_TABLE = 5_000
+
 
 def _datasets(names: list[str] | None, csv: Path | None, target: str | None,
               positive: str | None, order_by: str | None, rows: int | None,
@@ -67,6 +71,10 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
                 f"{data.name} has {len(data):,} rows: too few for chunks of "
                 f"{settings.chunk_size:,}; use a smaller --chunk-size")
         plan.append((data, settings))
+        if len(data) < SMALL_TABLE:
+            console.print(f"[yellow]warning: {data.name} has only {len(data):,} rows; over so "
+                          "few requests strategies differ by less than the noise between "
+                          "runs: read the results as a smoke test, not a comparison[/yellow]")
         console.print(f"[bold]{data.name}[/bold]: {len(data):,} rows, "
                       f"{int(data.labels.sum()):,} positives; chunks of "
                       f"{settings.chunk_size:,}, labels {settings.delay} requests late, "
