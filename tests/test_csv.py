@@ -72,3 +72,40 @@ def test_too_few_usable_rows_says_why(tmp_path):
         load_csv(path, "y")
     with pytest.raises(BanditOpsError, match="not found"):
         load_csv(tmp_path / "missing.csv", "y")
+
+
+def _bank_like(n: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    return pd.DataFrame({"age": rng.integers(18, 90, n),
+                         "job": rng.choice(["admin.", "blue-collar", "self; employed"], n),
+                         "balance": rng.normal(1000, 300, n).round(2),
+                         "y": rng.choice(["no", "yes"], n)})
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_the_separator_is_sniffed_with_quotes_respected(tmp_path, sep):
+    """The UCI bank-marketing file is ';'-separated with quoted strings (one holding ';')."""
+    frame = _bank_like()
+    path = tmp_path / "bank.csv"
+    frame.to_csv(path, sep=sep, index=False, quoting=1)  # csv.QUOTE_ALL
+    data, report = load_csv(path, "y")
+    assert list(data.features.columns) == ["age", "job", "balance"]
+    assert report.rows_used == len(frame)
+    assert set(data.features["job"]) == {"admin.", "blue-collar", "self; employed"}
+    assert pd.api.types.is_numeric_dtype(data.features["age"])
+    assert int(data.labels.sum()) == (frame["y"] == "yes").sum()
+
+
+def test_latin_1_files_and_an_explicit_separator(tmp_path):
+    frame = _bank_like()
+    frame["job"] = frame["job"].str.replace("admin.", "Café")
+    path = tmp_path / "latin.csv"
+    frame.to_csv(path, sep=";", index=False, encoding="latin-1")
+    data, _ = load_csv(path, "y")
+    assert "Café" in set(data.features["job"])
+    data, _ = load_csv(path, "y", sep=";")
+    assert data.features.shape[1] == 3
+    with pytest.raises(BanditOpsError, match="one character"):
+        load_csv(path, "y", sep=";;")
+    with pytest.raises(BanditOpsError, match="not in"):  # the wrong separator: one column
+        load_csv(path, "y", sep=",")

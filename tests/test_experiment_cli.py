@@ -109,7 +109,7 @@ def test_chunk_granularity_on_a_csv_with_bad_rows(tmp_path):
     (["--scenario", "earthquake"], "unknown scenarios ['earthquake']"),
     (["--strategy", "magic"], "unknown strategies ['magic']"),
     (["--granularity", "hourly"], "granularity must be one of request, chunk"),
-    (["--target", "y"], "--target, --positive and --order-by go with --csv PATH"),
+    (["--target", "y"], "--target, --positive, --order-by and --sep go with --csv PATH"),
     (["--csv", "nowhere.csv"], "--csv needs --target COLUMN"),
     (["--csv", "nowhere.csv", "--target", "y"], "CSV file nowhere.csv not found"),
     (["--miss-cost", "0.5"], "miss_cost must be > 1"),

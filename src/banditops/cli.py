@@ -53,6 +53,8 @@ def experiment(
     order_by: Annotated[str | None, typer.Option(
         help="With --csv: comma-separated columns giving time order (default: file order).")
     ] = None,
+    sep: Annotated[str | None, typer.Option(
+        help="With --csv: the field separator (default: sniffed among , ; tab |).")] = None,
     scenario: Annotated[list[str] | None, typer.Option(
         help="natural, covariate-shift, concept-drift, faulty-release (repeatable; default: "
         "all).")] = None,
@@ -80,6 +82,7 @@ def experiment(
     try:
         run_experiment_command(
             datasets=dataset, csv=csv, target=target, positive=positive, order_by=order_by,
+            sep=sep,
             scenarios=scenario, strategies=strategy, granularity=granularity, seeds=seeds,
             out=out, rows=rows, chunk_size=chunk_size, delay=delay, max_live=max_live,
             miss_cost=miss_cost, workers=workers, data_dir=data_dir, console=console)

@@ -30,9 +30,11 @@ SMALL_TABLE = 5_000
 
 def _datasets(names: list[str] | None, csv: Path | None, target: str | None,
               positive: str | None, order_by: str | None, rows: int | None,
-              data_dir: Path | None, console: Console) -> list[Dataset]:
-    if csv is None and (target or positive or order_by):
-        raise InvalidParameterError("--target, --positive and --order-by go with --csv PATH")
+              data_dir: Path | None, console: Console, sep: str | None = None
+              ) -> list[Dataset]:
+    if csv is None and (target or positive or order_by or sep):
+        raise InvalidParameterError(
+            "--target, --positive, --order-by and --sep go with --csv PATH")
     if csv is not None and not target:
         raise InvalidParameterError("--csv needs --target COLUMN (the label to predict)")
     unknown = [n for n in names or [] if n not in LOADERS]
@@ -42,7 +44,7 @@ def _datasets(names: list[str] | None, csv: Path | None, target: str | None,
     datasets = [load(name, data_dir) for name in chosen]
     if csv is not None:
         columns = [c.strip() for c in order_by.split(",") if c.strip()] if order_by else None
-        data, report = load_csv(csv, target, positive=positive, order_by=columns)
+        data, report = load_csv(csv, target, positive=positive, order_by=columns, sep=sep)
         console.print(f"{csv}: {report.describe()}")
         datasets.append(data)
     if rows is not None:
@@ -56,12 +58,12 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
                            granularity: str, seeds: int, out: Path, rows: int | None,
                            chunk_size: int | None, delay: int | None, max_live: int,
                            miss_cost: float, workers: int, data_dir: Path | None,
-                           console: Console) -> ExperimentResult:
+                           console: Console, sep: str | None = None) -> ExperimentResult:
     started = time.perf_counter()
     if out.exists() and not out.is_dir():
         raise InvalidParameterError(f"--out {out} exists and is not a folder")
     check_choices(scenarios, strategies, granularity, seeds)  # before loading any data
-    loaded = _datasets(datasets, csv, target, positive, order_by, rows, data_dir, console)
+    loaded = _datasets(datasets, csv, target, positive, order_by, rows, data_dir, console, sep)
     plan: list[tuple[Dataset, StreamSettings]] = []
     for data in loaded:
         settings = default_settings(data.name, len(data), miss_cost=miss_cost,

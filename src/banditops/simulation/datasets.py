@@ -11,6 +11,7 @@ looked and what to do.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import urllib.request
@@ -203,9 +204,35 @@ def _binary_target(values: pd.Series, target: str, positive: str | None) -> pd.S
         "with --positive VALUE")
 
 
+CSV_SEPARATORS = ",;\t|"
+
+
+def sniff_csv(path: Path, sep: str | None = None) -> tuple[str, str]:
+    """(separator, encoding) of a CSV file, from its first 64 KiB: UTF-8 (with or without a
+    byte-order mark) else Latin-1, which decodes any bytes; the separator that
+    :class:`csv.Sniffer` finds among ``, ; tab |`` (quotes respected), else a comma."""
+    with path.open("rb") as handle:
+        raw = handle.read(65536)
+    cut = raw.rfind(b"\n")
+    sample_bytes = raw[:cut] if cut > 0 else raw  # whole lines only: no split character
+    try:
+        sample, encoding = sample_bytes.decode("utf-8-sig"), "utf-8-sig"
+    except UnicodeDecodeError:
+        sample, encoding = sample_bytes.decode("latin-1"), "latin-1"
+    if sep is not None:
+        return sep, encoding
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=CSV_SEPARATORS).delimiter, encoding
+    except csv.Error:
+        return ",", encoding
+
+
 def load_csv(path: str | Path, target: str, *, positive: str | None = None,
-             order_by: list[str] | None = None) -> tuple[Dataset, CsvReport]:
+             order_by: list[str] | None = None,
+             sep: str | None = None) -> tuple[Dataset, CsvReport]:
     """Any table as a binary stream: mixed columns, missing values imputed later by the models.
+
+    The separator and encoding are sniffed (:func:`sniff_csv`) unless ``sep`` is given.
 
     Unusable rows (a malformed line, a missing target or ordering value, text in a numeric
     column, an infinite number) are skipped and reported, never fatal. Rows are replayed in
@@ -214,14 +241,18 @@ def load_csv(path: str | Path, target: str, *, positive: str | None = None,
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"CSV file {path} not found")
+    if sep is not None and len(sep) != 1:
+        raise BanditOpsError(f"--sep must be one character, got {sep!r}")
+    sep, encoding = sniff_csv(path, sep)
     malformed: list[str] = []
 
     def bad_line(fields: list[str]) -> None:
-        malformed.append(",".join(fields)[:80])
+        malformed.append(sep.join(fields)[:80])
         return None
 
     try:
-        frame = pd.read_csv(path, engine="python", on_bad_lines=bad_line, skipinitialspace=True)
+        frame = pd.read_csv(path, sep=sep, encoding=encoding, engine="python",
+                            on_bad_lines=bad_line, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise BanditOpsError(f"cannot read {path} as CSV: {error}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
