@@ -242,3 +242,18 @@ def test_a_dark_release_takes_over_when_the_pipeline_retires_the_last_live_versi
     assert (run.served[100:300] == 0).all()
     assert (run.served[300:400] == 1).all()  # promoted by the pipeline, not by evidence
     evaluate(stream, run)  # nothing served by a retired version
+
+
+def test_report_tables_print_counts_as_integers_and_headers_as_words():
+    import pandas as pd
+
+    from banditops.simulation.report import _table
+
+    frame = pd.DataFrame({"strategy": ["a"], "mean_reward": [0.85], "rollbacks": [14.0],
+                          "requests_replayed": [2128000.0], "healthy_rollbacks": [2.4],
+                          "exact": [1.0], "none": [float("nan")]})
+    html = _table(frame)
+    assert "<th>mean reward</th>" in html and "<th>requests replayed</th>" in html
+    assert "<td>14</td>" in html and "<td>2,128,000</td>" in html
+    assert "<td>0.8500</td>" in html and "<td>2.4000</td>" in html
+    assert "<td>1.0000</td>" in html and "<td>-</td>" in html

@@ -224,15 +224,24 @@ def _plot_traffic(result: ExperimentResult):
 
 # ----------------------------------------------------------------------- html
 def _number(value: object, digits: int = 4) -> str:
+    """Counts as integers with separators (2,128,000, not 2128000.0000); other numbers with
+    ``digits`` decimals (a reward of exactly 1 stays 1.0000: it is a reward, not a count)."""
     if isinstance(value, bool | np.bool_):
         return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
     if isinstance(value, float | np.floating):
-        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+        if math.isnan(value):
+            return "-"
+        if float(value).is_integer() and (value == 0 or abs(value) > 1):
+            return f"{int(value):,}"
+        return f"{value:.{digits}f}"
     return html.escape(str(value))
 
 
 def _table(frame: pd.DataFrame, percent: tuple[str, ...] = ()) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    """An HTML table; headers are words (``mean_reward`` shows as "mean reward")."""
+    head = "".join(f"<th>{html.escape(str(c).replace('_', ' '))}</th>" for c in frame.columns)
     body = []
     for _, row in frame.iterrows():
         cells = []
