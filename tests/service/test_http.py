@@ -127,7 +127,8 @@ def test_healthz_answers_fast_while_a_model_sleeps_and_a_full_queue_is_503(serve
             waiting.join(30)
     assert slow["seconds"] >= 4.5, slow  # the model really was sleeping meanwhile
     assert slow["response"].status_code == 200
-    assert len(latencies) >= 10 and max(latencies) < 0.1, latencies
+    # a blocked loop would hold /healthz for the model's 5 s; 1 s is generous for a busy box
+    assert len(latencies) >= 10 and max(latencies) < 1.0, latencies
     statuses = sorted(r.status_code for r in overloaded)
     assert statuses.count(503) >= 3 and set(statuses) <= {200, 503}, statuses  # 2 may wait
     busy = next(r for r in overloaded if r.status_code == 503)
@@ -375,7 +376,9 @@ def test_big_json_bodies_are_parsed_off_the_event_loop_and_bounded(roomy):
     poster.join()
     assert [a.status_code for a in answers] == [413] * 20
     assert "more than 100,000 values" in answers[0].json()["detail"]
-    assert max(latencies) < 0.1, sorted(latencies)[-5:]
+    # Off the loop, /healthz answers between parses (~0.04 s here); 0.5 s leaves room for a
+    # busy 2-core machine (0.117 s was seen once) and still catches a loop blocked by parses.
+    assert max(latencies) < 0.5, sorted(latencies)[-5:]
     # a big body under the value limit is still parsed (in a thread) and answered
     big = {"instances": [dict(ONE, pad="x" * 600) for _ in range(200)]}  # ~130 KB
     response = httpx.post(f"{roomy.url}/v1/deployments/main/predict", json=big,
@@ -416,7 +419,7 @@ def test_huge_headers_close_the_connection_and_cost_no_memory(roomy):
         sender.join(60)
     assert len(sent) == 4 and max(sent) < 4_000_000, sent  # cut off well before 10 MB
     assert rss_bytes(roomy) - before < 30_000_000, (before, rss_bytes(roomy))
-    assert max(latencies) < 0.1, sorted(latencies)[-5:]
+    assert max(latencies) < 0.5, sorted(latencies)[-5:]  # generous for 2 busy cores
     # the 431 answer, when the client reads it before the reset (the limit is checked after
     # each read of at most 256 KiB: 400 KB is past it whatever the reads); headers under the
     # limit still pass
