@@ -177,19 +177,10 @@ def test_a_sqlite_file_belongs_to_one_process_and_bad_urls_hide_passwords(tmp_pa
 def test_upgrading_a_database_of_revision_0002_keeps_its_totals(database_url):
     """Migration 0003 fills version_totals from what the older logs hold, once."""
     import time
-    from importlib import resources
 
-    from alembic import command
-    from alembic.config import Config
     from sqlalchemy import text
 
-    store = Store(database_url)
-    config = Config()
-    config.set_main_option("script_location",
-                           str(resources.files("banditops.store") / "migrations"))
-    with store.engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0002")
+    store = _store_at(database_url, "0002")
     now = time.time()
     with store.engine.begin() as connection:  # rows as revision 0002's service wrote them
         for i in range(10):
@@ -447,19 +438,10 @@ def test_postgres_attaching_and_closing_concurrently_learns_each_stored_reward_o
 def test_upgrading_a_database_of_revision_0003_adds_shadows(database_url):
     """Migration 0004 adds the shadow table; decisions logged before it take shadows, and
     their rewards reach every replica."""
-    from importlib import resources
 
-    from alembic import command
-    from alembic.config import Config
     from sqlalchemy import text
 
-    store = Store(database_url)
-    config = Config()
-    config.set_main_option("script_location",
-                           str(resources.files("banditops.store") / "migrations"))
-    with store.engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0003")
+    store = _store_at(database_url, "0003")
     with store.engine.begin() as connection:  # rows as revision 0003's service wrote them
         connection.execute(text(
             "INSERT INTO decisions (id, deployment, version, prediction, propensity, "
@@ -479,3 +461,20 @@ def test_upgrading_a_database_of_revision_0003_adds_shadows(database_url):
     store_a.migrate()  # at head already
     for store in (store_a, store_b):
         store.close()
+
+
+def _store_at(database_url: str, revision: str) -> Store:
+    """A store whose schema stands at an older Alembic ``revision`` (to test upgrades)."""
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    store = Store(database_url)
+    config = Config()
+    config.set_main_option("script_location",
+                           str(resources.files("banditops.store") / "migrations"))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+    return store

@@ -391,28 +391,28 @@ class Endpoints:
             return default
         return (await off_loop(raw, lambda: parse(ReasonBody, raw))).reason or default
 
-    async def rollback(self, name: str, version: str, request: Request) -> Response:
+    async def _change(self, name: str, version: str, request: Request, default_reason: str,
+                      change: str, status: str) -> Response:
+        """An admin status change: ``ServiceDeployment.<change>(version, reason)``."""
         _, worker = self._find(name)
         version = self._version(version)
-        reason = await self._reason(request, "manual rollback")
-        await worker.call(lambda d: d.rollback(version, reason))
-        return respond({"name": version, "status": "rolled_back"})
+        reason = await self._reason(request, default_reason)
+        await worker.call(lambda d: getattr(d, change)(version, reason))
+        return respond({"name": version, "status": status})
+
+    async def rollback(self, name: str, version: str, request: Request) -> Response:
+        return await self._change(name, version, request, "manual rollback", "rollback",
+                                  "rolled_back")
 
     async def reinstate(self, name: str, version: str, request: Request) -> Response:
         """Put a rolled-back or quarantined version live again."""
-        _, worker = self._find(name)
-        version = self._version(version)
-        reason = await self._reason(request, "reinstated through the API")
-        await worker.call(lambda d: d.reinstate(version, reason))
-        return respond({"name": version, "status": "live"})
+        return await self._change(name, version, request, "reinstated through the API",
+                                  "reinstate", "live")
 
     async def promote(self, name: str, version: str, request: Request) -> Response:
         """Put a dark version live before its shadow evidence decides."""
-        _, worker = self._find(name)
-        version = self._version(version)
-        reason = await self._reason(request, "promoted through the API")
-        await worker.call(lambda d: d.promote(version, reason))
-        return respond({"name": version, "status": "live"})
+        return await self._change(name, version, request, "promoted through the API",
+                                  "promote", "live")
 
     async def retire(self, name: str, version: str) -> Response:
         _, worker = self._find(name)
