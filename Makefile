@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 		|| { echo "banditops needs Python >= 3.11; run e.g. make PYTHON=python3.11 ..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench,ray]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -73,7 +73,15 @@ def experiment(
     max_live: Annotated[int, typer.Option(min=2, help="Most versions live at once.")] = 4,
     miss_cost: Annotated[float, typer.Option(
         help="Fraud: cost of a missed fraud in false alarms.")] = 20.0,
-    workers: Annotated[int, typer.Option(min=1, help="Processes to use.")] = 2,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Processes to use (with --engine ray and no --address: the local Ray's "
+        "CPUs).")] = 2,
+    engine: Annotated[str, typer.Option(
+        help="local: processes on this machine; ray: Ray tasks (pip install "
+        "'banditops[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="With --engine ray: the cluster to join, HOST:PORT or auto (default: start a "
+        "local Ray).")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Replay the study: every strategy over real data, scenarios and seeds; write a report."""
@@ -85,7 +93,8 @@ def experiment(
             sep=sep,
             scenarios=scenario, strategies=strategy, granularity=granularity, seeds=seeds,
             out=out, rows=rows, chunk_size=chunk_size, delay=delay, max_live=max_live,
-            miss_cost=miss_cost, workers=workers, data_dir=data_dir, console=console)
+            miss_cost=miss_cost, workers=workers, data_dir=data_dir, console=console,
+            engine=engine, address=address)
     except BanditOpsError as error:
         fail(error)
 

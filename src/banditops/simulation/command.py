@@ -16,6 +16,7 @@ from banditops.simulation.datasets import LOADERS, Dataset, load, load_csv
 from banditops.simulation.experiment import (
     ExperimentResult,
     check_choices,
+    check_engine,
     default_settings,
     run_experiment,
 )
@@ -58,11 +59,13 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
                            granularity: str, seeds: int, out: Path, rows: int | None,
                            chunk_size: int | None, delay: int | None, max_live: int,
                            miss_cost: float, workers: int, data_dir: Path | None,
-                           console: Console, sep: str | None = None) -> ExperimentResult:
+                           console: Console, sep: str | None = None, engine: str = "local",
+                           address: str | None = None) -> ExperimentResult:
     started = time.perf_counter()
     if out.exists() and not out.is_dir():
         raise InvalidParameterError(f"--out {out} exists and is not a folder")
     check_choices(scenarios, strategies, granularity, seeds)  # before loading any data
+    check_engine(engine, address)
     loaded = _datasets(datasets, csv, target, positive, order_by, rows, data_dir, console, sep)
     plan: list[tuple[Dataset, StreamSettings]] = []
     for data in loaded:
@@ -93,7 +96,7 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
         try:
             result = run_experiment(plan, scenarios=scenarios, strategies=strategies,
                                     seeds=seeds, granularity=granularity, workers=workers,
-                                    progress=progress)
+                                    progress=progress, engine=engine, address=address)
         except BanditOpsError:
             raise
         except ValueError as error:  # e.g. a model cannot be trained on this table

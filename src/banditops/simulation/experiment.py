@@ -1,9 +1,11 @@
 """The replay experiment: every strategy over every (dataset, scenario), over several seeds.
 
-Two phases, each spread over ``workers`` processes: first the training pipeline builds each
+Two phases, each spread over ``workers`` processes (or over a Ray cluster, ``engine="ray"``:
+:mod:`~banditops.simulation.ray_engine`): first the training pipeline builds each
 (dataset, scenario) stream once (:mod:`~banditops.simulation.stream`); then every
 (stream, strategy, seed) is replayed (:mod:`~banditops.simulation.replay`) and scored
-(:mod:`~banditops.simulation.metrics`). The seed drives the strategies' randomness; the
+(:mod:`~banditops.simulation.metrics`). Both engines run the same tasks, one thread each, so
+they give the same runs. The seed drives the strategies' randomness; the
 versions, and so the oracle, are the same for every strategy and seed. A strategy that has
 no randomness (a deterministic policy, no shadow sampling: ``Strategy.seeded`` is false)
 gives the same run for every seed, so it is replayed once and that run counts for every
@@ -31,11 +33,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from banditops.errors import InvalidParameterError
+from banditops.errors import BanditOpsError, InvalidParameterError
 from banditops.rewards import accuracy, cost_matrix
 from banditops.simulation.datasets import Dataset
 from banditops.simulation.metrics import evaluate, mean_interval
@@ -51,6 +55,10 @@ from banditops.simulation.strategies import (
 from banditops.simulation.stream import Stream, StreamSettings, VersionInfo, prepare_stream
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+BuildTask = tuple[Dataset, str, StreamSettings, int]  # dataset, scenario, settings, seed
+RunTask = tuple[tuple[str, str], str, int, str, bool]  # stream key, strategy, seed,
+# granularity, keep the traffic series
+ENGINES = ("local", "ray")
 DEFAULT_MISS_COST = 20.0
 
 
@@ -129,15 +137,16 @@ def _start_worker(streams: dict[tuple[str, str], Stream]) -> None:
     _STREAMS.update(streams)
 
 
-def _build(task: tuple[Dataset, str, StreamSettings, int]) -> Stream:
+def build_stream(task: BuildTask) -> Stream:
+    """A training-phase task: one (dataset, scenario) stream."""
     dataset, scenario, settings, seed = task
     return prepare_stream(dataset.name, dataset.features, dataset.labels.to_numpy(), scenario,
                           settings, seed=seed)
 
 
-def _run(task: tuple[tuple[str, str], str, int, str, bool]) -> dict:
+def replay_task(stream: Stream, task: RunTask) -> dict:
+    """A replay-phase task: one (strategy, seed) over ``stream``, scored."""
     key, strategy, seed, granularity, keep_traffic = task
-    stream = _STREAMS[key]
     started = time.perf_counter()
     result = replay(stream, STRATEGIES[strategy], seed, granularity)
     metrics, series = evaluate(stream, result)
@@ -145,6 +154,10 @@ def _run(task: tuple[tuple[str, str], str, int, str, bool]) -> dict:
             "reward_chunks": series.reward,
             "traffic": (series.counts, result.rollbacks) if keep_traffic else None,
             "seconds": time.perf_counter() - started, "requests": stream.n - stream.start}
+
+
+def _run(task: RunTask) -> dict:
+    return replay_task(_STREAMS[task[0]], task)
 
 
 def _pool(workers: int, streams: dict | None = None):
@@ -161,12 +174,15 @@ def _map(function, tasks: list, workers: int, streams: dict | None, phase: str,
     if progress:
         progress(phase, 0, len(tasks))
     if workers <= 1:
+        from threadpoolctl import threadpool_limits
+
         _STREAMS.update(streams or {})
         results = []
-        for done, task in enumerate(tasks, 1):
-            results.append(function(task))
-            if progress:
-                progress(phase, done, len(tasks))
+        with threadpool_limits(1):  # as in a worker process: the same runs, bit for bit
+            for done, task in enumerate(tasks, 1):
+                results.append(function(task))
+                if progress:
+                    progress(phase, done, len(tasks))
         return results
     with _pool(workers, streams) as pool:
         results = []
@@ -175,6 +191,75 @@ def _map(function, tasks: list, workers: int, streams: dict | None, phase: str,
             if progress:
                 progress(phase, done, len(tasks))
         return results
+
+
+class Engine(Protocol):
+    """Where the two phases run: ``with engine: build(...); replay(...)``."""
+
+    def __enter__(self) -> Engine: ...
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None: ...
+
+    def build(self, tasks: list[BuildTask], progress: Progress | None) -> list[Stream]:
+        """The streams, in task order."""
+        ...
+
+    def replay(self, streams: dict[tuple[str, str], Stream], tasks: list[RunTask],
+               progress: Progress | None) -> list[dict]:
+        """The outputs of :func:`replay_task`, in task order."""
+        ...
+
+
+class LocalEngine:
+    """``workers`` processes on this machine (forked, the streams inherited, not copied), or
+    this process alone when ``workers`` is 1."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def build(self, tasks: list[BuildTask], progress: Progress | None) -> list[Stream]:
+        return _map(build_stream, tasks, self.workers, None, "training", progress)
+
+    def replay(self, streams: dict[tuple[str, str], Stream], tasks: list[RunTask],
+               progress: Progress | None) -> list[dict]:
+        return _map(_run, tasks, self.workers, streams, "replaying", progress)
+
+
+def check_engine(engine: str, address: str | None) -> None:
+    """Engine options, checked before any data is loaded: Ray must be installed, and
+    something must answer at ``address``."""
+    if engine not in ENGINES:
+        raise InvalidParameterError(f"engine must be one of {', '.join(ENGINES)}, "
+                                    f"got {engine!r}")
+    if address is not None and engine != "ray":
+        raise InvalidParameterError("--address goes with --engine ray")
+    if engine == "ray":
+        try:
+            from banditops.simulation import ray_engine
+        except ModuleNotFoundError as error:
+            if (error.name or "").split(".")[0] != "ray":
+                raise
+            raise BanditOpsError("--engine ray needs Ray, an optional dependency: "
+                                 "pip install 'banditops[ray]'") from None
+        if address is not None:
+            ray_engine.check_address(address)
+
+
+def open_engine(engine: str, workers: int, address: str | None = None) -> Engine:
+    """The engine named ``engine`` (see :func:`check_engine`), to use in a ``with`` block."""
+    check_engine(engine, address)
+    if engine == "ray":
+        from banditops.simulation.ray_engine import RayEngine
+
+        return RayEngine(workers, address)
+    return LocalEngine(workers)
 
 
 def _for_every_seed(outputs: list[dict], seeds: int) -> list[dict]:
@@ -206,10 +291,14 @@ def check_choices(scenarios: list[str] | None, strategies: list[str] | None,
 def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
                    scenarios: list[str] | None = None, strategies: list[str] | None = None,
                    seeds: int = 5, granularity: str = "request", workers: int = 2,
-                   plot_strategy: str = RECOMMENDED,
-                   progress: Progress | None = None) -> ExperimentResult:
-    """Build every stream, replay every strategy on it ``seeds`` times, and summarise."""
+                   plot_strategy: str = RECOMMENDED, progress: Progress | None = None,
+                   engine: str = "local", address: str | None = None) -> ExperimentResult:
+    """Build every stream, replay every strategy on it ``seeds`` times, and summarise.
+
+    ``engine="ray"`` runs the tasks on Ray: a local Ray of ``workers`` CPUs, or the cluster
+    at ``address`` (all its CPUs)."""
     scenarios, chosen = check_choices(scenarios, strategies, granularity, seeds)
+    check_engine(engine, address)
     if not datasets:
         raise InvalidParameterError("no dataset to replay")
     if plot_strategy not in chosen:
@@ -218,20 +307,25 @@ def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
     seconds: dict[str, float] = {}
 
     started = time.perf_counter()
-    build_tasks = [(data, scenario, settings, 0) for data, settings in datasets
-                   for scenario in scenarios]
-    built = _map(_build, build_tasks, workers, None, "training", progress)
-    streams = {(s.dataset, s.scenario): s for s in built}
-    seconds["training (wall)"] = time.perf_counter() - started
-    seconds["fitting versions (cpu, summed)"] = sum(s.fit_seconds for s in built)
-    seconds["predicting once per version (cpu, summed)"] = sum(s.predict_seconds for s in built)
+    with open_engine(engine, workers, address) as runner:
+        seconds["engine start (wall)"] = time.perf_counter() - started  # Ray's start-up
+        started = time.perf_counter()
+        build_tasks: list[BuildTask] = [(data, scenario, settings, 0)
+                                        for data, settings in datasets for scenario in scenarios]
+        built = runner.build(build_tasks, progress)
+        streams = {(s.dataset, s.scenario): s for s in built}
+        seconds["training (wall)"] = time.perf_counter() - started
+        seconds["fitting versions (cpu, summed)"] = sum(s.fit_seconds for s in built)
+        seconds["predicting once per version (cpu, summed)"] = sum(
+            s.predict_seconds for s in built)
 
-    started = time.perf_counter()
-    run_tasks = [(key, strategy, seed, granularity, seed == 0 and strategy == plot_strategy)
-                 for key in streams for strategy in chosen for seed in range(seeds)
-                 if seed == 0 or STRATEGIES[strategy].seeded]
-    outputs = _map(_run, run_tasks, workers, streams, "replaying", progress)
-    seconds["replay (wall)"] = time.perf_counter() - started
+        started = time.perf_counter()
+        run_tasks: list[RunTask] = [
+            (key, strategy, seed, granularity, seed == 0 and strategy == plot_strategy)
+            for key in streams for strategy in chosen for seed in range(seeds)
+            if seed == 0 or STRATEGIES[strategy].seeded]
+        outputs = runner.replay(streams, run_tasks, progress)
+        seconds["replay (wall)"] = time.perf_counter() - started
     seconds["replay (cpu, summed)"] = sum(o["seconds"] for o in outputs)
     seconds["requests replayed"] = float(sum(o["requests"] for o in outputs))
     outputs = _for_every_seed(outputs, seeds)
