@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Real datasets: BANDITOPS_DATA_DIR if set, else ../shared/data beside the checkout.
 export BANDITOPS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo live-demo test lint bench install clean
+.PHONY: demo live-demo test lint bench bench-ray install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -37,6 +37,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/policies.py
 	$(BIN)/python benchmarks/experiment.py
 	$(BIN)/python benchmarks/server.py
+
+# About 8 minutes: the default experiment on the local engine and on Ray (1 and 2 CPUs).
+bench-ray: $(STAMP)
+	$(BIN)/python benchmarks/ray_engine.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache
