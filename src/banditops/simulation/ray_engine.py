@@ -23,6 +23,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from banditops.errors import BanditOpsError
+from banditops.simulation.datasets import Dataset
 from banditops.simulation.experiment import (
     BuildTask,
     Progress,
@@ -30,7 +31,7 @@ from banditops.simulation.experiment import (
     build_stream,
     replay_task,
 )
-from banditops.simulation.stream import Stream
+from banditops.simulation.stream import Stream, StreamSettings
 
 OBJECT_STORE_BYTES = 1 << 30  # a local Ray's share of memory: streams are a few MB each
 
@@ -47,7 +48,8 @@ def _one_thread() -> None:
         _threads_limited = True
 
 
-def _build_on_worker(dataset: Any, scenario: str, settings: Any, seed: int) -> Stream:
+def _build_on_worker(dataset: Dataset, scenario: str, settings: StreamSettings,
+                     seed: int) -> Stream:
     _one_thread()
     return build_stream((dataset, scenario, settings, seed))
 
@@ -85,13 +87,14 @@ class RayEngine:
         if ray.is_initialized():  # a caller's own Ray session: use it, leave it running
             return self
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
         try:
             if self.address is None:
                 ray.init(address="local", num_cpus=self.workers, include_dashboard=False,
-                         object_store_memory=OBJECT_STORE_BYTES, **quiet)
+                         object_store_memory=OBJECT_STORE_BYTES,
+                         logging_level=logging.ERROR, log_to_driver=False)
             else:
-                ray.init(address=self.address, **quiet)
+                ray.init(address=self.address, logging_level=logging.ERROR,
+                         log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
             raise BanditOpsError(f"cannot start or reach {where}: "
