@@ -20,8 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from banditops.simulation.datasets import load
-from banditops.simulation.experiment import default_settings, run_experiment
+from banditops.simulation.experiment import run_experiment
 from banditops.simulation.scenarios import SCENARIOS
+from banditops.simulation.settings import default_settings
 from banditops.simulation.stream import prepare_stream
 
 GOAL_SECONDS = 180.0
