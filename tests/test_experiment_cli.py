@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -160,19 +164,26 @@ def test_names_are_checked_before_any_data_is_loaded(tmp_path, monkeypatch, args
     assert message in " ".join(result.output.split()) and "not found" not in result.output
 
 
+def _protocol_text(report: Path) -> str:
+    """The report's protocol section as plain words."""
+    page = report.read_text(encoding="utf-8")
+    section = page[page.index("<h2>Protocol</h2>"):page.index("<h2>Glossary</h2>")]
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", section)).split())
+
+
 def _rare_positives(tmp_path, n: int = 3000):
     rng = np.random.default_rng(7)
     frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
-    frame["fraud"] = (frame["a"] + 0.5 * rng.normal(size=n) > 1.7).astype(int)
+    frame["flagged"] = (frame["a"] + 0.5 * rng.normal(size=n) > 1.7).astype(int)
     path = tmp_path / "claims.csv"
     frame.to_csv(path, index=False)
-    return path, float(frame["fraud"].mean())
+    return path, float(frame["flagged"].mean())
 
 
 def test_an_imbalanced_table_warns_about_accuracy_and_takes_a_cost_reward(tmp_path):
     path, share = _rare_positives(tmp_path)
     assert share < 0.1
-    common = ["--csv", str(path), "--target", "fraud", "--strategy", "ucb1", "--strategy",
+    common = ["--csv", str(path), "--target", "flagged", "--strategy", "ucb1", "--strategy",
               "latest", "--seeds", "1", "--workers", "1", "--chunk-size", "1000",
               "--scenario", "natural", "--scenario", "faulty-release"]
     result = run(*common, "--out", str(tmp_path / "acc"))
@@ -192,6 +203,16 @@ def test_an_imbalanced_table_warns_about_accuracy_and_takes_a_cost_reward(tmp_pa
     assert "accuracy pays" not in text
     summary = pd.read_csv(tmp_path / "cost" / "summary.csv")
     assert summary["cost_per_1000"].notna().all()
+    protocol = _protocol_text(tmp_path / "cost" / "report.html")
+    for fact in ("3,000 rows", f"{int(share * 3000):,} positive", "3 chunks of 1,000 rows",
+                 "labels come back 7 requests late", "At most four versions are live",
+                 f"a missed positive costs {miss} false alarms",
+                 f"exceeds {1 / (1 + miss):.3f}", "a reward gap of 0.01",
+                 "faulty-release : skipped, faulty-release breaks the 3rd release",
+                 "Every one of the 2 strategies", "seeds (1 here)"):
+        assert fact in protocol, fact
+    for other_run in ("Adult", "age", "twenty", "fraud"):
+        assert other_run not in protocol, other_run
 
     result = run(*common, "--cost", "tp=0,fp=2,fn=30,tn=0", "--out", str(tmp_path / "given"))
     assert result.exit_code == 0, result.output
