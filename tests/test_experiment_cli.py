@@ -195,6 +195,9 @@ def test_an_imbalanced_table_warns_about_accuracy_and_takes_a_cost_reward(tmp_pa
     # One release in 3,000 rows: faulty-release cannot run; the rest of the run goes on.
     assert "skipped claims / faulty-release: faulty-release breaks the 3rd release" in text
     assert set(pd.read_csv(tmp_path / "acc" / "summary.csv")["scenario"]) == {"natural"}
+    page = " ".join((tmp_path / "acc" / "report.html").read_text(encoding="utf-8").split())
+    warnings = page[page.index("<h2>Warnings</h2>"):page.index("<h2>Protocol</h2>")]
+    assert "so accuracy pays" in warnings and "faulty-release skipped" in warnings
 
     result = run(*common, "--reward", "cost", "--out", str(tmp_path / "cost"))
     text = " ".join(result.output.split())
@@ -229,3 +232,25 @@ def test_a_cost_reward_needs_a_binary_target(tmp_path):
     assert result.exit_code == 2
     assert "a cost reward needs a binary target, and this one has 3 classes" in " ".join(
         result.output.split())
+
+
+def test_a_reward_that_cannot_tell_faulty_releases_apart_is_called_out():
+    from types import SimpleNamespace
+
+    from banditops.rewards import accuracy
+    from banditops.simulation.command import _faulty_warnings
+    from banditops.simulation.stream import StreamSettings, VersionInfo
+
+    def version(name, faulty, reward):
+        return VersionInfo(name, "lr", 0, 10, 0.9, faulty, reward)
+
+    settings = StreamSettings(100, 5, accuracy, "accuracy", guardrail_margin=0.05)
+    close = SimpleNamespace(settings=settings, versions=[
+        version("v1", False, 0.94), version("v2", False, 0.95), version("v3", True, 0.93)])
+    clear = SimpleNamespace(settings=settings, versions=[
+        version("v1", False, 0.84), version("v2", False, 0.85), version("v3", True, 0.61)])
+    result = SimpleNamespace(streams={("t", "faulty-release"): close,
+                                      ("u", "faulty-release"): clear})
+    (warning,) = _faulty_warnings(result)
+    assert warning.startswith("t / faulty-release: faulty releases earn 0.930 on average "
+                              "against 0.945 for healthy ones (a gap of 0.015")

@@ -7,6 +7,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -84,6 +85,7 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
             "before the next chunk")
     loaded = _datasets(datasets, csv, target, positive, order_by, rows, data_dir, console, sep)
     plan: list[tuple[Dataset, StreamSettings]] = []
+    warnings: list[str] = []
     for data in loaded:
         shares = data.class_shares()
         if not data.binary and choice.wants_cost(data.name in LOADERS):
@@ -94,13 +96,15 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
         settings = default_settings(data.name, len(data), chunk_size=chunk_size, delay=delay,
                                     max_live=max_live, reward=choice,
                                     positive_share=float(shares[-1]) if data.binary else None)
-        _check_size(data, settings, console)
         plan.append((data, settings))
         console.print(f"[bold]{escape(data.name)}[/bold]: {len(data):,} rows, "
                       f"{escape(data.describe_classes())}; chunks of "
                       f"{settings.chunk_size:,}, labels {settings.delay:,} requests late, "
                       f"reward {escape(settings.reward_name)}")
-        _warn_imbalance(data, settings, console)
+        for warning in (_check_size(data, settings), _warn_imbalance(data, settings)):
+            if warning:
+                warnings.append(warning)
+                console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
     with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
         tasks: dict[str, int] = {}
@@ -121,6 +125,10 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
     for (dataset, scenario), reason in result.skipped.items():
         console.print(f"[yellow]skipped {escape(dataset)} / {scenario}: "
                       f"{escape(reason)}[/yellow]")
+    for warning in _faulty_warnings(result):
+        warnings.append(warning)
+        console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
+    result.warnings = warnings
     print_results(result, console)
     paths = write_outputs(result, out)
     result.seconds["total (wall)"] = time.perf_counter() - started
@@ -131,7 +139,7 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
     return result
 
 
-def _check_size(data: Dataset, settings: StreamSettings, console: Console) -> None:
+def _check_size(data: Dataset, settings: StreamSettings) -> str | None:
     """Too few rows for the chunking is an error; few enough to be noise, a warning (with
     the numbers either way)."""
     n, size = len(data), settings.chunk_size
@@ -147,21 +155,21 @@ def _check_size(data: Dataset, settings: StreamSettings, console: Console) -> No
             "--chunk-size")
     if n < SMALL_TABLE or releases < 3:
         served = n - size
-        console.print(
-            f"[yellow]warning: {escape(data.name)} has {n:,} rows: in chunks of {size:,} "
-            f"that is {math.ceil(n / size)} chunks, {releases} release(s) and about "
-            f"{served // max(1, settings.max_live):,} requests per live version. Strategies "
-            "then differ by less than the noise between runs (and with fewer than 3 "
-            "releases faulty-release cannot run): read the results as a smoke test, not "
-            "a comparison[/yellow]")
+        return (f"{data.name} has {n:,} rows: in chunks of {size:,} that is "
+                f"{math.ceil(n / size)} chunks, {releases} release(s) and about "
+                f"{served // max(1, settings.max_live):,} requests per live version. "
+                "Strategies then differ by less than the noise between runs (and with fewer "
+                "than 3 releases faulty-release cannot run): read the results as a smoke "
+                "test, not a comparison")
+    return None
 
 
-def _warn_imbalance(data: Dataset, settings: StreamSettings, console: Console) -> None:
+def _warn_imbalance(data: Dataset, settings: StreamSettings) -> str | None:
     """Accuracy on a target where one class is rare rewards always predicting the common
     one: say so, and what to pass instead."""
     shares = data.class_shares()
     if settings.reward_name != "accuracy" or shares.max() < 1 - IMBALANCED:
-        return
+        return None
     common = int(shares.argmax())
     if data.binary:
         advice = (f"pass --reward cost --miss-cost {balanced_miss_cost(float(shares[1])):g} "
@@ -169,11 +177,29 @@ def _warn_imbalance(data: Dataset, settings: StreamSettings, console: Console) -
                   "here) or your own --cost tp=,fp=,fn=,tn=")
     else:
         advice = "pass --positive CLASS and --reward cost to weigh one class's misses"
-    console.print(
-        f"[yellow]warning: {escape(data.name)}: {100 * shares[common]:.1f}% of rows are "
-        f"{escape(repr(data.classes[common]))}, so accuracy pays "
-        f"{shares[common]:.2f} for always answering that and versions are hard to tell "
-        f"apart; {escape(advice)}[/yellow]")
+    return (f"{data.name}: {100 * shares[common]:.1f}% of rows are "
+            f"{data.classes[common]!r}, so accuracy pays {shares[common]:.2f} for always "
+            f"answering that and versions are hard to tell apart; {advice}")
+
+
+def _faulty_warnings(result: ExperimentResult) -> list[str]:
+    """Where faulty releases earn about as much as healthy ones, no strategy can be
+    expected to keep traffic off them: the reward does not tell them apart."""
+    out = []
+    for (dataset, scenario), info in result.streams.items():
+        faulty = [v.production_reward for v in info.versions if v.faulty]
+        healthy = [v.production_reward for v in info.versions if not v.faulty]
+        if not faulty or not healthy or info.settings is None:
+            continue
+        gap = float(np.mean(healthy) - np.mean(faulty))
+        if gap < info.settings.guardrail_margin:
+            out.append(
+                f"{dataset} / {scenario}: faulty releases earn {np.mean(faulty):.3f} on "
+                f"average against {np.mean(healthy):.3f} for healthy ones (a gap of "
+                f"{gap:.3f}, under the {info.settings.guardrail_margin:g} that matters), so "
+                "this reward barely tells them apart; with a rare class, a cost reward "
+                "(--reward cost) weighs the misses they make")
+    return out
 
 
 def _pct(value: float, digits: int = 1) -> str:

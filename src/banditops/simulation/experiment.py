@@ -101,6 +101,7 @@ class ExperimentResult:
     seconds: dict[str, float] = field(default_factory=dict)
     datasets: dict[str, DatasetInfo] = field(default_factory=dict)
     skipped: dict[tuple[str, str], str] = field(default_factory=dict)  # reason per stream
+    warnings: list[str] = field(default_factory=list)  # what the reader should know first
 
 
 # Worker processes receive the streams once, when they start.

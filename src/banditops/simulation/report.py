@@ -332,11 +332,23 @@ gives the same run for every seed and a zero-width interval.</dd>
 """
 
 
+def _warnings_html(result: ExperimentResult) -> list[str]:
+    """What the reader should know before the numbers: a small table, a reward that does
+    not tell versions apart, scenarios skipped."""
+    items = [html.escape(w) for w in result.warnings]
+    items += [f"{html.escape(d)} / {html.escape(s)} skipped: {html.escape(reason)}"
+              for (d, s), reason in result.skipped.items()]
+    if not items:
+        return []
+    return ['<h2>Warnings</h2><ul class="warnings">',
+            *(f"<li>{item}</li>" for item in items), "</ul>"]
+
+
 def render_html(result: ExperimentResult, out: Path) -> str:
     """The report: protocol, verdicts, per-scenario tables, versions, plots, timings."""
     sections = [f"<h1>banditops replay: {len(result.streams)} streams, "
                 f"{result.runs['seed'].nunique()} seeds, {result.granularity} granularity</h1>",
-                "<h2>Protocol</h2>", protocol_html(result)]
+                *_warnings_html(result), "<h2>Protocol</h2>", protocol_html(result)]
     sections += ["<h2>Glossary</h2>", GLOSSARY]
     verdict = verdicts(result)
     if not verdict.empty:
@@ -380,7 +392,8 @@ def render_html(result: ExperimentResult, out: Path) -> str:
              "table{border-collapse:collapse;font-size:12px;margin:0.5em 0}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
              "tr.mine{background:#eef6ff;font-weight:bold}tr.shadow{background:#f5efff}"
-             "dt{font-weight:bold;margin-top:0.4em}img{max-width:100%}")
+             "dt{font-weight:bold;margin-top:0.4em}img{max-width:100%}"
+             "ul.warnings li{color:#8a4b00}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>banditops replay</title>"
             f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
 
