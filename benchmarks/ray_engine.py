@@ -33,8 +33,9 @@ from rich.console import Console
 from rich.table import Table
 
 from banditops.simulation.datasets import load
-from banditops.simulation.experiment import ExperimentResult, default_settings, run_experiment
+from banditops.simulation.experiment import ExperimentResult, run_experiment
 from banditops.simulation.scenarios import SCENARIOS
+from banditops.simulation.settings import default_settings
 from banditops.simulation.strategies import STRATEGIES
 
 GOAL_SPEEDUP = 1.6

@@ -14,8 +14,9 @@ import banditops.simulation
 from banditops.cli import app
 from banditops.errors import InvalidParameterError
 from banditops.simulation.datasets import Dataset
-from banditops.simulation.experiment import default_settings, run_experiment
+from banditops.simulation.experiment import run_experiment
 from banditops.simulation.ray_engine import _gather
+from banditops.simulation.settings import default_settings
 from banditops.simulation.strategies import RECOMMENDED
 
 runner = CliRunner()

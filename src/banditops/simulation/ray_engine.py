@@ -28,6 +28,7 @@ from banditops.simulation.experiment import (
     BuildTask,
     Progress,
     RunTask,
+    Skipped,
     build_stream,
     replay_task,
 )
@@ -49,7 +50,7 @@ def _one_thread() -> None:
 
 
 def _build_on_worker(dataset: Dataset, scenario: str, settings: StreamSettings,
-                     seed: int) -> Stream:
+                     seed: int) -> Stream | Skipped:
     _one_thread()
     return build_stream((dataset, scenario, settings, seed))
 
@@ -108,7 +109,8 @@ class RayEngine:
             ray.shutdown()
             self._started = False
 
-    def build(self, tasks: list[BuildTask], progress: Progress | None) -> list[Stream]:
+    def build(self, tasks: list[BuildTask], progress: Progress | None
+              ) -> list[Stream | Skipped]:
         task = ray.remote(_build_on_worker)
         datasets: dict[int, ray.ObjectRef] = {}
         refs = []
@@ -116,10 +118,11 @@ class RayEngine:
             if id(dataset) not in datasets:
                 datasets[id(dataset)] = ray.put(dataset)
             refs.append(task.remote(datasets[id(dataset)], scenario, settings, seed))
-        streams: list[Stream] = _gather(refs, "training", progress)
-        for ref, stream in zip(refs, streams, strict=True):
-            self._streams[(stream.dataset, stream.scenario)] = ref
-        return streams
+        built: list[Stream | Skipped] = _gather(refs, "training", progress)
+        for ref, stream in zip(refs, built, strict=True):
+            if isinstance(stream, Stream):
+                self._streams[(stream.dataset, stream.scenario)] = ref
+        return built
 
     def replay(self, streams: dict[tuple[str, str], Stream], tasks: list[RunTask],
                progress: Progress | None) -> list[dict]:
