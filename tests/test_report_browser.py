@@ -90,7 +90,5 @@ def test_the_report_names_the_table_and_its_size(report_text, csv_run):
         assert strategy in report_text
 
 
-@pytest.mark.xfail(strict=True, reason="the protocol text does not give the run's chunk size "
-                                       "yet (issue 10, part 3: the lead rewrites it)")
 def test_the_report_gives_the_chunk_size_the_run_used(report_text, csv_run):
     assert states(report_text, csv_run.chunk_size, "chunk")
