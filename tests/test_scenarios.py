@@ -134,3 +134,14 @@ def test_scenarios_on_real_adult_data(data_dir):
         assert len(scenario.features) == len(scenario.labels) == 48_842
     drift = make_scenario("concept-drift", "adult", data.features, data.labels.to_numpy())
     assert drift.segment == "relationship == 'Husband'"
+
+
+def test_an_identifier_column_never_drives_the_drift():
+    """A name or ticket number is distinct per row: it "predicts" every label in a sample,
+    but ordering rows by it is no population drift."""
+    rng = np.random.default_rng(6)
+    n = 2000
+    features = pd.DataFrame({"name": [f"passenger {i}" for i in rng.permutation(n)],
+                             "fare": rng.exponential(30, n)})
+    labels = (features["fare"] + rng.normal(0, 10, n) > 30).astype(int).to_numpy()
+    assert make_scenario("covariate-shift", "t", features, labels).driver == "fare"

@@ -38,6 +38,7 @@ from banditops.errors import BanditOpsError, InvalidParameterError
 
 SCENARIOS = ("natural", "covariate-shift", "concept-drift", "faulty-release")
 CACHE_BUG_OFFSET = 97
+IDENTIFIER_SHARE = 0.5  # a text column with more distinct values than this share of rows
 
 # Per built-in dataset: the numeric column that drives covariate shift and the categorical
 # column whose most frequent value is the concept-drift segment. Any other table: chosen by
@@ -90,7 +91,9 @@ def serving_cache_bug(predictions: np.ndarray) -> np.ndarray:
 def informativeness(features: pd.DataFrame, labels: np.ndarray, *, seed: int = 0,
                     sample: int = 5000) -> pd.Series:
     """Mutual information between each feature and the label, on a sample of rows: how much
-    knowing the column tells about the class (0 for a constant or unrelated column)."""
+    knowing the column tells about the class (0 for a constant or unrelated column, and for
+    a text column whose values are mostly distinct: a name or an identifier, which would
+    "predict" every sampled label)."""
     rng = np.random.default_rng(seed)
     rows = (np.sort(rng.choice(len(labels), sample, replace=False))
             if len(labels) > sample else np.arange(len(labels)))
@@ -101,8 +104,16 @@ def informativeness(features: pd.DataFrame, labels: np.ndarray, *, seed: int = 0
             filled = values.astype(float).fillna(values.median()).fillna(0.0)
             columns[column] = filled.to_numpy()
             discrete.append(bool(filled.nunique() <= 20))
+        elif values.nunique() > IDENTIFIER_SHARE * len(values):
+            columns[column] = np.zeros(len(values))  # an identifier or free text: no driver
+            discrete.append(True)
         else:
-            columns[column] = pd.factorize(values, use_na_sentinel=False)[0].astype(float)
+            # The 20 most frequent categories and "other": mutual information grows with
+            # the number of categories, whatever they say about the label.
+            common = values.value_counts().index[:20]
+            codes = pd.factorize(values.where(values.isin(common), "\0other"),
+                                 use_na_sentinel=False)[0]
+            columns[column] = codes.astype(float)
             discrete.append(True)
     matrix = np.column_stack(list(columns.values()))
     with warnings.catch_warnings():  # discrete columns arrive as float codes: harmless
