@@ -17,7 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from banditops.cli import app
+from banditops.simulation.scenarios import make_scenario
 from banditops.simulation.strategies import RECOMMENDED
+from banditops.simulation.tables import load_csv
 from tests.browser import forbid_network, image_sizes, png_size, states, visible_text
 from tests.tables import synthetic_table
 
@@ -29,6 +31,8 @@ class CsvRun:
     dataset: str
     rows: int
     chunk_size: int
+    delay: int
+    max_live: int
     seeds: int
     strategies: tuple[str, ...]
     out: Path
@@ -40,12 +44,13 @@ def csv_run(tmp_path_factory) -> CsvRun:
     """``banditops experiment --csv`` on a synthetic 6,000-row table, every default scenario,
     two strategies (one the recommended), two seeds, a chunk size that is not the default."""
     folder = tmp_path_factory.mktemp("csv_run")
-    run = CsvRun(dataset="payments", rows=6_000, chunk_size=400, seeds=2,
+    run = CsvRun(dataset="payments", rows=6_000, chunk_size=400, delay=25, max_live=3, seeds=2,
                  strategies=(RECOMMENDED, "ucb1"), out=folder / "results", output="")
     table = synthetic_table(folder / f"{run.dataset}.csv", rows=run.rows)
     result = CliRunner().invoke(app, [
         "experiment", "--csv", str(table), "--target", "label",
-        "--chunk-size", str(run.chunk_size), "--seeds", str(run.seeds),
+        "--chunk-size", str(run.chunk_size), "--delay", str(run.delay),
+        "--max-live", str(run.max_live), "--seeds", str(run.seeds),
         *(a for s in run.strategies for a in ("--strategy", s)), "--out", str(run.out)])
     assert result.exit_code == 0, result.output
     assert f"chunks of {run.chunk_size:,}" in result.output  # the run used what it was given
@@ -92,3 +97,29 @@ def test_the_report_names_the_table_and_its_size(report_text, csv_run):
 
 def test_the_report_gives_the_chunk_size_the_run_used(report_text, csv_run):
     assert states(report_text, csv_run.chunk_size, "chunk")
+
+
+def test_the_protocol_describes_this_run_and_no_other(report_text, csv_run):
+    """Every figure in the protocol comes from the run: its table, chunking, delay, versions
+    live, reward, and each scenario's driver, segment, drift row and faulty versions."""
+    data, _ = load_csv(csv_run.out.parent / f"{csv_run.dataset}.csv", "label")
+    labels = data.labels.to_numpy()
+    protocol = report_text[report_text.index("Protocol"):report_text.index("Glossary")]
+    shift = make_scenario("covariate-shift", data.name, data.features, labels)
+    drift = make_scenario("concept-drift", data.name, data.features, labels)
+    releases = len(range(csv_run.chunk_size, csv_run.rows, 2 * csv_run.chunk_size))
+    faulty = ", ".join(f"v{i + 1}" for i in range(releases) if i % 3 == 2)
+    for fact in (f"{csv_run.rows:,} rows", f"{int(labels.sum()):,} positive",
+                 f"{-(-csv_run.rows // csv_run.chunk_size)} chunks of "
+                 f"{csv_run.chunk_size:,} rows",
+                 f"labels come back {csv_run.delay} requests late",
+                 f"releases per scenario: natural: {releases}",
+                 "At most three versions are live", "Reward: accuracy",
+                 f"rows ordered by {shift.driver}, the most informative feature",
+                 f"labels flip for {drift.segment} from row {drift.drift_at:,}",
+                 f"seeds ({csv_run.seeds} here)",
+                 f"Every one of the {len(csv_run.strategies)} strategies"):
+        assert fact in protocol, fact
+    assert faulty and all(f"{v}-" in protocol for v in faulty.split(", "))
+    for other_run in ("Adult", "fraud", "age", "four versions", "8,000 rows"):
+        assert other_run not in protocol, other_run

@@ -476,7 +476,7 @@ label arrives: side observations for the policy, evidence for the guardrail. Eve
 is then judged on all traffic and nothing needs exploring. <code>[shadow]</code> strategies
 shadow-score every request with every other live version; <code>[shadow 0.1]</code> a random
 tenth of the requests. Shadow strategies are marked <code>shadow</code> in the feedback
-column, shaded in the tables and dotted with dots in the plots.</dd>
+column, shaded in the tables and drawn as light-purple dotted lines in the plots.</dd>
 <dt>when shadow scoring is invalid</dt><dd>When the outcome depends on the served prediction:
 the claim flagged is the one investigated (so only flagged claims get a label), the item
 recommended is the one clicked. There the label says nothing about what another version's
