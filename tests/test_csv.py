@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from banditops.errors import BanditOpsError
-from banditops.simulation.datasets import load_csv
+from banditops.simulation.tables import load_csv
 
 
 @pytest.fixture
@@ -56,13 +56,72 @@ def test_the_positive_class_is_inferred_from_yes_no(table):
     ({"target": "nope"}, "column(s) ['nope'] not in"),
     ({"target": "outcome", "order_by": ["when"]}, "column(s) ['when'] not in"),
     ({"target": "outcome", "positive": "maybe"}, "--positive 'maybe' never occurs"),
-    ({"target": "city"}, "say which is the positive class with --positive"),
-    ({"target": "day"}, "the target must be binary"),
+    ({"target": "day"}, "399 distinct values (0, 1, 2, ..., 399): a quantity"),
+    ({"target": "outcome", "order_by": ["outcome"]}, "cannot use the target column"),
 ])
 def test_user_mistakes_get_one_clear_message(table, kwargs, message):
     with pytest.raises(BanditOpsError) as error:
         load_csv(table, **kwargs)
     assert message in str(error.value)
+
+
+def test_a_two_valued_target_takes_the_rarer_value_as_positive_unless_told(table):
+    data, report = load_csv(table, "city")
+    common, rarer = data.classes
+    positives = int(data.labels.sum())
+    assert positives < len(data) - positives and {common, rarer} == {"paris", "lima"}
+    assert "positive class" in report.notes[0] and rarer in report.notes[0]
+    told, _ = load_csv(table, "city", positive=common)
+    assert int(told.labels.sum()) == len(data) - positives
+
+
+def test_a_target_with_several_classes_is_coded_in_sorted_order(tmp_path):
+    rng = np.random.default_rng(1)
+    grades = rng.choice(["10", "9", "2"], 600)
+    path = tmp_path / "grades.csv"
+    pd.DataFrame({"x": rng.normal(size=600), "grade": grades}).to_csv(path, index=False)
+    data, report = load_csv(path, "grade")
+    assert data.classes == ("2", "9", "10")  # numerically, not "10" < "2"
+    assert not data.binary and "3 classes" in report.notes[0]
+    assert (data.labels.to_numpy() == pd.Series(grades).map(
+        {"2": 0, "9": 1, "10": 2}).to_numpy()).all()
+    assert data.describe_classes().startswith("3 classes")
+    one_vs_rest, _ = load_csv(path, "grade", positive="9")
+    assert one_vs_rest.binary and int(one_vs_rest.labels.sum()) == (grades == "9").sum()
+
+
+def test_columns_are_typed_numeric_boolean_date_or_categorical(tmp_path):
+    rng = np.random.default_rng(2)
+    n = 500
+    days = pd.date_range("2024-01-01", periods=n, freq="D")
+    frame = pd.DataFrame({
+        "when": rng.permutation(days.strftime("%Y-%m-%d").to_numpy()),
+        "stamp": days.strftime("%d/%m/%Y %H:%M").to_numpy(),
+        "member": rng.choice(["Yes", "No", ""], n),
+        "flag": rng.choice([True, False], n),
+        "code": rng.choice(["A1", "B2", "C3"], n),
+        "amount": rng.normal(size=n).round(3),
+        "y": rng.integers(0, 2, n),
+    })
+    frame.loc[4, "when"] = "not a date"  # a missing value, not a lost row
+    path = tmp_path / "typed.csv"
+    frame.to_csv(path, index=False)
+    data, report = load_csv(path, "y", order_by=["when"])
+    assert data.kinds == {"when": "date", "stamp": "date", "member": "boolean",
+                          "flag": "boolean", "code": "categorical", "amount": "numeric"}
+    assert "2 date (when, stamp)" in report.describe()
+    # A date is days since 1970, so it orders rows in time and serves as a feature.
+    when = data.features["when"].to_numpy()
+    assert np.all(np.diff(when) > 0) and when[0] == (pd.Timestamp("2024-01-01")
+                                                   - pd.Timestamp("1970-01-01")).days
+    assert report.rows_used == n - 1  # the row without a date cannot be ordered
+    assert set(data.features["member"].dropna()) == {0.0, 1.0}
+    assert data.features["member"].isna().sum() == (frame["member"] == "").sum() - (
+        frame.loc[4, "member"] == "")
+    assert pd.api.types.is_float_dtype(data.features["stamp"])
+    _, unordered = load_csv(path, "y")
+    assert "replay in time order with --order-by when" in unordered.describe()
+    assert "--order-by stamp" not in unordered.describe()  # the file follows that one
 
 
 def test_too_few_usable_rows_says_why(tmp_path):

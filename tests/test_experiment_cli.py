@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,7 +97,8 @@ def test_chunk_granularity_on_a_csv_with_bad_rows(tmp_path):
                  "--scenario", "concept-drift", "--workers", "1", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "2,998 of 3,000 rows used; 2 skipped" in result.output
-    assert "warning: table has only 2,998 rows" in " ".join(result.output.split())
+    assert ("warning: table has 2,998 rows: in chunks of 149 that is 21 chunks, 10 release(s)"
+            in " ".join(result.output.split()))
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["dataset"]) == {"table"} and len(summary) == 2 * len(STRATEGIES)
     assert summary["mean_reward"].between(0.5, 1.0).all()
@@ -111,8 +116,15 @@ def test_chunk_granularity_on_a_csv_with_bad_rows(tmp_path):
     (["--granularity", "hourly"], "granularity must be one of request, chunk"),
     (["--target", "y"], "--target, --positive, --order-by and --sep go with --csv PATH"),
     (["--csv", "nowhere.csv"], "--csv needs --target COLUMN"),
-    (["--csv", "nowhere.csv", "--target", "y"], "CSV file nowhere.csv not found"),
+    (["--csv", "nowhere.csv", "--target", "y"], "--csv nowhere.csv: no such file"),
     (["--miss-cost", "0.5"], "miss_cost must be > 1"),
+    (["--reward", "profit"], "--reward must be one of accuracy, cost, got 'profit'"),
+    (["--reward", "accuracy", "--miss-cost", "5"], "--cost and --miss-cost go with --reward"),
+    (["--cost", "tp=0,fp=1,fn=oops"], "--cost fn: 'oops' is not a number"),
+    (["--cost", "fp=1,fn=20,xx=3"], "--cost takes tp=,fp=,fn=,tn="),
+    (["--cost", "tp=5,fp=1,fn=0,tn=0"], "a wrong call must cost more than the right one"),
+    (["--cost", "fp=1,fn=5", "--miss-cost", "5"], "either --cost or --miss-cost"),
+    (["--chunk-size", "100", "--delay", "100"], "--delay 100 must be smaller than"),
     (["--dataset", "adult", "--chunk-size", "30000"], "too few for chunks of 30,000"),
 ])
 def test_mistakes_end_in_one_message(data_dir, tmp_path, args, message):
@@ -135,12 +147,110 @@ def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
     (["--scenario", "earthquake"], "unknown scenarios ['earthquake']"),
     (["--strategy", "magic"], "unknown strategies ['magic']"),
     (["--granularity", "hourly"], "granularity must be one of request, chunk"),
+    (["--reward", "profit"], "--reward must be one of accuracy, cost"),
+    (["--cost", "fp=1,fn=x"], "--cost fn: 'x' is not a number"),
+    (["--order-by", " , "], "--order-by needs column names"),
 ])
 def test_names_are_checked_before_any_data_is_loaded(tmp_path, monkeypatch, args, message):
     """No data at all here: the typo is what gets reported, not the missing data."""
+    if "--order-by" in args:
+        args = [*args, "--csv", str(tmp_path / "absent.csv"), "--target", "y"]
+        (tmp_path / "absent.csv").write_text("y\n1\n")
     monkeypatch.delenv("BANDITOPS_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr("banditops.simulation.datasets.ADULT_URL", "http://127.0.0.1:9/")
     result = run(*args, "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"))
     assert result.exit_code == 2
     assert message in " ".join(result.output.split()) and "not found" not in result.output
+
+
+def _protocol_text(report: Path) -> str:
+    """The report's protocol section as plain words."""
+    page = report.read_text(encoding="utf-8")
+    section = page[page.index("<h2>Protocol</h2>"):page.index("<h2>Glossary</h2>")]
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", section)).split())
+
+
+def _rare_positives(tmp_path, n: int = 3000):
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    frame["flagged"] = (frame["a"] + 0.5 * rng.normal(size=n) > 1.7).astype(int)
+    path = tmp_path / "claims.csv"
+    frame.to_csv(path, index=False)
+    return path, float(frame["flagged"].mean())
+
+
+def test_an_imbalanced_table_warns_about_accuracy_and_takes_a_cost_reward(tmp_path):
+    path, share = _rare_positives(tmp_path)
+    assert share < 0.1
+    common = ["--csv", str(path), "--target", "flagged", "--strategy", "ucb1", "--strategy",
+              "latest", "--seeds", "1", "--workers", "1", "--chunk-size", "1000",
+              "--scenario", "natural", "--scenario", "faulty-release"]
+    result = run(*common, "--out", str(tmp_path / "acc"))
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    miss = round((1 - share) / share)
+    assert f"so accuracy pays {1 - share:.2f} for always answering that" in text
+    assert f"pass --reward cost --miss-cost {miss}" in text
+    # One release in 3,000 rows: faulty-release cannot run; the rest of the run goes on.
+    assert "skipped claims / faulty-release: faulty-release breaks the 3rd release" in text
+    assert set(pd.read_csv(tmp_path / "acc" / "summary.csv")["scenario"]) == {"natural"}
+    page = " ".join((tmp_path / "acc" / "report.html").read_text(encoding="utf-8").split())
+    warnings = page[page.index("<h2>Warnings</h2>"):page.index("<h2>Protocol</h2>")]
+    assert "so accuracy pays" in warnings and "faulty-release skipped" in warnings
+
+    result = run(*common, "--reward", "cost", "--out", str(tmp_path / "cost"))
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert f"a missed positive costs {miss} false alarms: negatives per positive" in text
+    assert "accuracy pays" not in text
+    summary = pd.read_csv(tmp_path / "cost" / "summary.csv")
+    assert summary["cost_per_1000"].notna().all()
+    protocol = _protocol_text(tmp_path / "cost" / "report.html")
+    for fact in ("3,000 rows", f"{int(share * 3000):,} positive", "3 chunks of 1,000 rows",
+                 "labels come back 7 requests late", "At most four versions are live",
+                 f"a missed positive costs {miss} false alarms",
+                 f"exceeds {1 / (1 + miss):.3f}", "a reward gap of 0.01",
+                 "faulty-release : skipped, faulty-release breaks the 3rd release",
+                 "Every one of the 2 strategies", "seeds (1 here)"):
+        assert fact in protocol, fact
+    for other_run in ("Adult", "age", "twenty", "fraud"):
+        assert other_run not in protocol, other_run
+
+    result = run(*common, "--cost", "tp=0,fp=2,fn=30,tn=0", "--out", str(tmp_path / "given"))
+    assert result.exit_code == 0, result.output
+    assert "cost matrix (costs tp=0, fp=2, fn=30, tn=0)" in " ".join(result.output.split())
+
+
+def test_a_cost_reward_needs_a_binary_target(tmp_path):
+    rng = np.random.default_rng(8)
+    frame = pd.DataFrame({"x": rng.normal(size=2000), "kind": rng.choice(list("abc"), 2000)})
+    path = tmp_path / "three.csv"
+    frame.to_csv(path, index=False)
+    result = run("--csv", str(path), "--target", "kind", "--reward", "cost",
+                 "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert "a cost reward needs a binary target, and this one has 3 classes" in " ".join(
+        result.output.split())
+
+
+def test_a_reward_that_cannot_tell_faulty_releases_apart_is_called_out():
+    from types import SimpleNamespace
+
+    from banditops.rewards import accuracy
+    from banditops.simulation.command import _faulty_warnings
+    from banditops.simulation.stream import StreamSettings, VersionInfo
+
+    def version(name, faulty, reward):
+        return VersionInfo(name, "lr", 0, 10, 0.9, faulty, reward)
+
+    settings = StreamSettings(100, 5, accuracy, "accuracy", guardrail_margin=0.05)
+    close = SimpleNamespace(settings=settings, versions=[
+        version("v1", False, 0.94), version("v2", False, 0.95), version("v3", True, 0.93)])
+    clear = SimpleNamespace(settings=settings, versions=[
+        version("v1", False, 0.84), version("v2", False, 0.85), version("v3", True, 0.61)])
+    result = SimpleNamespace(streams={("t", "faulty-release"): close,
+                                      ("u", "faulty-release"): clear})
+    (warning,) = _faulty_warnings(result)
+    assert warning.startswith("t / faulty-release: faulty releases earn 0.930 on average "
+                              "against 0.945 for healthy ones (a gap of 0.015")

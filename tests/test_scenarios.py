@@ -11,6 +11,7 @@ from banditops.simulation.datasets import load_adult
 from banditops.simulation.scenarios import (
     CACHE_BUG_OFFSET,
     SCENARIOS,
+    ScenarioNotApplicable,
     make_scenario,
     serving_cache_bug,
 )
@@ -73,8 +74,57 @@ def test_bad_scenario_arguments(table):
         make_scenario("concept-drift", "toy", features, labels, drift_at=1.5)
     with pytest.raises(InvalidParameterError, match="faulty_every"):
         make_scenario("faulty-release", "toy", features, labels, faulty_every=1)
-    with pytest.raises(InvalidParameterError, match="numeric and one categorical"):
-        make_scenario("covariate-shift", "toy", features[["age"]], labels)
+
+
+
+def test_an_all_numeric_table_drifts_on_its_most_informative_column():
+    rng = np.random.default_rng(4)
+    n = 3000
+    features = pd.DataFrame({"noise": rng.normal(size=n), "signal": rng.normal(size=n),
+                             "constant": np.ones(n)})
+    labels = (features["signal"] + 0.3 * rng.normal(size=n) > 0.5).astype(int).to_numpy()
+    shifted = make_scenario("covariate-shift", "table", features, labels, seed=1)
+    assert shifted.driver == "signal" and "most informative" in shifted.description
+    signal = shifted.features["signal"].to_numpy()
+    assert signal[:500].mean() < signal[-500:].mean() - 1.0
+    drifted = make_scenario("concept-drift", "table", features, labels, drift_at=0.5)
+    cut = float(features["signal"].median())
+    assert drifted.segment == f"signal > {cut:.4g}"
+    changed = drifted.labels != labels
+    segment = (features["signal"] > cut).to_numpy()
+    assert not changed[:1500].any() and np.array_equal(changed[1500:], segment[1500:])
+
+
+def test_a_categorical_driver_orders_categories_by_frequency():
+    rng = np.random.default_rng(5)
+    n = 3000
+    colour = rng.choice(["red", "green", "blue"], n, p=[0.6, 0.3, 0.1])
+    features = pd.DataFrame({"colour": colour})
+    labels = (colour == "blue").astype(int)
+    shifted = make_scenario("covariate-shift", "table", features, labels, seed=2)
+    assert shifted.driver == "colour"
+    head, tail = shifted.features["colour"][:600], shifted.features["colour"][-600:]
+    assert (head == "red").mean() > 0.8 and (tail == "blue").mean() > (head == "blue").mean()
+
+
+def test_several_classes_drift_to_the_next_class(table):
+    features, _ = table
+    labels = (features["age"].to_numpy() // 30) % 3  # classes 0, 1, 2
+    drifted = make_scenario("concept-drift", "toy", features, labels, drift_at=0.5)
+    changed = drifted.labels != labels
+    assert changed[1000:].any() and not changed[:1000].any()
+    assert np.array_equal(drifted.labels[changed], (labels[changed] + 1) % 3)
+    assert "move to the next class" in drifted.description
+
+
+def test_a_scenario_a_table_cannot_support_is_not_applicable():
+    n = 1000
+    constant = pd.DataFrame({"a": np.zeros(n), "b": ["x"] * n})
+    labels = np.arange(n) % 2
+    with pytest.raises(ScenarioNotApplicable, match="every feature of this table is constant"):
+        make_scenario("covariate-shift", "table", constant, labels)
+    with pytest.raises(ScenarioNotApplicable, match="segment of 10-90%"):
+        make_scenario("concept-drift", "table", constant, labels)
 
 
 def test_scenarios_on_real_adult_data(data_dir):

@@ -71,8 +71,14 @@ def experiment(
     chunk_size: Annotated[int | None, typer.Option(min=50, help="Rows per chunk.")] = None,
     delay: Annotated[int | None, typer.Option(min=0, help="Label delay in requests.")] = None,
     max_live: Annotated[int, typer.Option(min=2, help="Most versions live at once.")] = 4,
-    miss_cost: Annotated[float, typer.Option(
-        help="Fraud: cost of a missed fraud in false alarms.")] = 20.0,
+    reward: Annotated[str | None, typer.Option(
+        help="accuracy or cost (default: accuracy; the fraud dataset: cost).")] = None,
+    cost: Annotated[str | None, typer.Option(
+        help="With --reward cost: what each outcome costs, e.g. tp=0,fp=1,fn=20,tn=0 "
+        "(any unit; outcomes left out cost 0).")] = None,
+    miss_cost: Annotated[float | None, typer.Option(
+        help="With --reward cost: a missed positive costs this many false alarms (fraud "
+        "dataset: 20; any other table: negatives per positive).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes to use.")] = 2,
     data_dir: DataDir = None,
 ) -> None:
@@ -85,7 +91,8 @@ def experiment(
             sep=sep,
             scenarios=scenario, strategies=strategy, granularity=granularity, seeds=seeds,
             out=out, rows=rows, chunk_size=chunk_size, delay=delay, max_live=max_live,
-            miss_cost=miss_cost, workers=workers, data_dir=data_dir, console=console)
+            miss_cost=miss_cost, workers=workers, data_dir=data_dir, console=console,
+            reward=reward, cost=cost)
     except BanditOpsError as error:
         fail(error)
 

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from banditops.errors import BanditOpsError, InvalidParameterError
-from banditops.simulation.datasets import LOADERS, Dataset, load, load_csv
-from banditops.simulation.experiment import (
-    ExperimentResult,
-    check_choices,
-    default_settings,
-    run_experiment,
-)
+from banditops.simulation.datasets import LOADERS, Dataset, load
+from banditops.simulation.experiment import ExperimentResult, check_choices, run_experiment
 from banditops.simulation.report import shadow_verdicts, verdicts, write_outputs
+from banditops.simulation.settings import (
+    IMBALANCED,
+    RewardChoice,
+    balanced_miss_cost,
+    default_settings,
+    parse_costs,
+)
 from banditops.simulation.strategies import RECOMMENDED
 from banditops.simulation.stream import StreamSettings
+from banditops.simulation.tables import load_csv
 
 # Fewer rows than this and a replay cannot tell strategies apart (a few dozen labels per
 # version and chunk); the run still goes ahead, with a warning.
@@ -37,15 +42,23 @@ def _datasets(names: list[str] | None, csv: Path | None, target: str | None,
             "--target, --positive, --order-by and --sep go with --csv PATH")
     if csv is not None and not target:
         raise InvalidParameterError("--csv needs --target COLUMN (the label to predict)")
+    if csv is not None and not csv.is_file():
+        raise InvalidParameterError(f"--csv {csv}: no such file")
+    if sep is not None and len(sep) != 1:
+        raise InvalidParameterError(f"--sep must be one character, got {sep!r}")
+    columns = [c.strip() for c in order_by.split(",") if c.strip()] if order_by else None
+    if order_by is not None and not columns:
+        raise InvalidParameterError("--order-by needs column names, e.g. --order-by date")
     unknown = [n for n in names or [] if n not in LOADERS]
     if unknown:
         raise InvalidParameterError(f"unknown dataset(s) {unknown}; known: {sorted(LOADERS)}")
     chosen = list(dict.fromkeys(names or ([] if csv else list(LOADERS))))
     datasets = [load(name, data_dir) for name in chosen]
     if csv is not None:
-        columns = [c.strip() for c in order_by.split(",") if c.strip()] if order_by else None
         data, report = load_csv(csv, target, positive=positive, order_by=columns, sep=sep)
-        console.print(f"{csv}: {report.describe()}")
+        console.print(f"{escape(str(csv))}: {escape(report.describe())}")
+        if data.name in chosen:
+            data = replace(data, name=f"{data.name}.csv")  # not the built-in of that name
         datasets.append(data)
     if rows is not None:
         datasets = [d.head(rows) for d in datasets]
@@ -57,30 +70,41 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
                            scenarios: list[str] | None, strategies: list[str] | None,
                            granularity: str, seeds: int, out: Path, rows: int | None,
                            chunk_size: int | None, delay: int | None, max_live: int,
-                           miss_cost: float, workers: int, data_dir: Path | None,
-                           console: Console, sep: str | None = None) -> ExperimentResult:
+                           miss_cost: float | None, workers: int, data_dir: Path | None,
+                           console: Console, sep: str | None = None,
+                           reward: str | None = None, cost: str | None = None
+                           ) -> ExperimentResult:
     started = time.perf_counter()
     if out.exists() and not out.is_dir():
         raise InvalidParameterError(f"--out {out} exists and is not a folder")
     check_choices(scenarios, strategies, granularity, seeds)  # before loading any data
+    choice = RewardChoice(reward, parse_costs(cost) if cost is not None else None, miss_cost)
+    if chunk_size is not None and delay is not None and delay >= chunk_size:
+        raise InvalidParameterError(
+            f"--delay {delay} must be smaller than --chunk-size {chunk_size}: labels arrive "
+            "before the next chunk")
     loaded = _datasets(datasets, csv, target, positive, order_by, rows, data_dir, console, sep)
     plan: list[tuple[Dataset, StreamSettings]] = []
+    warnings: list[str] = []
     for data in loaded:
-        settings = default_settings(data.name, len(data), miss_cost=miss_cost,
-                                    chunk_size=chunk_size, delay=delay, max_live=max_live)
-        if settings.chunk_size * 2 > len(data):
+        shares = data.class_shares()
+        if not data.binary and choice.wants_cost(data.name in LOADERS):
             raise InvalidParameterError(
-                f"{data.name} has {len(data):,} rows: too few for chunks of "
-                f"{settings.chunk_size:,}; use a smaller --chunk-size")
+                f"{data.name}: a cost reward needs a binary target, and this one has "
+                f"{len(data.classes)} classes; pass --positive CLASS to ask 'this class or "
+                "not', or use --reward accuracy")
+        settings = default_settings(data.name, len(data), chunk_size=chunk_size, delay=delay,
+                                    max_live=max_live, reward=choice,
+                                    positive_share=float(shares[-1]) if data.binary else None)
         plan.append((data, settings))
-        if len(data) < SMALL_TABLE:
-            console.print(f"[yellow]warning: {data.name} has only {len(data):,} rows; over so "
-                          "few requests strategies differ by less than the noise between "
-                          "runs: read the results as a smoke test, not a comparison[/yellow]")
-        console.print(f"[bold]{data.name}[/bold]: {len(data):,} rows, "
-                      f"{int(data.labels.sum()):,} positives; chunks of "
-                      f"{settings.chunk_size:,}, labels {settings.delay} requests late, "
-                      f"reward {settings.reward_name}")
+        console.print(f"[bold]{escape(data.name)}[/bold]: {len(data):,} rows, "
+                      f"{escape(data.describe_classes())}; chunks of "
+                      f"{settings.chunk_size:,}, labels {settings.delay:,} requests late, "
+                      f"reward {escape(settings.reward_name)}")
+        for warning in (_check_size(data, settings), _warn_imbalance(data, settings)):
+            if warning:
+                warnings.append(warning)
+                console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
     with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
         tasks: dict[str, int] = {}
@@ -98,6 +122,13 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
             raise
         except ValueError as error:  # e.g. a model cannot be trained on this table
             raise BanditOpsError(f"the replay failed: {error}") from None
+    for (dataset, scenario), reason in result.skipped.items():
+        console.print(f"[yellow]skipped {escape(dataset)} / {scenario}: "
+                      f"{escape(reason)}[/yellow]")
+    for warning in _faulty_warnings(result):
+        warnings.append(warning)
+        console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
+    result.warnings = warnings
     print_results(result, console)
     paths = write_outputs(result, out)
     result.seconds["total (wall)"] = time.perf_counter() - started
@@ -106,6 +137,69 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
                   f"{result.seconds['training (wall)']:.0f} s, replay "
                   f"{result.seconds['replay (wall)']:.0f} s).")
     return result
+
+
+def _check_size(data: Dataset, settings: StreamSettings) -> str | None:
+    """Too few rows for the chunking is an error; few enough to be noise, a warning (with
+    the numbers either way)."""
+    n, size = len(data), settings.chunk_size
+    if settings.delay >= size:
+        raise InvalidParameterError(
+            f"{data.name}: labels {settings.delay:,} requests late do not arrive within a "
+            f"chunk of {size:,}; use a smaller --delay or a larger --chunk-size")
+    releases = len(range(size, n, size * settings.release_every))
+    if size * 2 > n:
+        raise InvalidParameterError(
+            f"{data.name} has {n:,} rows: too few for chunks of {size:,} (a replay needs "
+            "at least two chunks: one to train on, one to serve); use a smaller "
+            "--chunk-size")
+    if n < SMALL_TABLE or releases < 3:
+        served = n - size
+        return (f"{data.name} has {n:,} rows: in chunks of {size:,} that is "
+                f"{math.ceil(n / size)} chunks, {releases} release(s) and about "
+                f"{served // max(1, settings.max_live):,} requests per live version. "
+                "Strategies then differ by less than the noise between runs (and with fewer "
+                "than 3 releases faulty-release cannot run): read the results as a smoke "
+                "test, not a comparison")
+    return None
+
+
+def _warn_imbalance(data: Dataset, settings: StreamSettings) -> str | None:
+    """Accuracy on a target where one class is rare rewards always predicting the common
+    one: say so, and what to pass instead."""
+    shares = data.class_shares()
+    if settings.reward_name != "accuracy" or shares.max() < 1 - IMBALANCED:
+        return None
+    common = int(shares.argmax())
+    if data.binary:
+        advice = (f"pass --reward cost --miss-cost {balanced_miss_cost(float(shares[1])):g} "
+                  "(a missed positive costs that many false alarms: negatives per positive "
+                  "here) or your own --cost tp=,fp=,fn=,tn=")
+    else:
+        advice = "pass --positive CLASS and --reward cost to weigh one class's misses"
+    return (f"{data.name}: {100 * shares[common]:.1f}% of rows are "
+            f"{data.classes[common]!r}, so accuracy pays {shares[common]:.2f} for always "
+            f"answering that and versions are hard to tell apart; {advice}")
+
+
+def _faulty_warnings(result: ExperimentResult) -> list[str]:
+    """Where faulty releases earn about as much as healthy ones, no strategy can be
+    expected to keep traffic off them: the reward does not tell them apart."""
+    out = []
+    for (dataset, scenario), info in result.streams.items():
+        faulty = [v.production_reward for v in info.versions if v.faulty]
+        healthy = [v.production_reward for v in info.versions if not v.faulty]
+        if not faulty or not healthy or info.settings is None:
+            continue
+        gap = float(np.mean(healthy) - np.mean(faulty))
+        if gap < info.settings.guardrail_margin:
+            out.append(
+                f"{dataset} / {scenario}: faulty releases earn {np.mean(faulty):.3f} on "
+                f"average against {np.mean(healthy):.3f} for healthy ones (a gap of "
+                f"{gap:.3f}, under the {info.settings.guardrail_margin:g} that matters), so "
+                "this reward barely tells them apart; with a rare class, a cost reward "
+                "(--reward cost) weighs the misses they make")
+    return out
 
 
 def _pct(value: float, digits: int = 1) -> str:

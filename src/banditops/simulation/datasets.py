@@ -11,11 +11,10 @@ looked and what to do.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,19 +43,47 @@ class DataNotFoundError(BanditOpsError, FileNotFoundError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A binary classification stream: features in time order and 0/1 labels."""
+    """A classification stream: features in time order and integer class codes.
+
+    ``labels`` are codes ``0..len(classes)-1``; a binary task has codes 0 (negative) and
+    1 (positive). ``kinds`` says how each feature column was read (numeric, categorical,
+    boolean, date); ``order`` how the rows are ordered in time.
+    """
 
     name: str
     features: pd.DataFrame
-    labels: pd.Series  # 0/1, aligned with features
+    labels: pd.Series  # class codes, aligned with features
     description: str
+    classes: tuple[str, ...] = ("0", "1")
+    order: str = "file order"
+    kinds: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def binary(self) -> bool:
+        return len(self.classes) == 2
+
+    def class_shares(self) -> np.ndarray:
+        """Share of rows in each class, by code."""
+        counts = np.bincount(self.labels.to_numpy(dtype=int), minlength=len(self.classes))
+        return counts / max(1, counts.sum())
+
+    def describe_classes(self) -> str:
+        """"2,128 positive (6.0%)" for a binary task, else the classes and the largest share."""
+        shares = self.class_shares()
+        if self.binary:
+            positives = int(self.labels.sum())
+            return f"{positives:,} positive ({100 * shares[1]:.1f}%)"
+        largest = int(shares.argmax())
+        return (f"{len(self.classes)} classes (largest: {self.classes[largest]!r}, "
+                f"{100 * shares[largest]:.1f}%)")
+
     def head(self, n: int) -> Dataset:
         return Dataset(self.name, self.features.iloc[:n].reset_index(drop=True),
-                       self.labels.iloc[:n].reset_index(drop=True), self.description)
+                       self.labels.iloc[:n].reset_index(drop=True), self.description,
+                       self.classes, self.order, self.kinds)
 
 
 def cache_dir() -> Path:
@@ -127,7 +154,8 @@ def load_adult(data_dir: str | Path | None = None) -> Dataset:
     income = data.pop("income").str.rstrip(".")
     labels = (income == ">50K").astype(int)
     return Dataset("adult", data, labels,
-                   "UCI Census Income (Kohavi, 1996): 48,842 people, predict income >50K")
+                   "UCI Census Income (Kohavi, 1996): 48,842 people, predict income >50K",
+                   classes=("<=50K", ">50K"), order="file order (adult.data, then adult.test)")
 
 
 def load_fraud(data_dir: str | Path | None = None) -> Dataset:
@@ -142,7 +170,8 @@ def load_fraud(data_dir: str | Path | None = None) -> Dataset:
     labels = data.pop("FraudFound_P").astype(int)
     data = data.drop(columns=["PolicyNumber"])  # an identifier, not a feature
     return Dataset("vehicle-insurance-fraud", data, labels,
-                   "Vehicle insurance claims 1994-1996 (Phua et al., 2004): predict fraud")
+                   "Vehicle insurance claims 1994-1996 (Phua et al., 2004): predict fraud",
+                   classes=("no fraud", "fraud"), order="claim time (year, month, week)")
 
 
 LOADERS = {"adult": load_adult, "vehicle-insurance-fraud": load_fraud}
@@ -154,161 +183,3 @@ def load(name: str, data_dir: str | Path | None = None) -> Dataset:
     except KeyError:
         raise BanditOpsError(f"unknown dataset {name!r}; known: {sorted(LOADERS)}") from None
     return loader(data_dir)
-
-
-@dataclass(frozen=True)
-class CsvReport:
-    """What loading a user's table skipped, and why (a few examples of each reason)."""
-
-    rows_read: int
-    rows_used: int
-    problems: dict[str, list[str]]  # reason -> examples
-
-    @property
-    def skipped(self) -> int:
-        return self.rows_read - self.rows_used
-
-    def describe(self) -> str:
-        if not self.skipped:
-            return f"{self.rows_used:,} rows, none skipped"
-        lines = [f"{self.rows_used:,} of {self.rows_read:,} rows used; {self.skipped:,} skipped:"]
-        for reason, examples in self.problems.items():
-            lines.append(f"  - {reason}: e.g. {'; '.join(examples[:3])}")
-        return "\n".join(lines)
-
-
-NUMERIC_SHARE = 0.9  # a text column whose values are at least this often numbers is numeric
-MIN_CSV_ROWS = 200
-
-
-def _binary_target(values: pd.Series, target: str, positive: str | None) -> pd.Series:
-    """0/1 labels (NaN where the target is missing); positive class from ``positive``."""
-    text = values.astype("string").str.strip()
-    text = text.mask(text == "")
-    present = text.dropna().unique().tolist()
-    if positive is not None:
-        if str(positive) not in present:
-            raise BanditOpsError(
-                f"--positive {positive!r} never occurs in column {target!r}; its values "
-                f"include {sorted(present)[:10]}")
-        return (text == str(positive)).astype("Float64").mask(text.isna())
-    if len(present) != 2:
-        raise BanditOpsError(
-            f"column {target!r} has {len(present)} distinct values ({sorted(present)[:10]}); "
-            "the target must be binary, or name the positive class with --positive VALUE")
-    for positive_value in ("1", "1.0", "true", "True", "yes", "Yes"):
-        if positive_value in present:
-            return (text == positive_value).astype("Float64").mask(text.isna())
-    raise BanditOpsError(
-        f"column {target!r} has values {sorted(present)}; say which is the positive class "
-        "with --positive VALUE")
-
-
-CSV_SEPARATORS = ",;\t|"
-
-
-def sniff_csv(path: Path, sep: str | None = None) -> tuple[str, str]:
-    """(separator, encoding) of a CSV file, from its first 64 KiB: UTF-8 (with or without a
-    byte-order mark) else Latin-1, which decodes any bytes; the separator that
-    :class:`csv.Sniffer` finds among ``, ; tab |`` (quotes respected), else a comma."""
-    with path.open("rb") as handle:
-        raw = handle.read(65536)
-    cut = raw.rfind(b"\n")
-    sample_bytes = raw[:cut] if cut > 0 else raw  # whole lines only: no split character
-    try:
-        sample, encoding = sample_bytes.decode("utf-8-sig"), "utf-8-sig"
-    except UnicodeDecodeError:
-        sample, encoding = sample_bytes.decode("latin-1"), "latin-1"
-    if sep is not None:
-        return sep, encoding
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=CSV_SEPARATORS).delimiter, encoding
-    except csv.Error:
-        return ",", encoding
-
-
-def load_csv(path: str | Path, target: str, *, positive: str | None = None,
-             order_by: list[str] | None = None,
-             sep: str | None = None) -> tuple[Dataset, CsvReport]:
-    """Any table as a binary stream: mixed columns, missing values imputed later by the models.
-
-    The separator and encoding are sniffed (:func:`sniff_csv`) unless ``sep`` is given.
-
-    Unusable rows (a malformed line, a missing target or ordering value, text in a numeric
-    column, an infinite number) are skipped and reported, never fatal. Rows are replayed in
-    file order, or sorted by ``order_by`` (as numbers when they are numbers, else as text).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"CSV file {path} not found")
-    if sep is not None and len(sep) != 1:
-        raise BanditOpsError(f"--sep must be one character, got {sep!r}")
-    sep, encoding = sniff_csv(path, sep)
-    malformed: list[str] = []
-
-    def bad_line(fields: list[str]) -> None:
-        malformed.append(sep.join(fields)[:80])
-        return None
-
-    try:
-        frame = pd.read_csv(path, sep=sep, encoding=encoding, engine="python",
-                            on_bad_lines=bad_line, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise BanditOpsError(f"cannot read {path} as CSV: {error}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    order_by = list(order_by or [])
-    missing = [c for c in [target, *order_by] if c not in frame.columns]
-    if missing:
-        raise BanditOpsError(f"column(s) {missing} not in {path}; columns: {list(frame.columns)}")
-    problems: dict[str, list[str]] = {}
-    if malformed:
-        problems["malformed line (wrong number of fields)"] = malformed
-    usable = pd.Series(True, index=frame.index)
-
-    def reject(mask: pd.Series, reason: str) -> None:
-        new = mask & usable
-        if new.any():
-            problems.setdefault(reason, []).extend(
-                f"data row {i + 1}" for i in frame.index[new][:5])
-            usable[new] = False
-
-    labels = _binary_target(frame.pop(target), target, positive)
-    reject(labels.isna(), f"missing target {target!r}")
-    for column in order_by:
-        reject(frame[column].isna(), f"missing ordering value {column!r}")
-    for column in list(frame.columns):
-        values = frame[column]
-        if values.isna().all():
-            frame = frame.drop(columns=column)  # nothing to learn from
-            continue
-        if pd.api.types.is_numeric_dtype(values):
-            reject(pd.Series(np.isinf(values.astype(float)), index=frame.index),
-                   f"infinite number in {column!r}")
-            continue
-        text = values.astype("string").str.strip()
-        numbers = pd.to_numeric(text, errors="coerce")
-        present = text.notna() & (text != "")
-        if present.any() and (numbers.notna() & present).sum() >= NUMERIC_SHARE * present.sum():
-            reject(present & numbers.isna(), f"text in numeric column {column!r}")
-            reject(pd.Series(np.isinf(numbers.astype(float)), index=frame.index).fillna(False),
-                   f"infinite number in {column!r}")
-            frame[column] = numbers.astype(float)
-        else:
-            frame[column] = text.astype(object).where(present, np.nan)
-    rows_read = len(frame) + len(malformed)
-    frame, labels = frame[usable], labels[usable].astype(int)
-    if order_by:
-        keys = pd.DataFrame({c: (pd.to_numeric(frame[c], errors="coerce")
-                                 if pd.to_numeric(frame[c], errors="coerce").notna().all()
-                                 else frame[c].astype(str)) for c in order_by})
-        order = keys.sort_values(order_by, kind="stable").index
-        frame, labels = frame.loc[order], labels.loc[order]
-    frame, labels = frame.reset_index(drop=True), labels.reset_index(drop=True)
-    report = CsvReport(rows_read, len(frame), problems)
-    if len(frame) < MIN_CSV_ROWS or labels.nunique() < 2:
-        raise BanditOpsError(
-            f"{path} leaves {len(frame)} usable rows with {int(labels.sum())} positives; a "
-            f"replay needs at least {MIN_CSV_ROWS} rows and both classes.\n{report.describe()}")
-    if frame.shape[1] == 0:
-        raise BanditOpsError(f"{path} has no feature columns besides {target!r}")
-    return Dataset(path.stem, frame, labels, f"{path.name}: predict {target}"), report

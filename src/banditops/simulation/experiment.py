@@ -9,19 +9,10 @@ no randomness (a deterministic policy, no shadow sampling: ``Strategy.seeded`` i
 gives the same run for every seed, so it is replayed once and that run counts for every
 seed (its interval has zero width either way).
 
-Defaults per dataset (all can be overridden):
-
-========================  ======  =====  ===========================================
-dataset                   chunk   delay  reward
-========================  ======  =====  ===========================================
-adult                     2,000   100    accuracy
-vehicle-insurance-fraud   1,000   50     cost matrix: a missed fraud costs 20 alarms
-any CSV                   n / 20  5%     accuracy
-========================  ======  =====  ===========================================
-
-A version is released every 2 chunks, trained on the latest 8,000 labelled rows; at most 4
-are live. On fraud, models flag a claim when its fraud probability exceeds 1/21, the
-threshold at which flagging pays under that cost matrix.
+The defaults per dataset (chunking, label delay, reward) are in
+:mod:`~banditops.simulation.settings`. A scenario a table cannot support
+(:class:`~banditops.simulation.scenarios.ScenarioNotApplicable`) is skipped with its reason
+(``ExperimentResult.skipped``); the other streams run.
 """
 
 from __future__ import annotations
@@ -30,17 +21,16 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from banditops.errors import InvalidParameterError
-from banditops.rewards import accuracy, cost_matrix
 from banditops.simulation.datasets import Dataset
 from banditops.simulation.metrics import evaluate, mean_interval
 from banditops.simulation.replay import replay
-from banditops.simulation.scenarios import SCENARIOS
+from banditops.simulation.scenarios import SCENARIOS, ScenarioNotApplicable
 from banditops.simulation.strategies import (
     GRANULARITIES,
     RECOMMENDED,
@@ -51,36 +41,6 @@ from banditops.simulation.strategies import (
 from banditops.simulation.stream import Stream, StreamSettings, VersionInfo, prepare_stream
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
-DEFAULT_MISS_COST = 20.0
-
-
-def fraud_reward(miss_cost: float = DEFAULT_MISS_COST):
-    """Fraud reward: 1 for a right call, 0 for a missed fraud, 1 - 1/miss_cost for an alarm."""
-    if not miss_cost > 1:
-        raise InvalidParameterError(f"miss_cost must be > 1 false alarm, got {miss_cost}")
-    return cost_matrix(tp=1.0, fp=1.0 - 1.0 / miss_cost, fn=0.0, tn=1.0)
-
-
-def default_settings(dataset: str, n: int, *, miss_cost: float = DEFAULT_MISS_COST,
-                     chunk_size: int | None = None, delay: int | None = None,
-                     max_live: int = 4) -> StreamSettings:
-    """The documented defaults (module docstring), with optional overrides."""
-    if dataset == "adult":
-        settings = StreamSettings(2000, 100, accuracy, "accuracy")
-    elif dataset == "vehicle-insurance-fraud":
-        settings = StreamSettings(1000, 50, fraud_reward(miss_cost),
-                                  f"cost matrix (a missed fraud costs {miss_cost:g} false alarms)",
-                                  guardrail_margin=0.01)
-    else:
-        size = max(50, n // 20)
-        settings = StreamSettings(size, size // 20, accuracy, "accuracy")
-    if chunk_size is not None:
-        settings = replace(settings, chunk_size=chunk_size,
-                           delay=delay if delay is not None else min(settings.delay,
-                                                                     chunk_size // 2))
-    elif delay is not None:
-        settings = replace(settings, delay=delay)
-    return replace(settings, max_live=max_live)
 
 
 @dataclass(frozen=True)
@@ -96,12 +56,37 @@ class StreamInfo:
     chunk_bounds: list[tuple[int, int]]
     versions: list[VersionInfo]
     oracle_chunks: np.ndarray
+    settings: StreamSettings | None = None
+    driver: str | None = None
+    segment: str | None = None
+    drift_at: int | None = None
+    faulty_every: int | None = None
 
     @classmethod
     def of(cls, stream: Stream) -> StreamInfo:
         return cls(stream.dataset, stream.scenario, stream.description,
                    stream.settings.reward_name, stream.n, stream.start, stream.chunk_bounds(),
-                   stream.versions, stream.oracle_chunk_rewards())
+                   stream.versions, stream.oracle_chunk_rewards(), stream.settings,
+                   stream.driver, stream.segment, stream.drift_at, stream.faulty_every)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the report says of a dataset: where it comes from, its order and classes."""
+
+    name: str
+    description: str
+    rows: int
+    order: str
+    classes: tuple[str, ...]
+    class_text: str  # "2,128 positive (6.0%)" or "7 classes (largest ...)"
+    kinds: dict[str, str]
+    settings: StreamSettings
+
+    @classmethod
+    def of(cls, data: Dataset, settings: StreamSettings) -> DatasetInfo:
+        return cls(data.name, data.description, len(data), data.order, data.classes,
+                   data.describe_classes(), dict(data.kinds), settings)
 
 
 @dataclass
@@ -114,6 +99,9 @@ class ExperimentResult:
     plot_strategy: str
     granularity: str
     seconds: dict[str, float] = field(default_factory=dict)
+    datasets: dict[str, DatasetInfo] = field(default_factory=dict)
+    skipped: dict[tuple[str, str], str] = field(default_factory=dict)  # reason per stream
+    warnings: list[str] = field(default_factory=list)  # what the reader should know first
 
 
 # Worker processes receive the streams once, when they start.
@@ -129,10 +117,22 @@ def _start_worker(streams: dict[tuple[str, str], Stream]) -> None:
     _STREAMS.update(streams)
 
 
-def _build(task: tuple[Dataset, str, StreamSettings, int]) -> Stream:
+@dataclass(frozen=True)
+class Skipped:
+    """A (dataset, scenario) the table cannot support, and why."""
+
+    dataset: str
+    scenario: str
+    reason: str
+
+
+def _build(task: tuple[Dataset, str, StreamSettings, int]) -> Stream | Skipped:
     dataset, scenario, settings, seed = task
-    return prepare_stream(dataset.name, dataset.features, dataset.labels.to_numpy(), scenario,
-                          settings, seed=seed)
+    try:
+        return prepare_stream(dataset.name, dataset.features, dataset.labels.to_numpy(),
+                              scenario, settings, seed=seed, classes=len(dataset.classes))
+    except ScenarioNotApplicable as reason:
+        return Skipped(dataset.name, scenario, str(reason))
 
 
 def _run(task: tuple[tuple[str, str], str, int, str, bool]) -> dict:
@@ -221,10 +221,15 @@ def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
     build_tasks = [(data, scenario, settings, 0) for data, settings in datasets
                    for scenario in scenarios]
     built = _map(_build, build_tasks, workers, None, "training", progress)
-    streams = {(s.dataset, s.scenario): s for s in built}
+    skipped = {(s.dataset, s.scenario): s.reason for s in built if isinstance(s, Skipped)}
+    streams = {(s.dataset, s.scenario): s for s in built if isinstance(s, Stream)}
+    if not streams:
+        raise ScenarioNotApplicable("no scenario could be replayed: " + "; ".join(
+            f"{d} / {s}: {reason}" for (d, s), reason in skipped.items()))
     seconds["training (wall)"] = time.perf_counter() - started
-    seconds["fitting versions (cpu, summed)"] = sum(s.fit_seconds for s in built)
-    seconds["predicting once per version (cpu, summed)"] = sum(s.predict_seconds for s in built)
+    seconds["fitting versions (cpu, summed)"] = sum(s.fit_seconds for s in streams.values())
+    seconds["predicting once per version (cpu, summed)"] = sum(
+        s.predict_seconds for s in streams.values())
 
     started = time.perf_counter()
     run_tasks = [(key, strategy, seed, granularity, seed == 0 and strategy == plot_strategy)
@@ -253,7 +258,8 @@ def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
         streams={key: StreamInfo.of(stream) for key, stream in streams.items()},
         reward_chunks={k: np.mean(v, axis=0) for k, v in reward_chunks.items()},
         traffic=traffic, plot_strategy=plot_strategy, granularity=granularity,
-        seconds=seconds)
+        seconds=seconds, skipped=skipped,
+        datasets={data.name: DatasetInfo.of(data, settings) for data, settings in datasets})
 
 
 MEAN_COLUMNS = ["calls_per_request", "accuracy", "precision", "recall", "f1", "cost_per_1000",

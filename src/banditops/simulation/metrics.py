@@ -2,9 +2,10 @@
 
 Per run, over the served rows (from the first release on):
 
-- ``mean_reward``: the reward per request; ``accuracy``; for binary tasks also
-  ``precision``, ``recall`` and ``f1`` of the positive class; with a cost-matrix reward,
-  ``cost_per_1000``: cost per 1,000 requests in units of one false alarm.
+- ``mean_reward``: the reward per request; ``accuracy``; ``precision``, ``recall`` and
+  ``f1`` of the positive class (with several classes: their unweighted mean over
+  classes); with a cost-matrix reward, ``cost_per_1000``: cost per 1,000 requests in
+  units of one false alarm.
 - ``oracle_reward`` and ``regret``: the per-chunk oracle serves each chunk with the
   pipeline-live version that did best on it in hindsight; ``regret`` is
   ``(oracle_reward - mean_reward) / oracle_reward``, a fraction of the oracle's reward
@@ -78,8 +79,10 @@ def evaluate(stream: Stream, run: Replay) -> tuple[RunMetrics, RunSeries]:
         raise ValueError("a row was served by a version the pipeline had retired")
     predictions = stream.predictions[served, rows]
     labels = stream.labels[rows]
+    binary = stream.classes <= 2
     precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predictions, average="binary", pos_label=1, zero_division=0.0)
+        labels, predictions, average="binary" if binary else "macro",
+        labels=None if binary else np.arange(stream.classes), zero_division=0.0)
     cost = math.nan
     reward = stream.settings.reward
     if isinstance(reward, CostMatrix) and reward.fp < 1.0:

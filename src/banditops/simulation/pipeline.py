@@ -23,7 +23,7 @@ import numpy as np
 from banditops.errors import InvalidParameterError
 from banditops.rewards import RewardFunction, accuracy, decision_threshold, row_rewards
 from banditops.simulation.models import FAMILIES, fit, make_model
-from banditops.simulation.scenarios import Scenario, serving_cache_bug
+from banditops.simulation.scenarios import Scenario, ScenarioNotApplicable, serving_cache_bug
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,9 @@ def build_releases(scenario: Scenario, *, chunk_size: int, release_every: int = 
         family = families[index % len(families)]
         train_labels = labels[start:split]
         if len(np.unique(train_labels)) < 2:
-            raise InvalidParameterError(
-                f"release {index} would train on rows {start}-{split} with one class only; "
-                "use a larger train_window or chunk_size")
+            raise ScenarioNotApplicable(
+                f"release {index + 1} would train on rows {start:,}-{split:,}, which hold one "
+                "class only; use a larger --chunk-size")
         model = make_model(family, features.iloc[start:split], seed=seed + index,
                            class_weight=class_weight, threshold=decision_threshold(reward))
         started = time.perf_counter()

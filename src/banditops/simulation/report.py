@@ -13,6 +13,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure  # object API: no pyplot state, no display needed
 
 from banditops.simulation.experiment import ExperimentResult
+from banditops.simulation.protocol import protocol_html
 from banditops.simulation.strategies import RECOMMENDED, STRATEGIES, STUDY
 
 SUMMARY_COLUMNS = ["dataset", "scenario", "strategy", "group", "feedback", "seeds", "mean_reward",
@@ -239,9 +240,16 @@ def _number(value: object, digits: int = 4) -> str:
     return html.escape(str(value))
 
 
+# Column names that read better as other words (the glossary explains each).
+HEADERS = {"mean_reward": "reward", "ci_low": "CI low", "ci_high": "CI high",
+           "healthy_rollbacks": "false alarms", "faulty_traffic_share": "faulty share",
+           "cost_per_1000": "cost per 1,000", "f1": "F1", "calls_per_request": "calls"}
+
+
 def _table(frame: pd.DataFrame, percent: tuple[str, ...] = ()) -> str:
     """An HTML table; headers are words (``mean_reward`` shows as "mean reward")."""
-    head = "".join(f"<th>{html.escape(str(c).replace('_', ' '))}</th>" for c in frame.columns)
+    head = "".join(f"<th>{html.escape(HEADERS.get(str(c), str(c).replace('_', ' ')))}</th>"
+                   for c in frame.columns)
     body = []
     for _, row in frame.iterrows():
         cells = []
@@ -257,36 +265,30 @@ def _table(frame: pd.DataFrame, percent: tuple[str, ...] = ()) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-PROTOCOL = """
-<p>Each dataset is replayed as a stream in time order (Adult in file order, the fraud claims
-by year, month and week), cut into chunks. Nothing is deployed during the first chunk. From
-then on a continuous-training pipeline releases a new model version every two chunks, trained
-on the latest 8,000 rows whose labels have <em>arrived</em> (labels come back a fixed number
-of requests late) and scored on a held-out tail of that window with the replay's reward.
-Families cycle through logistic regression, gradient boosting, random forest and naive Bayes.
-At most four versions are live; a release retires the oldest. Every version predicts every
-row once, and all strategies and seeds replay those same predictions.</p>
-<p>Scenarios: <b>natural</b> keeps the data's order; <b>covariate-shift</b> orders rows by a
-driving feature (age) with noise, so the population drifts; <b>concept-drift</b> flips the
-labels of the largest segment half-way through; <b>faulty-release</b> breaks every third
-release in production with a feature-cache bug that hands it another request's features,
-invisible to its offline validation.</p>
-<p>Every strategy runs through the same <code>banditops.Deployment</code> as the service. At
-<b>request</b> granularity the policy routes every request and learns from each delayed
-label; at <b>chunk</b> granularity (the study's protocol) it makes one decision per chunk and
-learns the chunk's mean reward. Rewards: accuracy on Adult; on fraud a cost matrix in which
-a missed fraud costs twenty false alarms (reward 1 for a right call, 0.95 for a false alarm,
-0 for a miss). The <b>oracle</b> serves each chunk with the live version that did best on it
-in hindsight; <b>regret</b> is the fraction of the oracle's reward a strategy missed.
-<b>Faulty share</b> is the share of all requests served by faulty versions, <b>rollback
-delay</b> the requests each faulty version served after its release. Confidence intervals are
-Student-t 95% intervals across seeds.</p>
-"""
-
 GLOSSARY = """
 <dl>
-<dt>reward</dt><dd>What a served prediction earned when its label arrived (accuracy, or the
-fraud cost matrix), averaged over all requests from the first release on.</dd>
+<dt>reward</dt><dd>What a served prediction earned when its label arrived (see each dataset's
+reward above), averaged over all requests from the first release on; with &plusmn; its 95%
+interval across seeds (<b>CI low</b>, <b>CI high</b>).</dd>
+<dt>accuracy, precision, recall, F1</dt><dd>Of the served predictions against the labels:
+the share right; of the requests predicted positive, the share that were; of the positives,
+the share predicted; their harmonic mean. With several classes, precision, recall and F1 are
+averaged over the classes.</dd>
+<dt>cost per 1,000</dt><dd>With a cost reward: the cost of 1,000 requests in units of one
+false alarm (a miss counts as many false alarms as the matrix says).</dd>
+<dt>rollbacks, false alarms</dt><dd>Versions a strategy's guardrail (or a dark launch) took
+out of service; <b>false alarms</b> (healthy rollbacks) are those of versions that were not
+faulty. Not always a mistake: a healthy version can be worse than another.</dd>
+<dt>switches</dt><dd>How often the version serving most of a chunk differs from the one
+that served most of the previous chunk: how much the routing moves.</dd>
+<dt>group</dt><dd><code>study</code>: the six strategies of the study; <code>drift-aware</code>:
+bandits that forget old rewards; <code>guarded</code>: bandits with a guardrail;
+<code>recommended</code>: our default; <code>shadow</code>: strategies that learn from shadow
+scoring.</dd>
+<dt>best study reward, best of the six</dt><dd>The highest mean reward among the study's six
+strategies (latest, validation champion, A/B test, epsilon-greedy, UCB1, Thompson
+sampling) on that dataset and scenario. <b>Significant</b>: that mean lies outside our
+strategy's 95% interval.</dd>
 <dt>oracle, regret</dt><dd>The oracle serves each chunk with the live version that did best on
 it in hindsight; regret is the share of the oracle's reward a strategy missed.</dd>
 <dt>faulty share, rollback delay</dt><dd>Share of all requests served by faulty releases;
@@ -320,7 +322,7 @@ a single request. Such a release counts among the rollbacks, and among the healt
 when it was not faulty: a release worse than what is live, turned away on purpose.</dd>
 <dt>calls per request</dt><dd>Model calls per request, averaged over the requests: the served
 prediction plus the shadow predictions. 1 under bandit feedback; with every request
-shadow-scored, about the number of live versions (up to four here); at rate 0.1, about
+shadow-scored, about the number of live versions; at rate 0.1, about
 1 + 0.1 &times; (live versions &minus; 1). It is what shadow scoring costs in compute, next
 to what it buys in reward.</dd>
 <dt>95% interval</dt><dd>Student-t interval of the mean reward across seeds (seeds drive the
@@ -330,11 +332,23 @@ gives the same run for every seed and a zero-width interval.</dd>
 """
 
 
+def _warnings_html(result: ExperimentResult) -> list[str]:
+    """What the reader should know before the numbers: a small table, a reward that does
+    not tell versions apart, scenarios skipped."""
+    items = [html.escape(w) for w in result.warnings]
+    items += [f"{html.escape(d)} / {html.escape(s)} skipped: {html.escape(reason)}"
+              for (d, s), reason in result.skipped.items()]
+    if not items:
+        return []
+    return ['<h2>Warnings</h2><ul class="warnings">',
+            *(f"<li>{item}</li>" for item in items), "</ul>"]
+
+
 def render_html(result: ExperimentResult, out: Path) -> str:
     """The report: protocol, verdicts, per-scenario tables, versions, plots, timings."""
     sections = [f"<h1>banditops replay: {len(result.streams)} streams, "
                 f"{result.runs['seed'].nunique()} seeds, {result.granularity} granularity</h1>",
-                "<h2>Protocol</h2>", PROTOCOL]
+                *_warnings_html(result), "<h2>Protocol</h2>", protocol_html(result)]
     sections += ["<h2>Glossary</h2>", GLOSSARY]
     verdict = verdicts(result)
     if not verdict.empty:
@@ -378,7 +392,8 @@ def render_html(result: ExperimentResult, out: Path) -> str:
              "table{border-collapse:collapse;font-size:12px;margin:0.5em 0}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
              "tr.mine{background:#eef6ff;font-weight:bold}tr.shadow{background:#f5efff}"
-             "dt{font-weight:bold;margin-top:0.4em}img{max-width:100%}")
+             "dt{font-weight:bold;margin-top:0.4em}img{max-width:100%}"
+             "ul.warnings li{color:#8a4b00}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>banditops replay</title>"
             f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
 

@@ -19,8 +19,13 @@ import pandas as pd
 
 from banditops.errors import InvalidParameterError
 from banditops.rewards import RewardFunction, row_rewards
-from banditops.simulation.pipeline import Release, build_releases
-from banditops.simulation.scenarios import make_scenario
+from banditops.simulation.pipeline import Release, build_releases, release_rows
+from banditops.simulation.scenarios import (
+    Scenario,
+    ScenarioNotApplicable,
+    make_scenario,
+    ordinal,
+)
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,17 @@ class Stream:
     scenario: str
     description: str
     settings: StreamSettings
-    labels: np.ndarray  # (n,) 0/1
+    labels: np.ndarray  # (n,) class codes
     versions: list[VersionInfo]
     predictions: np.ndarray  # (versions, n) int8; -1 before a version's release
     rewards: np.ndarray  # (versions, n) float; NaN where the pipeline does not have it live
     fit_seconds: float = 0.0  # training the versions
     predict_seconds: float = 0.0  # their validation and serving predictions
+    classes: int = 2  # class codes are 0..classes-1
+    driver: str | None = None  # covariate shift: the column rows are ordered by
+    segment: str | None = None  # concept drift: the rows whose labels change ...
+    drift_at: int | None = None  # ... from this row on
+    faulty_every: int | None = None  # faulty-release: every this-many-th release is broken
 
     @property
     def n(self) -> int:
@@ -96,9 +106,9 @@ class Stream:
         return np.asarray(totals)
 
 
-def stream_from_releases(dataset: str, scenario: str, description: str,
+def stream_from_releases(dataset: str, scenario: str | Scenario, description: str,
                          settings: StreamSettings, labels: np.ndarray,
-                         releases: list[Release]) -> Stream:
+                         releases: list[Release], classes: int = 2) -> Stream:
     """Lay the releases out as row-aligned arrays (see the module docstring)."""
     labels = np.asarray(labels)
     n = len(labels)
@@ -116,19 +126,32 @@ def stream_from_releases(dataset: str, scenario: str, description: str,
         versions.append(VersionInfo(release.name, release.family, release.row, end,
                                     release.validation_score, release.faulty,
                                     float(np.mean(rewards[index, release.row:end]))))
-    return Stream(dataset, scenario, description, settings, labels, versions, predictions,
+    facts = ({"driver": scenario.driver, "segment": scenario.segment,
+              "drift_at": scenario.drift_at, "faulty_every": scenario.faulty_every}
+             if isinstance(scenario, Scenario) else {})
+    name = scenario.name if isinstance(scenario, Scenario) else scenario
+    return Stream(dataset, name, description, settings, labels, versions, predictions,
                   rewards, sum(r.fit_seconds for r in releases),
-                  sum(r.predict_seconds for r in releases))
+                  sum(r.predict_seconds for r in releases), classes=classes, **facts)
 
 
 def prepare_stream(dataset: str, features: pd.DataFrame, labels: np.ndarray, scenario: str,
-                   settings: StreamSettings, *, seed: int = 0,
+                   settings: StreamSettings, *, seed: int = 0, classes: int = 2,
                    progress: Callable[[Release], None] | None = None) -> Stream:
-    """Apply the scenario, run the training pipeline, and lay out the stream."""
+    """Apply the scenario, run the training pipeline, and lay out the stream.
+
+    Raises :class:`ScenarioNotApplicable` when the table cannot support the scenario."""
     prepared = make_scenario(scenario, dataset, features, labels, seed=seed)
+    if prepared.faulty_every is not None:
+        count = len(release_rows(len(labels), settings.chunk_size, settings.release_every))
+        if count < prepared.faulty_every:
+            raise ScenarioNotApplicable(
+                f"faulty-release breaks the {ordinal(prepared.faulty_every)} release, but "
+                f"{len(labels):,} rows in chunks of {settings.chunk_size:,} give only {count} "
+                "release(s); use a smaller --chunk-size")
     releases = build_releases(
         prepared, chunk_size=settings.chunk_size, release_every=settings.release_every,
         train_window=settings.train_window, delay=settings.delay, seed=seed,
         class_weight=settings.class_weight, reward=settings.reward, progress=progress)
-    return stream_from_releases(dataset, scenario, prepared.description, settings,
-                                prepared.labels, releases)
+    return stream_from_releases(dataset, prepared, prepared.description, settings,
+                                prepared.labels, releases, classes=classes)
