@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/policies.py
 	$(BIN)/python benchmarks/experiment.py
 	$(BIN)/python benchmarks/server.py
+	$(BIN)/python benchmarks/predict_batch.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache
