@@ -63,9 +63,11 @@ class Status(StrEnum):
     DARK = "dark"  # released dark: scored in the shadow, serves nobody (banditops.release)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Which version served a request, what it predicted, and the chance it had of serving."""
+class Decision(NamedTuple):
+    """Which version served a request, what it predicted, and the chance it had of serving.
+
+    A named tuple, not a frozen dataclass: a batch of 10,000 builds 10,000 of them, and a
+    tuple is built in a third of the time (benchmarks/predict_batch.py)."""
 
     id: str
     version: str
