@@ -256,10 +256,12 @@ def print_results(result: ExperimentResult, console: Console) -> None:
                       caption="calls: model calls per request (served + shadow predictions); "
                       "regret: share of the per-chunk oracle's reward missed; faulty: share of "
                       "traffic to faulty versions; rb delay: requests each faulty version "
-                      "served; magenta: shadow scoring (valid only when the label does not "
-                      "depend on the served prediction)")
+                      "served; rollbacks (false alarms): versions taken down (of them, healthy "
+                      "ones); switches: how often the version serving most of a chunk "
+                      "changes; magenta: shadow scoring (valid only when the label does not "
+                      "depend on the served prediction); means over seeds")
         for column in ("strategy", "reward ±95% CI", "calls", "regret", "faulty", "rb delay",
-                       "rollbacks", "switches", "accuracy", "F1"):
+                       "rollbacks (false alarms)", "switches", "accuracy", "F1"):
             table.add_column(column, justify="left" if column == "strategy" else "right",
                              no_wrap=True)
         for _, row in group.sort_values("mean_reward", ascending=False).iterrows():
@@ -272,7 +274,8 @@ def print_results(result: ExperimentResult, console: Console) -> None:
                 f"{row['calls_per_request']:.2f}",
                 _pct(row["regret"]),
                 _pct(row["faulty_traffic_share"]),
-                "-" if math.isnan(delay) else f"{delay:,.0f}", f"{row['rollbacks']:.1f}",
+                "-" if math.isnan(delay) else f"{delay:,.0f}",
+                f"{row['rollbacks']:.1f} ({row['healthy_rollbacks']:.1f})",
                 f"{row['switches']:.1f}", f"{row['accuracy']:.4f}", f"{row['f1']:.3f}",
                 style=style)
         console.print(table)
