@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed-stamp
 # Real datasets: BANDITOPS_DATA_DIR if set, else ../shared/data beside the checkout.
 export BANDITOPS_DATA_DIR ?= $(abspath ../shared/data)
 
+# The browser tests drive the distribution's Chromium (Debian's package), never a download.
+CHROMIUM := /usr/bin/chromium
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+
 .PHONY: demo live-demo test lint bench bench-ray install clean
 
 $(STAMP): pyproject.toml
@@ -26,7 +30,12 @@ demo: $(STAMP)
 live-demo: $(STAMP)
 	$(BIN)/banditops demo
 
-test: $(STAMP)
+# Installed only when missing; the package lists are refreshed only if the install fails.
+$(CHROMIUM):
+	$(APT_GET) install -y -q chromium \
+		|| { $(APT_GET) update -q && $(APT_GET) install -y -q chromium; }
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
@@ -37,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/policies.py
 	$(BIN)/python benchmarks/experiment.py
 	$(BIN)/python benchmarks/server.py
+	$(BIN)/python benchmarks/predict_batch.py
 
 # About 8 minutes: the default experiment on the local engine and on Ray (1 and 2 CPUs).
 bench-ray: $(STAMP)

@@ -17,3 +17,26 @@ def data_dir() -> Path:
     if not (path / "adult" / "adult.data").is_file():
         pytest.fail(f"real datasets not found at {path}; set BANDITOPS_DATA_DIR (make test does)")
     return path
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium under Playwright, once per session (see tests/browser.py)."""
+    from tests.browser import chromium
+
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh tab; the test fails if the page throws a JavaScript error."""
+    from tests.browser import VIEWPORT
+
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

@@ -13,7 +13,8 @@ from banditops.errors import BanditOpsError
 
 app = typer.Typer(help="Deploy model versions with multi-armed bandits.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-console = Console(width=max(Console().width, 130))
+# Piped into a file or a CI log, wide tables stay whole rather than fold into ellipses.
+console = Console(width=max(Console().width, 130 if Console().is_terminal else 200))
 errors = Console(stderr=True, width=max(Console().width, 130))
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Folder holding adult/ and vehicle-insurance-fraud/ "

@@ -21,9 +21,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import repeat
 from typing import Any, NamedTuple
-
-import numpy as np
 
 from banditops.errors import (
     BanditOpsError,
@@ -39,6 +38,7 @@ from banditops.errors import (
     UnknownDecisionError,
 )
 from banditops.guardrails import Guardrail
+from banditops.instances import Rows, predict_rows, single_predictor
 from banditops.policies.base import Policy
 from banditops.release import DarkLaunch, ReleaseParams
 from banditops.rewards import (
@@ -63,9 +63,11 @@ class Status(StrEnum):
     DARK = "dark"  # released dark: scored in the shadow, serves nobody (banditops.release)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Which version served a request, what it predicted, and the chance it had of serving."""
+class Decision(NamedTuple):
+    """Which version served a request, what it predicted, and the chance it had of serving.
+
+    A named tuple, not a frozen dataclass: a batch of 10,000 builds 10,000 of them, and a
+    tuple is built in a third of the time (benchmarks/predict_batch.py)."""
 
     id: str
     version: str
@@ -157,49 +159,10 @@ class _DecisionIds:
         self._next = start + 32
         return self._buffer[start:start + 32]
 
-
-def _batch_of_one(x: Any) -> Any:
-    """What ``model.predict`` receives for one instance: a one-row frame or a one-row list."""
-    if isinstance(x, Mapping):
-        import pandas as pd
-
-        return pd.DataFrame([x])
-    return [x]
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars become Python scalars, so decisions are JSON-safe."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _single_predictor(model: Any) -> Callable[[Any], Any]:
-    """Prefer the model's own ``predict_one`` (River's convention); else wrap ``predict``."""
-    predict_one = getattr(model, "predict_one", None)
-    if callable(predict_one):
-        return predict_one
-    predict = model.predict
-    return lambda x: _plain(predict(_batch_of_one(x))[0])
-
-
-def _predict_rows(model: Any, rows: list[Any]) -> list[Any]:
-    """One model call for many rows where the model allows it (``predict_many``, or
-    ``predict`` on a frame or list); else one call per row."""
-    many = getattr(model, "predict_many", None)
-    if callable(many):
-        out = list(many(rows))
-    elif callable(getattr(model, "predict", None)):
-        if all(isinstance(x, Mapping) for x in rows):
-            import pandas as pd
-
-            batch: Any = pd.DataFrame(list(rows))
-        else:
-            batch = list(rows)
-        out = [_plain(p) for p in model.predict(batch)]
-    else:
-        out = [model.predict_one(x) for x in rows]
-    if len(out) != len(rows):
-        raise ModelError(f"model returned {len(out)} predictions for {len(rows)} rows")
-    return out
+    def many(self, n: int) -> list[str]:
+        """``n`` ids from one ``os.urandom`` read (a batch's)."""
+        text = os.urandom(16 * n).hex()
+        return [text[i:i + 32] for i in range(0, 32 * n, 32)]
 
 
 class Deployment:
@@ -320,7 +283,7 @@ class Deployment:
                 "dark=True needs a deployment with release=ReleaseParams(mode='dark')")
         if dark and self._live:
             self.policy.check_arm(name, validation_score=validation_score)
-            self._versions[name] = _Version(name, model, _single_predictor(model),
+            self._versions[name] = _Version(name, model, single_predictor(model),
                                             validation_score, Status.DARK)
             self._dark.append(name)
             self._dark_launch.add(name)  # type: ignore[union-attr]
@@ -329,7 +292,7 @@ class Deployment:
                        "live version", {"validation_score": validation_score, "dark": True})
             return
         self.policy.add_arm(name, validation_score=validation_score)  # validates both
-        self._versions[name] = _Version(name, model, _single_predictor(model), validation_score)
+        self._versions[name] = _Version(name, model, single_predictor(model), validation_score)
         self._live.append(name)
         self._emit("registered", name, f"version {name} registered and live",
                    {"validation_score": validation_score})
@@ -495,35 +458,50 @@ class Deployment:
         took theirs, and how many came too late (feedback that came first closed them)."""
         if self._shadowing is None or not items:
             return ShadowWork(0, 0)
+        targets = [item[3] if len(item) > 3 else self._shadow_versions(item[1])
+                   for item in items]
+        shadows = self._shadow_rows(Rows([item[2] for item in items]), targets)
+        found = {item[0]: shadow for item, shadow in zip(items, shadows, strict=True) if shadow}
+        attached = self.log.add_shadows(found)
+        return ShadowWork(attached, len(found) - attached)
+
+    def _shadow_rows(self, rows: Rows, targets: Sequence[Sequence[str]]
+                     ) -> list[tuple[tuple[str, Any], ...]]:
+        """Each row's shadow predictions by its ``targets``, in their order: one model call
+        per version for the rows that want it. A failed call is retried row by row, to find
+        out whether the model or a row is at fault, for at most ``_SHADOW_RETRY_FAILURES``
+        failing rows; the rest of that version's rows go without (as do all rows of a
+        version taken down meanwhile)."""
         wanted: dict[str, list[int]] = {}
-        for index, item in enumerate(items):
-            targets = item[3] if len(item) > 3 else self._shadow_versions(item[1])
-            for name in targets:
-                if name in self._versions:
-                    wanted.setdefault(name, []).append(index)
-        shadows: dict[str, list[tuple[str, Any]]] = {}
+        for index, names in enumerate(targets):
+            for name in names:
+                indexes = wanted.get(name)
+                if indexes is None:
+                    wanted[name] = [index]
+                else:
+                    indexes.append(index)
+        scored: dict[str, dict[int, Any]] = {}
         for name, indexes in wanted.items():
-            version = self._versions[name]
+            got = scored[name] = {}
+            version = self._versions.get(name)
+            if version is None or version.status not in _SCORED:
+                continue
             try:
-                predictions = _predict_rows(version.model, [items[i][2] for i in indexes])
+                got.update(zip(indexes, predict_rows(version.model, rows, indexes), strict=True))
+                continue
             except Exception:
-                predictions = None  # row by row, to find out whether the model or a row
+                pass  # row by row
             failed = 0
-            for position, index in enumerate(indexes):
+            for index in indexes:
                 if version.status not in _SCORED or failed >= _SHADOW_RETRY_FAILURES:
                     break  # taken down, or failing row after row: the rest of it is dropped
-                if predictions is not None:
-                    prediction = predictions[position]
-                else:
-                    try:
-                        prediction = version.predict_one(items[index][2])
-                    except Exception as error:
-                        failed += 1
-                        self._model_failed(version, error, "shadow prediction")
-                        continue
-                shadows.setdefault(items[index][0], []).append((name, prediction))
-        attached = self.log.add_shadows({k: tuple(v) for k, v in shadows.items()})
-        return ShadowWork(attached, len(shadows) - attached)
+                try:
+                    got[index] = version.predict_one(rows.row(index))
+                except Exception as error:
+                    failed += 1
+                    self._model_failed(version, error, "shadow prediction")
+        return [tuple((name, scored[name][index]) for name in names if index in scored[name])
+                for index, names in enumerate(targets)]
 
     def _model_failed(self, version: _Version, error: Exception, what: str) -> None:
         """A live version raised on one input while the request was served anyway: quarantine
@@ -554,61 +532,101 @@ class Deployment:
     def predict_batch(self, instances: Iterable[Any], *,
                       owners: Sequence[str | None] | None = None,
                       errors: str = "raise") -> list[Any]:
-        """Route each instance of a batch (rows of a DataFrame or array, or a list).
+        """Route each instance of a batch (rows of a DataFrame or 2-D array, or a list).
 
-        Each version predicts its share of the batch in one model call. The policy chooses
-        per instance, in order, exactly as that many :meth:`predict` calls would. An instance
-        on which every live version fails raises :class:`ModelError` (``errors="raise"``) or
-        gets the error in its place (``errors="return"``; the service answers it 503).
+        Each version predicts its share of the batch in one model call (a slice of the frame
+        or array). The policy chooses per instance, in order, exactly as that many
+        :meth:`predict` calls would. An instance on which every live version fails raises
+        :class:`ModelError` (``errors="raise"``; nothing of the batch is logged) or gets
+        the error in its place (``errors="return"``; the service answers it 503).
         """
-        if hasattr(instances, "iloc") and hasattr(instances, "columns"):
-            rows: list[Any] = [row.to_dict() for _, row in instances.iterrows()]
-        else:
-            rows = list(instances)
-        if owners is not None and len(owners) != len(rows):
-            raise InvalidParameterError(f"{len(owners)} owners for {len(rows)} instances")
+        if errors not in ("raise", "return"):
+            raise InvalidParameterError(f'errors must be "raise" or "return", got {errors!r}')
+        rows = Rows(instances)
+        n = len(rows)
+        if owners is not None and len(owners) != n:
+            raise InvalidParameterError(f"{len(owners)} owners for {n} instances")
+        if not n:
+            return []
         now = self._clock()
-        choices = [self.policy.choose() for _ in rows]
+        choose = self.policy.choose
+        choices = [choose() for _ in range(n)]
+        served, propensities = (list(column) for column in zip(*choices, strict=True))
         groups: dict[str, list[int]] = {}
-        for index, (name, _) in enumerate(choices):
-            groups.setdefault(name, []).append(index)
-        results: list[Any] = [None] * len(rows)
+        for index, name in enumerate(served):
+            group = groups.get(name)
+            if group is None:
+                groups[name] = [index]
+            else:
+                group.append(index)
+        predictions: list[Any] = [None] * n
+        failures: dict[int, ModelError] = {}
         for name, indexes in groups.items():
             version = self._versions[name]
-            predictions = None  # None: row by row, as predict() would (finds rows at fault)
+            predicted = None  # None: row by row, as predict() would (finds rows at fault)
             if version.status is Status.LIVE:  # not quarantined by an earlier group's rows
                 try:
-                    predictions = _predict_rows(version.model, [rows[i] for i in indexes])
+                    predicted = predict_rows(version.model, rows, indexes)
                 except Exception:
-                    predictions = None
-            for position, index in enumerate(indexes):
-                served, propensity = name, choices[index][1]
-                if predictions is not None:
-                    prediction = predictions[position]
-                else:
-                    try:
-                        if self._versions[name].status is not Status.LIVE:
-                            raise ModelError(f"version {name} was taken down in this batch")
-                        prediction = version.predict_one(rows[index])
-                    except Exception as error:
-                        try:
-                            served, prediction, propensity = self._serve_elsewhere(
-                                rows[index], name, error)
-                        except ModelError as failure:
-                            if errors == "raise":
-                                raise
-                            results[index] = failure
-                            continue
-                results[index] = LoggedDecision(
-                    self._new_id(), served, prediction, propensity, now,
-                    owners[index] if owners is not None else None,
-                    () if self._shadowing is None or self.defer_shadows
-                    else self._shadow_one(rows[index], served))
-        logged = [r for r in results if isinstance(r, LoggedDecision)]
+                    predicted = None
+            if predicted is None:
+                self._serve_one_by_one(rows, version, indexes, served, predictions,
+                                       propensities, failures, errors)
+            elif len(indexes) == n:
+                predictions = predicted
+            else:
+                for index, prediction in zip(indexes, predicted, strict=True):
+                    predictions[index] = prediction
+        ids = self._new_id.many(n)
+        shadows = None
+        if self._shadowing is not None and not self.defer_shadows:
+            shadows = self._shadow_batch(self._shadowing, rows, served, failures)
+        columns = [ids, served, predictions, propensities, repeat(now, n),
+                   repeat(None, n) if owners is None else owners,
+                   repeat((), n) if shadows is None else shadows]
+        logged = list(map(LoggedDecision, *columns))
+        results: list[Any] = list(map(Decision, ids, served, predictions, propensities))
+        if failures:
+            logged = [d for i, d in enumerate(logged) if i not in failures]
+            for index, failure in failures.items():
+                results[index] = failure
         if logged:
             self.log.record(logged)
-        return [Decision(r.id, r.version, r.prediction, r.propensity)
-                if isinstance(r, LoggedDecision) else r for r in results]
+        return results
+
+    def _serve_one_by_one(self, rows: Rows, version: _Version, indexes: list[int],
+                          served: list[str], predictions: list[Any], propensities: list[float],
+                          failures: dict[int, ModelError], errors: str) -> None:
+        """A version's share of a batch whose one call failed, served as :meth:`predict`
+        would serve each row: by the version, else by another live one."""
+        name = version.name
+        for index in indexes:
+            row = rows.row(index)
+            try:
+                if version.status is not Status.LIVE:
+                    raise ModelError(f"version {name} was taken down in this batch")
+                predictions[index] = version.predict_one(row)
+            except Exception as error:
+                try:
+                    served[index], predictions[index], propensities[index] = \
+                        self._serve_elsewhere(row, name, error)
+                except ModelError as failure:
+                    if errors == "raise":
+                        raise
+                    failures[index] = failure
+
+    def _shadow_batch(self, shadowing: Shadowing, rows: Rows, served: list[str],
+                      failures: Mapping[int, Any]) -> list[tuple[tuple[str, Any], ...]]:
+        """Each served row's shadow predictions (a failed row has none)."""
+        counts = self._reward_counts() if shadowing.params.mode == "evaluating" else {}
+
+        def reward_counts() -> dict[str, int]:  # none is learned during a batch
+            return counts
+
+        pick, live, dark = shadowing.versions, self._live, self._dark
+        targets = [() if index in failures else pick(name, live, reward_counts, dark)
+                   for index, name in enumerate(served)]
+        return self._shadow_rows(rows, targets)
 
     def _serve_elsewhere(self, x: Any, failed: str, error: Exception) -> tuple[str, Any, float]:
         """Serve with another live version; the failed ones are judged by :meth:`_model_failed`

@@ -150,7 +150,8 @@ class _PosteriorSampling(Policy):
 
     def choose(self) -> tuple[str, float]:
         name = self.select()
-        return name, self.propensity(name)
+        cached = self._cached  # the chosen arm is live: it has a propensity
+        return name, (cached if cached is not None else self.probabilities())[name]
 
     def observe(self, name: str, reward: float) -> None:
         """Exactly :meth:`update`: a posterior does not care who chose the arm."""
@@ -205,6 +206,19 @@ class ThompsonSampling(_PosteriorSampling):
     def _on_remove(self, name: str) -> None:
         del self._alpha[name], self._beta[name], self._buffers[name], self._batch[name]
         self._cached = None
+
+    def select(self) -> str:
+        """As the base class's, with the buffered draws taken inline (the common case)."""
+        if not self._arms:
+            self._require_any_arm()
+        buffers, draw = self._buffers, self._draw_one
+        best, best_value = "", -math.inf
+        for name in self._arms:
+            buffer = buffers[name]
+            value = buffer.pop() if buffer else draw(name)
+            if value > best_value:
+                best, best_value = name, value
+        return best
 
     def _draw_one(self, name: str) -> float:
         buffer = self._buffers[name]

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from banditops.errors import BanditOpsError, InvalidParameterError
@@ -36,6 +44,7 @@ from banditops.simulation.tables import load_csv
 # Fewer rows than this and a replay cannot tell strategies apart (a few dozen labels per
 # version and chunk); the run still goes ahead, with a warning.
 SMALL_TABLE = 5_000
+PROGRESS_UNITS = {"training": "streams", "replaying": "runs"}  # what each phase counts
 
 
 def _datasets(names: list[str] | None, csv: Path | None, target: str | None,
@@ -112,23 +121,14 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
             if warning:
                 warnings.append(warning)
                 console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
-    with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done)
-
-        try:
-            result = run_experiment(plan, scenarios=scenarios, strategies=strategies,
+    try:
+        result = _run_with_progress(plan, console, scenarios=scenarios, strategies=strategies,
                                     seeds=seeds, granularity=granularity, workers=workers,
-                                    progress=progress, engine=engine, address=address)
-        except BanditOpsError:
-            raise
-        except ValueError as error:  # e.g. a model cannot be trained on this table
-            raise BanditOpsError(f"the replay failed: {error}") from None
+                                    engine=engine, address=address)
+    except BanditOpsError:
+        raise
+    except ValueError as error:  # e.g. a model cannot be trained on this table
+        raise BanditOpsError(f"the replay failed: {error}") from None
     for (dataset, scenario), reason in result.skipped.items():
         console.print(f"[yellow]skipped {escape(dataset)} / {scenario}: "
                       f"{escape(reason)}[/yellow]")
@@ -144,6 +144,48 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
                   f"{result.seconds['training (wall)']:.0f} s, replay "
                   f"{result.seconds['replay (wall)']:.0f} s).")
     return result
+
+
+def _run_with_progress(plan: list[tuple[Dataset, StreamSettings]], console: Console,
+                       **options) -> ExperimentResult:
+    """The run, with bars on a terminal and plain lines otherwise (a pipe, a CI log: bars
+    there print nothing until the end)."""
+    if not console.is_terminal:
+        return run_experiment(plan, progress=ProgressLines(console), **options)
+    with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        return run_experiment(plan, progress=progress, **options)
+
+
+class ProgressLines:
+    """Progress as plain lines ("replaying 120/480 runs (40 s)"): when a phase starts, at
+    every ``step`` of it or after ``seconds`` without a line, whichever comes first, and when
+    it ends, so a piped run shows where it is within seconds without flooding the log."""
+
+    def __init__(self, console: Console, *, step: float = 0.05, seconds: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._console, self._step, self._seconds, self._clock = console, step, seconds, clock
+        self._phases: dict[str, tuple[float, int, float]] = {}  # started, last done, last line
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = self._clock()
+        started, shown, last = self._phases.setdefault(phase, (now, -1, -math.inf))
+        steps = max(1, math.ceil(self._step * total))
+        due = (shown < 0 or done >= total or done // steps > shown // steps
+               or now - last >= self._seconds)
+        if done == shown or not due:
+            return
+        self._phases[phase] = (started, done, now)
+        unit = PROGRESS_UNITS.get(phase, "tasks")
+        self._console.print(f"{phase} {done:,}/{total:,} {unit} ({now - started:.0f} s)",
+                            highlight=False, markup=False)
 
 
 def _check_size(data: Dataset, settings: StreamSettings) -> str | None:
@@ -222,10 +264,12 @@ def print_results(result: ExperimentResult, console: Console) -> None:
                       caption="calls: model calls per request (served + shadow predictions); "
                       "regret: share of the per-chunk oracle's reward missed; faulty: share of "
                       "traffic to faulty versions; rb delay: requests each faulty version "
-                      "served; magenta: shadow scoring (valid only when the label does not "
-                      "depend on the served prediction)")
+                      "served; rollbacks (false alarms): versions taken down (of them, healthy "
+                      "ones); switches: how often the version serving most of a chunk "
+                      "changes; magenta: shadow scoring (valid only when the label does not "
+                      "depend on the served prediction); means over seeds")
         for column in ("strategy", "reward ±95% CI", "calls", "regret", "faulty", "rb delay",
-                       "rollbacks", "switches", "accuracy", "F1"):
+                       "rollbacks (false alarms)", "switches", "accuracy", "F1"):
             table.add_column(column, justify="left" if column == "strategy" else "right",
                              no_wrap=True)
         for _, row in group.sort_values("mean_reward", ascending=False).iterrows():
@@ -238,7 +282,8 @@ def print_results(result: ExperimentResult, console: Console) -> None:
                 f"{row['calls_per_request']:.2f}",
                 _pct(row["regret"]),
                 _pct(row["faulty_traffic_share"]),
-                "-" if math.isnan(delay) else f"{delay:,.0f}", f"{row['rollbacks']:.1f}",
+                "-" if math.isnan(delay) else f"{delay:,.0f}",
+                f"{row['rollbacks']:.1f} ({row['healthy_rollbacks']:.1f})",
                 f"{row['switches']:.1f}", f"{row['accuracy']:.4f}", f"{row['f1']:.3f}",
                 style=style)
         console.print(table)

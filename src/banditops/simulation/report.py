@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure  # object API: no pyplot state, no display needed
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from banditops.simulation.experiment import ExperimentResult
 from banditops.simulation.protocol import protocol_html
@@ -21,11 +23,10 @@ SUMMARY_COLUMNS = ["dataset", "scenario", "strategy", "group", "feedback", "seed
                    "rollback_delay", "accuracy", "precision", "recall", "f1", "cost_per_1000",
                    "oracle_reward", "rollbacks", "healthy_rollbacks", "switches",
                    "best_study_reward"]
-PLOTS = {"cumulative_reward.png": "Running mean reward per strategy (dashed: per-chunk oracle; "
-                                  "dotted with dots: shadow scoring)",
-         "traffic.png": "Traffic share per version",
-         "regret.png": "Cumulative regret to the per-chunk oracle (reward units; dotted with "
-                       "dots: shadow scoring)"}
+PLOTS = {"cumulative_reward.png": "Running mean reward per strategy, against the per-chunk "
+                                  "oracle",
+         "traffic.png": "Traffic share per version, with releases and rollbacks",
+         "regret.png": "Cumulative regret to the per-chunk oracle (reward units)"}
 
 
 def write_outputs(result: ExperimentResult, out: Path) -> list[Path]:
@@ -108,6 +109,37 @@ def _samples(strategy: str) -> bool:
 
 
 # ---------------------------------------------------------------------- plots
+# Strategy plots: the recommended strategy and, per panel, the best of the study's six there
+# (by mean reward, as in the verdict) stand out; the rest are muted and told apart by group.
+RECOMMENDED_COLOR = "#0b4fb3"  # strong blue
+BEST_STUDY_COLOR = "#e8590c"  # strong orange: blue and orange stay apart for colour-blind eyes
+MUTED_COLOR = "#a0a0a0"
+MUTED_SHADOW_COLOR = "#b39ddb"  # light purple: shadow scoring learns from more than it serves
+GROUP_STYLES: dict[str, tuple[str, object]] = {  # group -> (legend label, line style)
+    "study": ("other study strategies", "-"),
+    "drift-aware": ("drift-aware bandits", (0, (5, 2))),
+    "guarded": ("bandits with the guardrail", "-."),
+    "shadow": ("shadow scoring", (0, (1, 1))),
+}
+
+# Traffic plot: versions in tab10's colours without its red, which marks what went wrong; with
+# at most four versions live, cycling nine colours never gives two live versions the same one.
+VERSION_COLORS = [color for i, color in enumerate(colormaps["tab10"].colors) if i != 3]
+FAULTY_EDGE = "#b00000"
+FAULTY_HATCH = "////"
+ROLLBACK_STYLES = {  # faulty?: marker style, label colour, legend label
+    True: ({"marker": "x", "color": "#c00000", "markersize": 6, "markeredgewidth": 1.8},
+           "#c00000", "rollback of a faulty version"),
+    False: ({"marker": "o", "markerfacecolor": "none", "markeredgecolor": "#e07b00",
+             "markersize": 6, "markeredgewidth": 1.5},
+            "#b35f00", "rollback of a healthy version (false alarm)"),
+}
+LABEL_SIZE = 6.0  # points, release and rollback labels
+LABEL_ROW = 8.0  # points between rows of staggered labels
+MARK_GAP = 6.0  # points from a rollback marker (on the top edge) to its first label row
+RELEASE_ROWS = 4  # rows of release labels at most; a label that fits none is left out
+
+
 def _grid(result: ExperimentResult, title: str):
     datasets = list(dict.fromkeys(k[0] for k in result.streams))
     scenarios = list(dict.fromkeys(k[1] for k in result.streams))
@@ -127,20 +159,6 @@ def _grid(result: ExperimentResult, title: str):
     return figure, cells
 
 
-# Shadow strategies get strong colours of their own (purples, teals), apart from tab20's.
-SHADOW_COLORS = ["#6a00a8", "#b05fd6", "#00796b", "#4db6ac", "#c2185b", "#f06292"]
-
-
-def _strategy_colors(strategies: list[str]) -> dict[str, tuple | str]:
-    palette = colormaps["tab20"]
-    bandit = [s for s in strategies if STRATEGIES[s].feedback != "shadow"]
-    shadow = [s for s in strategies if STRATEGIES[s].feedback == "shadow"]
-    colors: dict[str, tuple | str] = {name: palette(i % 20) for i, name in enumerate(bandit)}
-    colors.update({name: SHADOW_COLORS[i % len(SHADOW_COLORS)]
-                   for i, name in enumerate(shadow)})
-    return colors
-
-
 def _chunk_ends(info) -> np.ndarray:
     return np.array([end for _, end in info.chunk_bounds]) - info.start
 
@@ -149,41 +167,82 @@ def _strategies(result: ExperimentResult) -> list[str]:
     return list(dict.fromkeys(result.summary["strategy"]))
 
 
-def _legend(figure, lines) -> None:
-    figure.legend(handles=lines, loc="lower center", ncol=min(7, len(lines)), fontsize=7,
+def _legend(figure, handles) -> tuple[float, float, float, float]:
+    """One legend under the panels, with room kept for as many rows as it needs."""
+    columns = min(4, len(handles)) or 1
+    rows = math.ceil(len(handles) / columns)
+    figure.legend(handles=handles, loc="lower center", ncol=columns, fontsize=7,
                   frameon=False)
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    rect = (0.0, (0.2 + 0.17 * rows) / figure.get_figheight(), 1.0, 1.0)
+    figure.tight_layout(rect=rect)
+    return rect
+
+
+def _best_study(result: ExperimentResult, dataset: str, scenario: str
+                ) -> tuple[str | None, list[str]]:
+    """The best of the study's six in one (dataset, scenario) by mean reward, as the verdict
+    picks it, and the study strategies tied with it (same mean to 1e-9)."""
+    summary = result.summary
+    study = summary[(summary["dataset"] == dataset) & (summary["scenario"] == scenario)
+                    & summary["strategy"].isin(STUDY)]
+    if study.empty:
+        return None, []
+    best = study.loc[study["mean_reward"].idxmax()]
+    tied = [name for name, reward in zip(study["strategy"], study["mean_reward"], strict=True)
+            if name != best["strategy"] and abs(reward - best["mean_reward"]) <= 1e-9]
+    return str(best["strategy"]), tied
+
+
+def _strategy_style(strategy: str, best: str | None, tied: list[str]) -> dict[str, object]:
+    """Keyword arguments of ``plot`` for one strategy's line in one panel."""
+    if strategy == RECOMMENDED:
+        return {"color": RECOMMENDED_COLOR, "lw": 2.4, "ls": "-", "zorder": 4,
+                "label": f"{strategy} (recommended)"}
+    if strategy == best:
+        ties = (f"; tied with {', '.join(tied)}" if 0 < len(tied) <= 2
+                else f"; {len(tied)} tied" if tied else "")
+        return {"color": BEST_STUDY_COLOR, "lw": 2.0, "ls": "-", "zorder": 3,
+                "label": f"{strategy} (best of the study's six{ties})"}
+    label, style = _group_style(strategy)
+    color = MUTED_SHADOW_COLOR if STRATEGIES[strategy].group == "shadow" else MUTED_COLOR
+    return {"color": color, "lw": 0.9, "ls": style, "alpha": 0.8, "zorder": 2, "label": label}
+
+
+def _group_style(strategy: str) -> tuple[str, object]:
+    """A muted strategy's legend label and line style: its group's."""
+    return GROUP_STYLES.get(STRATEGIES[strategy].group, ("other strategies", "-"))
 
 
 def _plot_per_strategy(result: ExperimentResult, name: str, curve, oracle=None):
-    """One line per strategy in every cell: ``curve(x, chunk_rewards, info)``."""
+    """One line per strategy in every cell: ``curve(x, chunk_rewards, info)``. The figure's
+    legend names the recommended strategy and the muted groups; each panel's names its best
+    study strategy."""
     figure, cells = _grid(result, PLOTS[name])
-    colors, handles = _strategy_colors(_strategies(result)), {}
+    handles: dict[str, object] = {}
     for axis, info in cells:
         x = _chunk_ends(info)
+        best, tied = _best_study(result, info.dataset, info.scenario)
         for strategy in _strategies(result):
             chunks = result.reward_chunks.get((info.dataset, info.scenario, strategy))
-            if chunks is not None:
-                style, width = _line_style(strategy)
-                shadow = STRATEGIES[strategy].feedback == "shadow"
-                (line,) = axis.plot(x, curve(x, chunks, info), linestyle=style,
-                                    color=colors[strategy], lw=width, label=strategy,
-                                    marker="o" if shadow else None, markersize=2.5)
-                handles[strategy] = line
+            if chunks is None:
+                continue
+            style = _strategy_style(strategy, best, tied)
+            (line,) = axis.plot(x, curve(x, chunks, info), **style)
+            if strategy == best:
+                axis.legend(handles=[line], loc="best", fontsize=6.5, framealpha=0.85)
+                handles.setdefault("best", Line2D([], [], color=BEST_STUDY_COLOR, lw=2.0,
+                                                  label="best of the study's six (named in "
+                                                        "each panel)"))
+            else:
+                handles.setdefault(str(style["label"]), line)
         if oracle is not None:
-            (handles["oracle"],) = axis.plot(x, oracle(x, info), "k--", lw=1.0, label="oracle")
+            (handles["oracle"],) = axis.plot(x, oracle(x, info), color="black", ls="--",
+                                             lw=1.0, zorder=5, label="per-chunk oracle")
         axis.set_xlabel("requests", fontsize=7)
-    _legend(figure, list(handles.values()))
+    order = [f"{RECOMMENDED} (recommended)", "best",
+             *(label for label, _ in GROUP_STYLES.values()), "other strategies", "oracle"]
+    _legend(figure, [handles[key] for key in order if key in handles])
     return figure
-
-
-def _line_style(strategy: str) -> tuple[object, float]:
-    """Dotted with dots for shadow scoring (it learns from more than the served traffic),
-    dash-dot for guarded bandits, solid otherwise; the recommended strategy drawn thicker."""
-    spec = STRATEGIES[strategy]
-    if spec.feedback == "shadow":
-        return (0, (1, 1)), 1.4
-    return ("-." if spec.guarded else "-"), 1.6 if strategy == RECOMMENDED else 1.0
 
 
 def _plot_cumulative(result: ExperimentResult):
@@ -198,29 +257,145 @@ def _plot_regret(result: ExperimentResult):
 
 
 def _plot_traffic(result: ExperimentResult):
-    figure, cells = _grid(result, f"{PLOTS['traffic.png']} under {result.plot_strategy} "
-                                  "(seed 0); dotted: releases, red: faulty, x: rollbacks")
+    """Stacked share of each chunk per version; releases as dotted lines labelled at the
+    bottom, rollbacks as markers on the top edge labelled above it, labels staggered in rows
+    so that none overlaps another label or a marker."""
+    figure, cells = _grid(result, f"Traffic share per version under {result.plot_strategy} "
+                                  "(seed 0), with releases and rollbacks")
+    most = max((len(info.versions) for _, info in cells), default=0)
+    faulty, kinds = False, set()
     for axis, info in cells:
         counts, rollbacks = result.traffic[(info.dataset, info.scenario)]
-        x = _chunk_ends(info)
+        ends = _chunk_ends(info)
+        starts = np.concatenate([[0], ends[:-1]])
         shares = counts / np.maximum(counts.sum(axis=0), 1)
-        reds, blues = colormaps["Reds"], colormaps["Blues"]
-        colors = [reds(0.5 + 0.4 * (i % 2)) if v.faulty else blues(0.3 + 0.6 * (i % 5) / 4)
-                  for i, v in enumerate(info.versions)]
-        axis.stackplot(x, shares, colors=colors, step="pre")
-        for number, version in enumerate(info.versions, 1):
-            axis.axvline(version.row - info.start, color="grey", ls=":", lw=0.6)
-            axis.text(version.row - info.start, 0.02, f" v{number}", fontsize=6, rotation=90,
-                      color="black", va="bottom")
-        for index, row in rollbacks:
-            axis.plot(row - info.start, 1.02, marker="x", color="red", ms=6, clip_on=False)
-            axis.annotate(f"v{index + 1}", (row - info.start, 1.02), fontsize=6,
-                          xytext=(2, 2), textcoords="offset points", annotation_clip=False)
+        bottom = np.zeros(len(ends))
+        for index, version in enumerate(info.versions):
+            served = shares[index] > 0
+            axis.bar(starts[served], shares[index][served], width=(ends - starts)[served],
+                     bottom=bottom[served], align="edge",
+                     color=VERSION_COLORS[index % len(VERSION_COLORS)],
+                     **({"hatch": FAULTY_HATCH, "edgecolor": FAULTY_EDGE, "linewidth": 0.8}
+                        if version.faulty else {"linewidth": 0}))
+            bottom += shares[index]
+            axis.axvline(version.row - info.start, color="#333333", ls=":", lw=0.7)
+            faulty |= version.faulty
+        kinds |= {info.versions[index].faulty for index, _ in rollbacks}
+        axis.set_xlim(0, ends[-1])
         axis.set_ylim(0, 1)
         axis.set_xlabel("requests", fontsize=7)
         axis.set_ylabel("share of chunk", fontsize=7)
-    figure.tight_layout()
+    handles: list[object] = []
+    if most <= len(VERSION_COLORS) + 3:  # more would crowd the legend; labels name them
+        handles += [Patch(color=VERSION_COLORS[i % len(VERSION_COLORS)], label=f"v{i + 1}")
+                    for i in range(most)]
+    if faulty:
+        handles.append(Patch(facecolor="white", edgecolor=FAULTY_EDGE, hatch=FAULTY_HATCH,
+                             label="faulty version"))
+    handles.append(Line2D([], [], color="#333333", ls=":", lw=0.7, label="release"))
+    for kind in sorted(kinds, reverse=True):
+        marker, _, label = ROLLBACK_STYLES[kind]
+        handles.append(Line2D([], [], ls="none", label=label, **marker))
+    rect = _legend(figure, handles)  # lays the panels out: labels are placed on that layout
+    for axis, info in cells:
+        _release_labels(figure, axis, info)
+        rows = _rollback_marks(figure, axis, info, result.traffic[(info.dataset,
+                                                                   info.scenario)][1])
+        if rows:
+            axis.set_title(axis.get_title(), fontsize=9, pad=MARK_GAP + rows * LABEL_ROW + 3)
+    figure.tight_layout(rect=rect)  # room for the rows above the panels
     return figure
+
+
+def _points_per_unit(figure, axis) -> float:
+    """Points per x data unit of a panel as laid out."""
+    low, high = axis.get_xlim()
+    return axis.get_position().width * figure.get_figwidth() * 72 / (high - low)
+
+
+def _text_width(text: str) -> float:
+    """A generous width of a label in points (DejaVu Sans glyphs average under 0.62 em)."""
+    return 0.62 * LABEL_SIZE * len(text) + 2
+
+
+def _stagger(spans: list[tuple[float, float]], gap: float = 2.0) -> list[int]:
+    """Per (left, right) span in points, the lowest row where it overlaps no span put in
+    that row before it (spans taken from left to right)."""
+    rights: list[float] = []
+    rows = [0] * len(spans)
+    for i in sorted(range(len(spans)), key=lambda i: spans[i][0]):
+        left, right = spans[i]
+        free = [row for row, end in enumerate(rights) if left >= end + gap]
+        if free:
+            rows[i] = free[0]
+            rights[free[0]] = right
+        else:
+            rows[i] = len(rights)
+            rights.append(right)
+    return rows
+
+
+def _release_labels(figure, axis, info) -> None:
+    """"v3" (or "v3 faulty") beside each release line at the bottom, in up to RELEASE_ROWS
+    staggered rows; near the right edge a label goes to the left of its line."""
+    scale = _points_per_unit(figure, axis)
+    edge = axis.get_xlim()[1] * scale
+    labels, spans = [], []
+    for number, version in enumerate(info.versions, 1):
+        x = version.row - info.start
+        text = f"v{number} faulty" if version.faulty else f"v{number}"
+        width = _text_width(text) + 1.5
+        right = x * scale + width <= edge
+        labels.append((x, text, version.faulty, right))
+        spans.append((x * scale, x * scale + width) if right else (x * scale - width, x * scale))
+    for (x, text, bad, right), row in zip(labels, _stagger(spans), strict=True):
+        if row >= RELEASE_ROWS:
+            continue
+        note = axis.annotate(
+            text, xy=(x, 0), xycoords=axis.get_xaxis_transform(),
+            xytext=(1.5 if right else -1.5, 2 + row * LABEL_ROW), textcoords="offset points",
+            ha="left" if right else "right", va="bottom", fontsize=LABEL_SIZE,
+            color=FAULTY_EDGE if bad else "black", annotation_clip=False,
+            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
+        note.set_in_layout(False)
+
+
+def _rollback_marks(figure, axis, info, rollbacks: list[tuple[int, int]]) -> int:
+    """A marker per rollback on the panel's top edge (red x: a faulty version caught; open
+    orange circle: a healthy one, a false alarm) and its version above it, staggered in rows
+    with leader lines; marks closer than a marker share one label. Returns the rows used."""
+    scale = _points_per_unit(figure, axis)
+    marks = sorted((row - info.start, index) for index, row in rollbacks)
+    clusters: list[list[tuple[int, int]]] = []
+    for x, index in marks:
+        marker, _, _ = ROLLBACK_STYLES[info.versions[index].faulty]
+        axis.plot([x], [1.0], transform=axis.get_xaxis_transform(), clip_on=False, zorder=6,
+                  ls="none", **marker)
+        if clusters and (x - clusters[-1][-1][0]) * scale < MARK_GAP:
+            clusters[-1].append((x, index))
+        else:
+            clusters.append([(x, index)])
+    labels, spans = [], []
+    for cluster in clusters:
+        x = float(np.mean([x for x, _ in cluster]))
+        text = ", ".join(f"v{index + 1}" for _, index in cluster)
+        kinds = {info.versions[index].faulty for _, index in cluster}
+        color = ROLLBACK_STYLES[kinds.pop()][1] if len(kinds) == 1 else "black"
+        labels.append((x, text, color))
+        width = _text_width(text)
+        spans.append((x * scale - width / 2, x * scale + width / 2))
+    rows = _stagger(spans)
+    # Higher rows first: a lower label's white box then hides any leader line behind it.
+    for (x, text, color), row in sorted(zip(labels, rows, strict=True), key=lambda i: -i[1]):
+        note = axis.annotate(
+            text, xy=(x, 1.0), xycoords=axis.get_xaxis_transform(),
+            xytext=(0, MARK_GAP + row * LABEL_ROW), textcoords="offset points", ha="center",
+            va="bottom", fontsize=LABEL_SIZE, color=color, annotation_clip=False,
+            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none"},
+            arrowprops=None if row == 0 else {"arrowstyle": "-", "lw": 0.5, "color": "#666666",
+                                              "shrinkA": 0, "shrinkB": 4})
+        note.set_in_layout(False)
+    return max(rows, default=-1) + 1
 
 
 # ----------------------------------------------------------------------- html
@@ -301,7 +476,7 @@ label arrives: side observations for the policy, evidence for the guardrail. Eve
 is then judged on all traffic and nothing needs exploring. <code>[shadow]</code> strategies
 shadow-score every request with every other live version; <code>[shadow 0.1]</code> a random
 tenth of the requests. Shadow strategies are marked <code>shadow</code> in the feedback
-column, shaded in the tables and dotted with dots in the plots.</dd>
+column, shaded in the tables and drawn as light-purple dotted lines in the plots.</dd>
 <dt>when shadow scoring is invalid</dt><dd>When the outcome depends on the served prediction:
 the claim flagged is the one investigated (so only flagged claims get a label), the item
 recommended is the one clicked. There the label says nothing about what another version's
