@@ -253,7 +253,8 @@ def test_report_tables_print_counts_as_integers_and_headers_as_words():
                           "requests_replayed": [2128000.0], "healthy_rollbacks": [2.4],
                           "exact": [1.0], "none": [float("nan")]})
     html = _table(frame)
-    assert "<th>mean reward</th>" in html and "<th>requests replayed</th>" in html
+    assert "<th>reward</th>" in html and "<th>requests replayed</th>" in html
+    assert "<th>false alarms</th>" in html  # healthy_rollbacks, in the glossary's words
     assert "<td>14</td>" in html and "<td>2,128,000</td>" in html
     assert "<td>0.8500</td>" in html and "<td>2.4000</td>" in html
     assert "<td>1.0000</td>" in html and "<td>-</td>" in html
