@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from banditops.errors import BanditOpsError
-from banditops.simulation.tables import load_csv
+from banditops.simulation.tables import load_csv, sniff_csv
 
 
 @pytest.fixture
@@ -168,3 +170,71 @@ def test_latin_1_files_and_an_explicit_separator(tmp_path):
         load_csv(path, "y", sep=";;")
     with pytest.raises(BanditOpsError, match="not in"):  # the wrong separator: one column
         load_csv(path, "y", sep=",")
+    for sep in ("\n", "\r", '"'):  # pandas fails on these with a ValueError of its own
+        with pytest.raises(BanditOpsError, match="ends lines or quotes fields"):
+            load_csv(path, "y", sep=sep)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_utf_16_and_32_files_with_or_without_a_byte_order_mark(tmp_path, encoding):
+    frame = _bank_like()
+    frame["job"] = frame["job"].str.replace("admin.", "Zürich")
+    path = tmp_path / "wide_chars.csv"
+    frame.to_csv(path, sep=";", index=False, encoding=encoding)
+    data, report = load_csv(path, "y")
+    assert list(data.features.columns) == ["age", "job", "balance"]
+    assert report.rows_used == len(frame) and "Zürich" in set(data.features["job"])
+
+
+def test_a_latin_1_byte_far_into_the_file_still_reads_as_latin_1(tmp_path):
+    frame = _bank_like(3000)  # about 80 KiB: the "é" is past any sample of the start
+    frame.loc[2900, "job"] = "Café"
+    path = tmp_path / "late.csv"
+    frame.to_csv(path, index=False, encoding="latin-1")
+    data, _ = load_csv(path, "y")
+    assert data.features["job"].iloc[2900] == "Café"
+
+
+def test_a_repeated_column_name_is_refused_though_pandas_renames_it(tmp_path):
+    frame = _bank_like()
+    frame["copy"] = frame["y"]
+    path = tmp_path / "twice.csv"
+    frame.rename(columns={"copy": "y"}).to_csv(path, index=False)  # header: ...,y,y
+    with pytest.raises(BanditOpsError, match=r"repeats column name\(s\) \['y'\]"):
+        load_csv(path, "y")  # not a feature "y.1" that copies the label
+
+
+def test_a_positive_class_as_the_file_writes_it(tmp_path):
+    """pandas reads "true" as True and "1.0" as 1.0: --positive true and 1.0 still match."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=400)
+    for values, positive in ((np.where(x > 0, "true", "false"), "true"),
+                             (np.where(x > 0, "1.0", "0.0"), "1.0"),
+                             (np.where(x > 0, 1e20, 0.0), None)):  # whole, but no int64
+        path = tmp_path / "flags.csv"
+        pd.DataFrame({"x": x, "y": values}).to_csv(path, index=False)
+        data, _ = load_csv(path, "y", positive=positive)
+        assert data.binary and int(data.labels.sum()) == (x > 0).sum()
+    with pytest.raises(BanditOpsError, match="--positive '2' never occurs"):
+        load_csv(path, "y", positive="2")
+
+
+def test_ordering_by_a_text_column_says_it_is_alphabetical(tmp_path):
+    rng = np.random.default_rng(5)
+    days = pd.date_range("2024-01-01", periods=400, freq="D")
+    stamps = [d.strftime("%Y-%m-%d" if i % 2 else "%d/%m/%Y") for i, d in enumerate(days)]
+    path = tmp_path / "two_formats.csv"
+    pd.DataFrame({"when": stamps, "x": rng.normal(size=400),
+                  "y": rng.integers(0, 2, 400)}).to_csv(path, index=False)
+    data, report = load_csv(path, "y", order_by=["when"])
+    assert data.kinds["when"] == "categorical"
+    assert "--order-by when: not numbers or dates in one format" in report.describe()
+    assert data.order == "the order of when (as text, alphabetically)"
+
+
+def test_a_line_that_sends_the_sniffer_quadratic_is_sniffed_in_seconds(tmp_path):
+    path = tmp_path / "quotes.csv"
+    path.write_text("x,y\n" + ', "a' * 16_000 + "\n" + "1,0\n" * 300)
+    started = time.perf_counter()
+    assert sniff_csv(path) == (",", "utf-8-sig")
+    assert time.perf_counter() - started < 8  # 19 s when it sniffed the first 64 KiB

@@ -15,6 +15,7 @@ values. :func:`load_csv` reads it without options beyond the target column:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import warnings
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ DATE_SHARE = 0.9  # ... or dates in one format
 MIN_CSV_ROWS = 200
 MAX_CLASSES = 50  # more distinct target values than this: a quantity, not a class
 CSV_SEPARATORS = ",;\t|"
+SNIFF_BYTES = 16384  # the separator is sniffed from the first 16 KiB
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE's mark starts with UTF-16 LE's
 TRUE_WORDS = frozenset({"true", "yes", "t", "y"})
 FALSE_WORDS = frozenset({"false", "no", "f", "n"})
 EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
@@ -78,23 +83,55 @@ def describe_kinds(kinds: dict[str, str]) -> str:
 
 
 def sniff_csv(path: Path, sep: str | None = None) -> tuple[str, str]:
-    """(separator, encoding) of a CSV file, from its first 64 KiB: UTF-8 (with or without a
-    byte-order mark) else Latin-1, which decodes any bytes; the separator that
-    :class:`csv.Sniffer` finds among ``, ; tab |`` (quotes respected), else a comma."""
+    """(separator, encoding) of a CSV file: the encoding from its byte-order mark (UTF-8,
+    UTF-16, UTF-32), else UTF-16 when every other byte of its start is NUL, else UTF-8 when
+    the whole file decodes as UTF-8, else Latin-1, which decodes any bytes; the separator
+    that :class:`csv.Sniffer` finds among ``, ; tab |`` in the first 16 KiB (quotes
+    respected; its quote patterns take time quadratic in a line's length), else a comma."""
+    if sep is not None:
+        check_separator(sep)
     with path.open("rb") as handle:
-        raw = handle.read(65536)
-    cut = raw.rfind(b"\n")
-    sample_bytes = raw[:cut] if cut > 0 else raw  # whole lines only: no split character
-    try:
-        sample, encoding = sample_bytes.decode("utf-8-sig"), "utf-8-sig"
-    except UnicodeDecodeError:
-        sample, encoding = sample_bytes.decode("latin-1"), "latin-1"
+        raw = handle.read(SNIFF_BYTES)
+    encoding = _encoding(path, raw)
+    text = raw.decode(encoding, errors="ignore")  # a character may be cut at the end
+    cut = text.rfind("\n")
+    sample = text[:cut] if cut > 0 else text  # whole lines only
     if sep is not None:
         return sep, encoding
     try:
         return csv.Sniffer().sniff(sample, delimiters=CSV_SEPARATORS).delimiter, encoding
     except csv.Error:
         return ",", encoding
+
+
+def check_separator(sep: str) -> str:
+    """``--sep`` as given, or the error that says why it cannot separate fields."""
+    if len(sep) != 1:
+        raise BanditOpsError(f"--sep must be one character, got {sep!r}")
+    if sep in "\r\n\"":
+        raise BanditOpsError(f"--sep cannot be {sep!r}: it ends lines or quotes fields")
+    return sep
+
+
+def _encoding(path: Path, head: bytes) -> str:
+    """The encoding :func:`sniff_csv` reads a file with (``head``: its first bytes)."""
+    for bom, name in BOMS:
+        if head.startswith(bom):
+            return name
+    pairs = len(head) // 2
+    if pairs and head[1::2].count(0) > 0.9 * pairs and head[0::2].count(0) < 0.1 * pairs:
+        return "utf-16-le"
+    if pairs and head[0::2].count(0) > 0.9 * pairs and head[1::2].count(0) < 0.1 * pairs:
+        return "utf-16-be"
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:  # the whole file: a Latin-1 "é" on row 50,000 is past any sample
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "utf-8-sig"
 
 
 def encode_target(values: pd.Series, target: str, positive: str | None
@@ -106,19 +143,18 @@ def encode_target(values: pd.Series, target: str, positive: str | None
     value. More values: one class each, codes in sorted order (numerically when they are
     numbers), unless ``positive`` names one class against the rest.
     """
-    if pd.api.types.is_float_dtype(values) and values.dropna().mod(1).eq(0).all():
+    whole = values.dropna()
+    if (pd.api.types.is_float_dtype(values) and whole.mod(1).eq(0).all()
+            and whole.abs().le(2**53).all()):  # 1e20 is whole too, but no int64
         values = values.astype("Int64")  # classes 1, 2, 3 read as floats print as 1.0, ...
     text = values.astype("string").str.strip()
     text = text.mask(text == "")
     counts = text.value_counts()
     present = counts.index.tolist()
     if positive is not None:
-        if str(positive) not in present:
-            raise BanditOpsError(
-                f"--positive {positive!r} never occurs in column {target!r}; its values "
-                f"include {sorted(present)[:10]}")
-        codes = (text == str(positive)).astype("Float64").mask(text.isna())
-        return codes, (f"not {positive}", str(positive)), ""
+        positive = _as_written(str(positive), present, target)
+        codes = (text == positive).astype("Float64").mask(text.isna())
+        return codes, (f"not {positive}", positive), ""
     if len(present) < 2:
         raise BanditOpsError(f"column {target!r} has {len(present)} distinct value(s); a "
                              "target needs at least two classes")
@@ -143,6 +179,20 @@ def encode_target(values: pd.Series, target: str, positive: str | None
     mapping = {value: float(code) for code, value in enumerate(ordered)}
     codes = text.map(mapping).astype("Float64")
     return codes, tuple(ordered), f"target {target!r}: {len(ordered)} classes"
+
+
+def _as_written(positive: str, present: list[str], target: str) -> str:
+    """The target value ``--positive`` names: itself, else the one value it equals as a
+    number or but for case, as the file wrote it ("1.0" and "true" read as 1 and True)."""
+    if positive in present:
+        return positive
+    number = pd.to_numeric(pd.Series([positive, *present], dtype=object), errors="coerce")
+    same = [value for value, n in zip(present, number[1:], strict=True)
+            if value.lower() == positive.strip().lower() or n == number[0]]
+    if len(same) == 1:
+        return same[0]
+    raise BanditOpsError(f"--positive {positive!r} never occurs in column {target!r}; its "
+                         f"values include {sorted(present)[:10]}")
 
 
 def type_column(values: pd.Series) -> tuple[str, pd.Series, pd.Series]:
@@ -208,8 +258,6 @@ def load_csv(path: str | Path, target: str, *, positive: str | None = None,
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"CSV file {path} not found")
-    if sep is not None and len(sep) != 1:
-        raise BanditOpsError(f"--sep must be one character, got {sep!r}")
     sep, encoding = sniff_csv(path, sep)
     malformed: list[str] = []
 
@@ -224,11 +272,17 @@ def load_csv(path: str | Path, target: str, *, positive: str | None = None,
         except pd.errors.ParserError:
             frame = pd.read_csv(path, sep=sep, encoding=encoding, engine="python",
                                 on_bad_lines=bad_line, skipinitialspace=True)
+        # pandas renames a repeated "y" to "y.1", which would make a copy of the target a
+        # feature: the names as written come from the header line itself.
+        header = pd.read_csv(path, sep=sep, encoding=encoding, skipinitialspace=True,
+                             header=None, nrows=1, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise BanditOpsError(f"cannot read {path} as CSV: {error}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    if len(set(frame.columns)) < len(frame.columns):
-        repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    repeated = sorted({name for names in ([str(c).strip() for c in header.iloc[0]],
+                                          list(frame.columns))
+                       for name in names if name and names.count(name) > 1})
+    if repeated:
         raise BanditOpsError(f"{path} repeats column name(s) {repeated}")
     order_by = list(order_by or [])
     missing = [c for c in [target, *order_by] if c not in frame.columns]
@@ -279,6 +333,10 @@ def load_csv(path: str | Path, target: str, *, positive: str | None = None,
         frame, labels = frame.loc[order], labels.loc[order]
     frame, labels = frame.reset_index(drop=True), labels.reset_index(drop=True)
     notes = [note] if note else []
+    as_text = [c for c in order_by if kinds[c] == "categorical"]
+    if as_text:  # e.g. dates in two formats: "01/02/2024" sorts before "2023-12-31"
+        notes.append(f"--order-by {', '.join(as_text)}: not numbers or dates in one format, "
+                     "so the rows follow its values as text, alphabetically")
     for column, kind in kinds.items():
         dates = frame[column].dropna()
         if kind == "date" and not order_by and not dates.is_monotonic_increasing:
@@ -291,6 +349,8 @@ def load_csv(path: str | Path, target: str, *, positive: str | None = None,
             f"replay needs at least {MIN_CSV_ROWS} rows and two classes.\n{report.describe()}")
     if frame.shape[1] == 0:
         raise BanditOpsError(f"{path} has no feature columns besides {target!r}")
-    order = (f"ordered by {', '.join(order_by)}" if order_by else "file order")
+    order = ("the order of " + ", ".join(
+        f"{c} (as text, alphabetically)" if kinds[c] == "categorical" else c
+        for c in order_by) if order_by else "file order")
     return Dataset(path.stem, frame, labels, f"{path.name}: predict {target}",
                    classes=classes, order=order, kinds=kinds), report
