@@ -254,3 +254,35 @@ def test_a_reward_that_cannot_tell_faulty_releases_apart_is_called_out():
     (warning,) = _faulty_warnings(result)
     assert warning.startswith("t / faulty-release: faulty releases earn 0.930 on average "
                               "against 0.945 for healthy ones (a gap of 0.015")
+
+
+def test_a_results_folder_that_cannot_be_written_fails_before_any_data_is_read(tmp_path):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "broken").symlink_to(tmp_path / "gone")
+    for out, why in (("file/sub", "Not a directory"), ("broken", "File exists")):
+        result = run("--csv", str(tmp_path / "absent.csv"), "--target", "y",
+                     "--out", str(tmp_path / out))  # was a traceback after the whole run
+        assert result.exit_code == 2
+        assert f"cannot write there ({why})" in " ".join(result.output.split())
+
+
+def test_markup_and_mathtext_in_file_and_folder_names_are_only_names(tmp_path):
+    """A "$" pair in a plot title was parsed as mathtext, and "[/]" in the "Wrote" line as
+    rich markup: both were tracebacks once the run was over."""
+    rng = np.random.default_rng(9)
+    frame = pd.DataFrame({"x": rng.normal(size=1000), "kind": rng.choice(list("ab"), 1000)})
+    frame["y"] = (frame["x"] + rng.normal(size=1000) > 0).astype(int)
+    path = tmp_path / "m$\\frac$ [b].csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "o[/]ut"
+    common = ["--csv", str(path), "--target", "y", "--strategy", "ucb1", "--strategy",
+              "latest", "--seeds", "1", "--workers", "1", "--scenario", "natural"]
+    result = run(*common, "--sep", "\n", "--out", str(out))
+    assert result.exit_code == 2 and "--sep cannot be '\\n'" in result.output
+    result = run(*common, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"Wrote {out / 'summary.csv'}" in text
+    assert "m$\\frac$ [b] / natural (1 seeds" in text  # the name, not markup
+    assert (out / "traffic.png").read_bytes().startswith(PNG)
+    assert "m$\\frac$ [b] / natural" in (out / "report.html").read_text(encoding="utf-8")

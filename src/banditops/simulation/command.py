@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -39,7 +40,7 @@ from banditops.simulation.settings import (
 )
 from banditops.simulation.strategies import RECOMMENDED
 from banditops.simulation.stream import StreamSettings
-from banditops.simulation.tables import load_csv
+from banditops.simulation.tables import check_separator, load_csv
 
 # Fewer rows than this and a replay cannot tell strategies apart (a few dozen labels per
 # version and chunk); the run still goes ahead, with a warning.
@@ -58,8 +59,8 @@ def _datasets(names: list[str] | None, csv: Path | None, target: str | None,
         raise InvalidParameterError("--csv needs --target COLUMN (the label to predict)")
     if csv is not None and not csv.is_file():
         raise InvalidParameterError(f"--csv {csv}: no such file")
-    if sep is not None and len(sep) != 1:
-        raise InvalidParameterError(f"--sep must be one character, got {sep!r}")
+    if sep is not None:
+        check_separator(sep)
     columns = [c.strip() for c in order_by.split(",") if c.strip()] if order_by else None
     if order_by is not None and not columns:
         raise InvalidParameterError("--order-by needs column names, e.g. --order-by date")
@@ -90,8 +91,7 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
                            engine: str = "local", address: str | None = None
                            ) -> ExperimentResult:
     started = time.perf_counter()
-    if out.exists() and not out.is_dir():
-        raise InvalidParameterError(f"--out {out} exists and is not a folder")
+    _check_out(out)
     check_choices(scenarios, strategies, granularity, seeds)  # before loading any data
     check_engine(engine, address)
     choice = RewardChoice(reward, parse_costs(cost) if cost is not None else None, miss_cost)
@@ -137,13 +137,32 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
         console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
     result.warnings = warnings
     print_results(result, console)
-    paths = write_outputs(result, out)
+    try:
+        paths = write_outputs(result, out)
+    except OSError as error:  # the disk filled up, the folder went away, ...
+        raise BanditOpsError(f"cannot write the results to {out}: "
+                             f"{error.strerror or error}") from None
     result.seconds["total (wall)"] = time.perf_counter() - started
-    console.print(f"Wrote {', '.join(str(p) for p in paths)}")
+    console.print(f"Wrote {escape(', '.join(str(p) for p in paths))}")
     console.print(f"Done in {result.seconds['total (wall)']:.0f} s (training "
                   f"{result.seconds['training (wall)']:.0f} s, replay "
                   f"{result.seconds['replay (wall)']:.0f} s).")
     return result
+
+
+def _check_out(out: Path) -> None:
+    """The results folder, created and written to before any data is read: a folder that
+    cannot be written (a file, a broken link, no permission) is found in a second, not
+    after the whole run."""
+    if out.exists() and not out.is_dir():
+        raise InvalidParameterError(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise InvalidParameterError(f"--out {out}: cannot write there "
+                                    f"({error.strerror or error})") from None
 
 
 def _run_with_progress(plan: list[tuple[Dataset, StreamSettings]], console: Console,
@@ -258,7 +277,7 @@ def _pct(value: float, digits: int = 1) -> str:
 def print_results(result: ExperimentResult, console: Console) -> None:
     for (dataset, scenario), group in result.summary.groupby(["dataset", "scenario"],
                                                               sort=False):
-        table = Table(title=f"{dataset} / {scenario} ({group['seeds'].iloc[0]} seeds, "
+        table = Table(title=f"{escape(dataset)} / {scenario} ({group['seeds'].iloc[0]} seeds, "
                             f"oracle reward {group['oracle_reward'].iloc[0]:.4f})",
                       title_justify="left", caption_justify="left",
                       caption="calls: model calls per request (served + shadow predictions); "
@@ -304,7 +323,7 @@ def _print_verdict(result: ExperimentResult, console: Console) -> None:
         table.add_column(column, no_wrap=column not in ("dataset", "scenario",
                                                          "best of the six"))
     for _, row in verdict.iterrows():
-        table.add_row(row["dataset"], row["scenario"], f"{row['reward']:.4f}",
+        table.add_row(escape(row["dataset"]), row["scenario"], f"{row['reward']:.4f}",
                       row["best study strategy"], f"{row['its reward']:.4f}",
                       f"{row['difference']:+.4f}",
                       "[red]worse[/red]" if row["significantly worse"] else "no",
@@ -329,7 +348,8 @@ def _print_shadow_verdict(result: ExperimentResult, console: Console) -> None:
     for _, row in verdict.iterrows():
         sampled = row.get("best sampled-shadow strategy")
         has_sampled = isinstance(sampled, str)
-        table.add_row(row["dataset"], row["scenario"], escape(row["best shadow strategy"]),
+        table.add_row(escape(row["dataset"]), row["scenario"],
+                      escape(row["best shadow strategy"]),
                       f"{row['reward']:.4f}", f"{row['calls/request']:.2f}",
                       _pct(row["regret"], 2), _pct(row["faulty share"]),
                       escape(row["best bandit-feedback strategy"]),

@@ -150,7 +150,8 @@ def _grid(result: ExperimentResult, title: str):
     for i, dataset in enumerate(datasets):
         for j, scenario in enumerate(scenarios):
             axis = axes[i][j]
-            axis.set_title(f"{dataset}\n{scenario}", fontsize=9, pad=12)
+            # A "$" in a file name is not mathtext (m$\frac$.csv would not draw).
+            axis.set_title(f"{dataset}\n{scenario}", fontsize=9, pad=12, parse_math=False)
             axis.tick_params(labelsize=7)
             if (dataset, scenario) in result.streams:
                 cells.append((axis, result.streams[(dataset, scenario)]))
