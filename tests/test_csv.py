@@ -238,3 +238,21 @@ def test_a_line_that_sends_the_sniffer_quadratic_is_sniffed_in_seconds(tmp_path)
     started = time.perf_counter()
     assert sniff_csv(path) == (",", "utf-8-sig")
     assert time.perf_counter() - started < 8  # 19 s when it sniffed the first 64 KiB
+
+
+def test_numbers_with_decimal_or_thousands_commas_are_numbers(tmp_path):
+    """A spreadsheet exported in much of Europe: ';' between fields, ',' before decimals."""
+    rng = np.random.default_rng(6)
+    price = rng.normal(1500, 400, 400).round(2)
+    frame = pd.DataFrame({
+        "price": [f"{v:,.2f}".replace(",", " ").replace(".", ",").replace(" ", ".")
+                  for v in price],  # 1.234,56
+        "amount": [f"{v:,.1f}" for v in price],  # 1,234.6
+        "code": rng.choice(["1,5", "2,5 kg", "n/a"], 400),  # commas, but not numbers
+        "y": rng.integers(0, 2, 400)})
+    path = tmp_path / "european.csv"
+    frame.to_csv(path, sep=";", index=False)
+    data, _ = load_csv(path, "y")
+    assert data.kinds == {"price": "numeric", "amount": "numeric", "code": "categorical"}
+    assert np.allclose(data.features["price"], price)
+    assert np.allclose(data.features["amount"], price, atol=0.051)

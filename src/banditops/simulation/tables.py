@@ -5,9 +5,10 @@ Latin-1, with numbers, categories, yes/no flags and dates, a few broken lines an
 values. :func:`load_csv` reads it without options beyond the target column:
 
 - the separator and encoding are sniffed (:func:`sniff_csv`; ``sep`` overrides);
-- every column is typed (:func:`type_column`): **numeric**, **boolean** (true/false,
-  yes/no, t/f, y/n: read as 0/1), **date** (one date format throughout: read as days since
-  1970, so a date works as a feature and in ``order_by``) or **categorical**;
+- every column is typed (:func:`type_column`): **numeric** (decimal or thousands commas
+  too), **boolean** (true/false, yes/no, t/f, y/n: read as 0/1), **date** (one date format
+  throughout: read as days since 1970, so a date works as a feature and in ``order_by``) or
+  **categorical**;
 - the target may be binary or have several classes (:func:`encode_target`);
 - unusable rows (a malformed line, a missing target or ordering value, text in a numeric
   column, an infinite number) are skipped and reported, never fatal.
@@ -212,6 +213,8 @@ def type_column(values: pd.Series) -> tuple[str, pd.Series, pd.Series]:
     if not present.any():
         return "categorical", text.astype(object).where(present, np.nan), none
     numbers = pd.to_numeric(text, errors="coerce")
+    if (numbers.notna() & present).sum() < NUMERIC_SHARE * present.sum():
+        numbers = _grouped_numbers(text[present]).reindex(values.index)
     if (numbers.notna() & present).sum() >= NUMERIC_SHARE * present.sum():
         return "numeric", numbers.astype(float), present & numbers.isna()
     lowered = text.str.lower()
@@ -224,6 +227,26 @@ def type_column(values: pd.Series) -> tuple[str, pd.Series, pd.Series]:
     if dates is not None:
         return "date", dates.reindex(values.index), none
     return "categorical", text.astype(object).where(present, np.nan), none
+
+
+def _grouped_numbers(text: pd.Series) -> pd.Series:
+    """Numbers written with a decimal comma ("3,14", "1.234,5": a spreadsheet's export in
+    much of Europe) or with thousands commas ("1,234.5"), when some value says which ("0,5";
+    a lone "1,234" could be either) and none says otherwise; else NaN: the column is text."""
+    if not text.str.contains(",", regex=False).any():
+        return pd.Series(np.nan, index=text.index)  # text, and quick to tell
+    decimal = text.str.fullmatch(r"[+-]?(?:[1-9]\d{0,2}(?:\.\d{3})+|\d*),\d+")
+    thousands = text.str.fullmatch(r"[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
+    dots_group = text.str.fullmatch(r"[+-]?[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?")
+    dotted = text.str.contains(".", regex=False)
+    if ((decimal & ~thousands).any() and not (thousands & ~decimal).any()
+            and not (dotted & ~dots_group).any()):  # "1.5" here would read as 15
+        text = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    elif (thousands & ~decimal).any() and not (decimal & ~thousands).any():
+        text = text.str.replace(",", "", regex=False)
+    else:
+        return pd.Series(np.nan, index=text.index)
+    return pd.to_numeric(text, errors="coerce")
 
 
 def _as_dates(text: pd.Series) -> pd.Series | None:
