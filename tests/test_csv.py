@@ -256,3 +256,19 @@ def test_numbers_with_decimal_or_thousands_commas_are_numbers(tmp_path):
     assert data.kinds == {"price": "numeric", "amount": "numeric", "code": "categorical"}
     assert np.allclose(data.features["price"], price)
     assert np.allclose(data.features["amount"], price, atol=0.051)
+
+
+def test_rows_without_a_label_do_not_decide_how_columns_are_read(tmp_path):
+    """Half the lines use ';' in a ',' file: each is one field, so no label, and its text
+    once landed in 'x' and made that column categorical for the rows that were kept."""
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame({"x": rng.normal(size=600).round(3), "y": rng.integers(0, 2, 600)})
+    lines = frame.to_csv(index=False).splitlines()
+    text = [lines[0], *(line.replace(",", ";") if i % 2 else line
+                        for i, line in enumerate(lines[1:]))]
+    path = tmp_path / "mixed.csv"
+    path.write_text("\n".join(text) + "\n")
+    data, report = load_csv(path, "y", sep=",")
+    assert report.rows_used == 300 and "missing target 'y'" in report.problems
+    assert data.kinds == {"x": "numeric"}
+    assert np.allclose(data.features["x"], frame["x"].iloc[::2])

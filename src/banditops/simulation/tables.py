@@ -331,13 +331,16 @@ def load_csv(path: str | Path, target: str, *, positive: str | None = None,
     labels, classes, note = encode_target(frame.pop(target), target, positive)
     reject(labels.isna(), f"missing target {target!r}")
     kinds: dict[str, str] = {}
+    labelled = labels.notna()  # rows without a label are dropped: they do not type columns
     for column in list(frame.columns):
-        values = frame[column]
+        values = frame[column][labelled]
         if values.isna().all():
             frame = frame.drop(columns=column)  # nothing to learn from
             continue
         kind, typed, unusable = type_column(values)
-        reject(unusable, f"text in numeric column {column!r}")
+        typed = typed.reindex(frame.index)
+        reject(unusable.reindex(frame.index, fill_value=False),
+               f"text in numeric column {column!r}")
         if kind != "categorical":
             reject(pd.Series(np.isinf(typed.to_numpy(dtype=float)), index=frame.index),
                    f"infinite number in {column!r}")
