@@ -73,6 +73,8 @@ def test_a_two_valued_target_takes_the_rarer_value_as_positive_unless_told(table
     positives = int(data.labels.sum())
     assert positives < len(data) - positives and {common, rarer} == {"paris", "lima"}
     assert "positive class" in report.notes[0] and rarer in report.notes[0]
+    share = 100 * positives / len(data)  # the run and the report name the inferred class
+    assert data.describe_classes() == f"{positives:,} positive ({rarer!r}, {share:.1f}%)"
     told, _ = load_csv(table, "city", positive=common)
     assert int(told.labels.sum()) == len(data) - positives
 

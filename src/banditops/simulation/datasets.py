@@ -71,11 +71,12 @@ class Dataset:
         return counts / max(1, counts.sum())
 
     def describe_classes(self) -> str:
-        """"2,128 positive (6.0%)" for a binary task, else the classes and the largest share."""
+        """"2,128 positive ('fraud', 6.0%)" for a binary task (the class named: it may have
+        been inferred), else the classes and the largest share."""
         shares = self.class_shares()
         if self.binary:
             positives = int(self.labels.sum())
-            return f"{positives:,} positive ({100 * shares[1]:.1f}%)"
+            return f"{positives:,} positive ({self.classes[1]!r}, {100 * shares[1]:.1f}%)"
         largest = int(shares.argmax())
         return (f"{len(self.classes)} classes (largest: {self.classes[largest]!r}, "
                 f"{100 * shares[largest]:.1f}%)")

@@ -87,7 +87,7 @@ class DatasetInfo:
     rows: int
     order: str
     classes: tuple[str, ...]
-    class_text: str  # "2,128 positive (6.0%)" or "7 classes (largest ...)"
+    class_text: str  # "2,128 positive ('fraud', 6.0%)" or "7 classes (largest ...)"
     kinds: dict[str, str]
     settings: StreamSettings
 
