@@ -123,6 +123,7 @@ def test_chunk_granularity_on_a_csv_with_bad_rows(tmp_path):
     (["--cost", "tp=0,fp=1,fn=oops"], "--cost fn: 'oops' is not a number"),
     (["--cost", "fp=1,fn=20,xx=3"], "--cost takes tp=,fp=,fn=,tn="),
     (["--cost", "tp=5,fp=1,fn=0,tn=0"], "a wrong call must cost more than the right one"),
+    (["--cost", "tp=-1e308,fp=1e308,fn=1.7e308"], "the costs span more than a float holds"),
     (["--cost", "fp=1,fn=5", "--miss-cost", "5"], "either --cost or --miss-cost"),
     (["--chunk-size", "100", "--delay", "100"], "--delay 100 must be smaller than"),
     (["--dataset", "adult", "--chunk-size", "30000"], "too few for chunks of 30,000"),

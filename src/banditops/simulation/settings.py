@@ -106,6 +106,10 @@ def costs_to_reward(costs: dict[str, float]) -> CostMatrix:
             "--cost: a wrong call must cost more than the right one (fp > tn and fn > tp), "
             f"got tp={tp:g}, fp={fp:g}, fn={fn:g}, tn={tn:g}")
     low, high = min(values), max(values)
+    if not math.isfinite(high - low):  # each finite, but 1e308 - (-1e308) is not
+        raise InvalidParameterError(
+            f"--cost: the costs span more than a float holds (from {low:g} to {high:g}); "
+            "give them in a larger unit")
     return cost_matrix(**{cell: (high - value) / (high - low)
                           for cell, value in zip(CELLS, values, strict=True)})
 
