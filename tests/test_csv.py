@@ -274,3 +274,15 @@ def test_rows_without_a_label_do_not_decide_how_columns_are_read(tmp_path):
     assert report.rows_used == 300 and "missing target 'y'" in report.problems
     assert data.kinds == {"x": "numeric"}
     assert np.allclose(data.features["x"], frame["x"].iloc[::2])
+
+
+def test_messages_show_names_from_the_file_cut_short(tmp_path):
+    """A 50 MB header line was a 50 MB error line (a 200 MB one ran out of memory)."""
+    path = tmp_path / "long.csv"
+    names = ["A" * 1_000_000, *(f"c{i}" for i in range(99))]
+    path.write_text(",".join(names) + "\n" + "1," * 99 + "1\n")
+    with pytest.raises(BanditOpsError) as error:
+        load_csv(path, "y")
+    message = str(error.value)
+    assert len(message) < 500 and message.endswith("'c18', ... (80 more)]")
+    assert f"['{'A' * 37}...', 'c0'," in message

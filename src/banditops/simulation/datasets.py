@@ -76,7 +76,8 @@ class Dataset:
         shares = self.class_shares()
         if self.binary:
             positives = int(self.labels.sum())
-            return f"{positives:,} positive ({self.classes[1]!r}, {100 * shares[1]:.1f}%)"
+            name = self.classes[1] if len(self.classes[1]) <= 40 else self.classes[1][:37] + "..."
+            return f"{positives:,} positive ({name!r}, {100 * shares[1]:.1f}%)"
         largest = int(shares.argmax())
         return (f"{len(self.classes)} classes (largest: {self.classes[largest]!r}, "
                 f"{100 * shares[largest]:.1f}%)")

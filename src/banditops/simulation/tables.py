@@ -40,6 +40,7 @@ BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
         (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE's mark starts with UTF-16 LE's
 TRUE_WORDS = frozenset({"true", "yes", "t", "y"})
 FALSE_WORDS = frozenset({"false", "no", "f", "n"})
+SHOWN = 40  # characters of a name or value from the file that a message shows
 EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 
@@ -72,13 +73,28 @@ class CsvReport:
         return "\n".join(lines)
 
 
+def cut(value: object) -> str:
+    """A name or value from the file as a message shows it: at most SHOWN characters (a
+    header line of 50 MB once made a 50 MB error line)."""
+    text = str(value)
+    return text if len(text) <= SHOWN else text[:SHOWN - 3] + "..."
+
+
+def names(values, limit: int = 10) -> str:
+    """"['a', 'b', ... (7 more)]": names or values from the file, cut and counted."""
+    values = list(values)
+    shown = ", ".join(repr(cut(v)) for v in values[:limit])
+    return f"[{shown}{f', ... ({len(values) - limit:,} more)' if len(values) > limit else ''}]"
+
+
 def describe_kinds(kinds: dict[str, str]) -> str:
     """"6 numeric, 1 date (Date), 2 categorical": what a table's columns were read as."""
     parts = []
     for kind in ("numeric", "boolean", "date", "categorical"):
         columns = [c for c, k in kinds.items() if k == kind]
         if columns:
-            named = f" ({', '.join(columns[:4])}{', ...' if len(columns) > 4 else ''})"
+            more = ", ..." if len(columns) > 4 else ""
+            named = f" ({', '.join(map(cut, columns[:4]))}{more})"
             parts.append(f"{len(columns)} {kind}{named if kind != 'numeric' else ''}")
     return ", ".join(parts)
 
@@ -166,17 +182,17 @@ def encode_target(values: pd.Series, target: str, positive: str | None
                 return ((text == value).astype("Float64").mask(text.isna()), (other, value), "")
         rarer, other = counts.index[-1], counts.index[0]
         return ((text == rarer).astype("Float64").mask(text.isna()), (other, rarer),
-                f"target {target!r}: positive class {rarer!r} (the rarer value; choose with "
+                f"target {target!r}: positive class {cut(rarer)!r} (the rarer value; choose with "
                 "--positive)")
     numbers = pd.to_numeric(pd.Series(present), errors="coerce")
     ordered = ([present[i] for i in np.argsort(numbers.to_numpy(), kind="stable")]
                if numbers.notna().all() else sorted(present))
     if len(present) > MAX_CLASSES:
         raise BanditOpsError(
-            f"column {target!r} has {len(present):,} distinct values ({', '.join(ordered[:3])}"
-            f", ..., {ordered[-1]}): a quantity, not a class. The target must have at most "
-            f"{MAX_CLASSES} classes; for a yes/no question on it, write that column into the "
-            "table")
+            f"column {target!r} has {len(present):,} distinct values "
+            f"({', '.join(map(cut, ordered[:3]))}, ..., {cut(ordered[-1])}): a quantity, not a "
+            f"class. The target must have at most {MAX_CLASSES} classes; for a yes/no "
+            "question on it, write that column into the table")
     mapping = {value: float(code) for code, value in enumerate(ordered)}
     codes = text.map(mapping).astype("Float64")
     return codes, tuple(ordered), f"target {target!r}: {len(ordered)} classes"
@@ -193,7 +209,7 @@ def _as_written(positive: str, present: list[str], target: str) -> str:
     if len(same) == 1:
         return same[0]
     raise BanditOpsError(f"--positive {positive!r} never occurs in column {target!r}; its "
-                         f"values include {sorted(present)[:10]}")
+                         f"values include {names(sorted(present))}")
 
 
 def type_column(values: pd.Series) -> tuple[str, pd.Series, pd.Series]:
@@ -306,12 +322,12 @@ def load_csv(path: str | Path, target: str, *, positive: str | None = None,
                                           list(frame.columns))
                        for name in names if name and names.count(name) > 1})
     if repeated:
-        raise BanditOpsError(f"{path} repeats column name(s) {repeated}")
+        raise BanditOpsError(f"{path} repeats column name(s) {names(repeated)}")
     order_by = list(order_by or [])
     missing = [c for c in [target, *order_by] if c not in frame.columns]
     if missing:
         raise BanditOpsError(
-            f"column(s) {missing} not in {path}; columns: {list(frame.columns)}"
+            f"column(s) {missing} not in {path}; columns: {names(frame.columns, 20)}"
             + ("" if len(frame.columns) > 1 else
                f" (read with separator {sep!r}; pass --sep if that is wrong)"))
     if target in order_by:
@@ -340,10 +356,10 @@ def load_csv(path: str | Path, target: str, *, positive: str | None = None,
         kind, typed, unusable = type_column(values)
         typed = typed.reindex(frame.index)
         reject(unusable.reindex(frame.index, fill_value=False),
-               f"text in numeric column {column!r}")
+               f"text in numeric column {cut(column)!r}")
         if kind != "categorical":
             reject(pd.Series(np.isinf(typed.to_numpy(dtype=float)), index=frame.index),
-                   f"infinite number in {column!r}")
+                   f"infinite number in {cut(column)!r}")
         frame[column] = typed
         kinds[column] = kind
     for column in order_by:
@@ -366,7 +382,7 @@ def load_csv(path: str | Path, target: str, *, positive: str | None = None,
     for column, kind in kinds.items():
         dates = frame[column].dropna()
         if kind == "date" and not order_by and not dates.is_monotonic_increasing:
-            notes.append(f"column {column!r} holds dates the rows are not in order of; "
+            notes.append(f"column {cut(column)!r} holds dates the rows are not in order of; "
                          f"replay in time order with --order-by {column}")
     report = CsvReport(rows_read, len(frame), problems, kinds, tuple(notes))
     if len(frame) < MIN_CSV_ROWS or labels.nunique() < 2:
