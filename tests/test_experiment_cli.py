@@ -287,3 +287,18 @@ def test_markup_and_mathtext_in_file_and_folder_names_are_only_names(tmp_path):
     assert "m$\\frac$ [b] / natural (1 seeds" in text  # the name, not markup
     assert (out / "traffic.png").read_bytes().startswith(PNG)
     assert "m$\\frac$ [b] / natural" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_the_results_never_overwrite_the_table_replayed(tmp_path):
+    """A table named runs.csv in the --out folder was replaced by the results, unasked."""
+    (tmp_path / "res").mkdir()
+    table = tmp_path / "res" / "runs.csv"
+    _rare_positives(tmp_path)
+    (tmp_path / "claims.csv").rename(table)
+    before = table.read_bytes()
+    (tmp_path / "link.csv").symlink_to(table)
+    for csv in (table, tmp_path / "link.csv"):
+        result = run("--csv", str(csv), "--target", "flagged", "--out", str(tmp_path / "res"))
+        assert result.exit_code == 2
+        assert "the results would overwrite the table" in " ".join(result.output.split())
+    assert table.read_bytes() == before

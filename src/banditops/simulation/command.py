@@ -30,7 +30,7 @@ from banditops.simulation.experiment import (
     check_engine,
     run_experiment,
 )
-from banditops.simulation.report import shadow_verdicts, verdicts, write_outputs
+from banditops.simulation.report import OUTPUTS, shadow_verdicts, verdicts, write_outputs
 from banditops.simulation.settings import (
     IMBALANCED,
     RewardChoice,
@@ -91,7 +91,7 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
                            engine: str = "local", address: str | None = None
                            ) -> ExperimentResult:
     started = time.perf_counter()
-    _check_out(out)
+    _check_out(out, csv)
     check_choices(scenarios, strategies, granularity, seeds)  # before loading any data
     check_engine(engine, address)
     choice = RewardChoice(reward, parse_costs(cost) if cost is not None else None, miss_cost)
@@ -150,12 +150,17 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
     return result
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, csv: Path | None = None) -> None:
     """The results folder, created and written to before any data is read: a folder that
     cannot be written (a file, a broken link, no permission) is found in a second, not
-    after the whole run."""
+    after the whole run; and none of its results may overwrite the table replayed."""
     if out.exists() and not out.is_dir():
         raise InvalidParameterError(f"--out {out} exists and is not a folder")
+    if csv is not None and csv.is_file() and any(
+            (out / name).is_file() and (out / name).samefile(csv) for name in OUTPUTS):
+        raise InvalidParameterError(f"--csv {csv} is where --out {out} writes its {csv.name}: "
+                                    "the results would overwrite the table; choose another "
+                                    "--out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):

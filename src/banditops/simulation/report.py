@@ -29,6 +29,9 @@ PLOTS = {"cumulative_reward.png": "Running mean reward per strategy, against the
          "regret.png": "Cumulative regret to the per-chunk oracle (reward units)"}
 
 
+OUTPUTS = ("summary.csv", "runs.csv", *PLOTS, "report.html")  # the files written to --out
+
+
 def write_outputs(result: ExperimentResult, out: Path) -> list[Path]:
     """summary.csv, runs.csv, the plots and report.html in ``out``; returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
