@@ -286,3 +286,19 @@ def test_messages_show_names_from_the_file_cut_short(tmp_path):
     message = str(error.value)
     assert len(message) < 500 and message.endswith("'c18', ... (80 more)]")
     assert f"['{'A' * 37}...', 'c0'," in message
+
+
+def test_a_long_first_value_is_not_taken_for_a_date(tmp_path):
+    """Guessing a date format from a value takes seconds per MB: a 100 MB first field of
+    digits and spaces stalled the load for minutes."""
+    rng = np.random.default_rng(8)
+    days = pd.date_range("2024-01-01", periods=400, freq="D").strftime("%Y-%m-%d")
+    frame = pd.DataFrame({"when": days, "note": ["1 " * 10] * 400, "y": rng.integers(0, 2, 400)})
+    frame.loc[0, "when"] = "1 " * 500_000  # 1 MB: about 8 s to guess from, before
+    frame.loc[0, "note"] = "1 " * 500_000
+    path = tmp_path / "long_first.csv"
+    frame.to_csv(path, index=False)
+    started = time.perf_counter()
+    data, _ = load_csv(path, "y")
+    assert time.perf_counter() - started < 4
+    assert data.kinds == {"when": "date", "note": "categorical"}

@@ -31,6 +31,7 @@ from banditops.simulation.datasets import DataNotFoundError, Dataset
 
 NUMERIC_SHARE = 0.9  # a text column whose values are at least this often numbers is numeric
 DATE_SHARE = 0.9  # ... or dates in one format
+DATE_CHARS = 64  # longer text is no date ("2024-01-31T23:59:59.999999+05:30" is 32)
 MIN_CSV_ROWS = 200
 MAX_CLASSES = 50  # more distinct target values than this: a quantity, not a class
 CSV_SEPARATORS = ",;\t|"
@@ -267,11 +268,13 @@ def _grouped_numbers(text: pd.Series) -> pd.Series:
 
 def _as_dates(text: pd.Series) -> pd.Series | None:
     """Days since 1970 (fractional) when the values are dates in one format, else None.
-    The format is guessed from the first value, month first and day first (01/02/2024 is
-    either); the one that reads more of the values wins."""
-    first = str(text.iloc[0])
-    if not any(ch.isdigit() for ch in first):
+    The format is guessed from the first value short enough to be a date (guessing takes
+    seconds per MB), month first and day first (01/02/2024 is either); the one that reads
+    more of the values wins."""
+    short = text[text.str.len() <= DATE_CHARS]
+    if short.empty or not any(ch.isdigit() for ch in str(short.iloc[0])):
         return None
+    first = str(short.iloc[0])
     best = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
