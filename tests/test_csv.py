@@ -302,3 +302,13 @@ def test_a_long_first_value_is_not_taken_for_a_date(tmp_path):
     data, _ = load_csv(path, "y")
     assert time.perf_counter() - started < 4
     assert data.kinds == {"when": "date", "note": "categorical"}
+
+
+def test_control_characters_in_names_are_shown_escaped(tmp_path):
+    rng = np.random.default_rng(9)
+    path = tmp_path / "escapes.csv"
+    pd.DataFrame({"kind\x1b[2J": rng.choice(["a", "b"], 300),
+                  "y": rng.integers(0, 2, 300)}).to_csv(path, index=False)
+    _, report = load_csv(path, "y")
+    assert "1 categorical (kind\\x1b[2J)" in report.describe()
+    assert "\x1b" not in report.describe()

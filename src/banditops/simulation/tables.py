@@ -76,9 +76,11 @@ class CsvReport:
 
 def cut(value: object) -> str:
     """A name or value from the file as a message shows it: at most SHOWN characters (a
-    header line of 50 MB once made a 50 MB error line)."""
+    header line of 50 MB once made a 50 MB error line), control characters escaped (an
+    escape sequence in a column name would reach the terminal: rich passes ESC through)."""
     text = str(value)
-    return text if len(text) <= SHOWN else text[:SHOWN - 3] + "..."
+    text = text if len(text) <= SHOWN else text[:SHOWN - 3] + "..."
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def names(values, limit: int = 10) -> str:
