@@ -117,6 +117,7 @@ def test_chunk_granularity_on_a_csv_with_bad_rows(tmp_path):
     (["--target", "y"], "--target, --positive, --order-by and --sep go with --csv PATH"),
     (["--csv", "nowhere.csv"], "--csv needs --target COLUMN"),
     (["--csv", "nowhere.csv", "--target", "y"], "--csv nowhere.csv: no such file"),
+    (["--csv", "/dev/null", "--target", "y"], "--csv /dev/null: not a file (a folder, a"),
     (["--miss-cost", "0.5"], "miss_cost must be > 1"),
     (["--reward", "profit"], "--reward must be one of accuracy, cost, got 'profit'"),
     (["--reward", "accuracy", "--miss-cost", "5"], "--cost and --miss-cost go with --reward"),

@@ -58,7 +58,8 @@ def _datasets(names: list[str] | None, csv: Path | None, target: str | None,
     if csv is not None and not target:
         raise InvalidParameterError("--csv needs --target COLUMN (the label to predict)")
     if csv is not None and not csv.is_file():
-        raise InvalidParameterError(f"--csv {csv}: no such file")
+        what = "not a file (a folder, a device or a pipe)" if csv.exists() else "no such file"
+        raise InvalidParameterError(f"--csv {csv}: {what}")
     if sep is not None:
         check_separator(sep)
     columns = [c.strip() for c in order_by.split(",") if c.strip()] if order_by else None
