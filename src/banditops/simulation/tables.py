@@ -291,6 +291,6 @@ def load_csv(path: str | Path, target: str, *, positive: str | None = None,
             f"replay needs at least {MIN_CSV_ROWS} rows and two classes.\n{report.describe()}")
     if frame.shape[1] == 0:
         raise BanditOpsError(f"{path} has no feature columns besides {target!r}")
-    order = (f"ordered by {', '.join(order_by)}" if order_by else "file order")
+    order = (f"the order of {', '.join(order_by)}" if order_by else "file order")
     return Dataset(path.stem, frame, labels, f"{path.name}: predict {target}",
                    classes=classes, order=order, kinds=kinds), report
