@@ -97,7 +97,7 @@ def test_chunk_granularity_on_a_csv_with_bad_rows(tmp_path):
                  "--scenario", "concept-drift", "--workers", "1", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "2,998 of 3,000 rows used; 2 skipped" in result.output
-    assert ("warning: table has 2,998 rows: in chunks of 149 that is 21 chunks, 10 release(s)"
+    assert ("warning: table has 2,998 rows: in chunks of 150 that is 20 chunks, 10 release(s)"
             in " ".join(result.output.split()))
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["dataset"]) == {"table"} and len(summary) == 2 * len(STRATEGIES)

@@ -85,7 +85,7 @@ def experiment(
         "CPUs).")] = 2,
     engine: Annotated[str, typer.Option(
         help="local: processes on this machine; ray: Ray tasks (pip install "
-        "'banditops[ray]').")] = "local",
+        "'banditops\\[ray]').")] = "local",
     address: Annotated[str | None, typer.Option(
         help="With --engine ray: the cluster to join, HOST:PORT or auto (default: start a "
         "local Ray).")] = None,

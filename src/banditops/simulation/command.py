@@ -50,8 +50,11 @@ PROGRESS_UNITS = {"training": "streams", "replaying": "runs"}  # what each phase
 
 def _datasets(names: list[str] | None, csv: Path | None, target: str | None,
               positive: str | None, order_by: str | None, rows: int | None,
-              data_dir: Path | None, console: Console, sep: str | None = None
-              ) -> list[Dataset]:
+              data_dir: Path | None, console: Console, sep: str | None = None,
+              notes: list[str] | None = None) -> list[Dataset]:
+    """The datasets of a run; ``notes`` receives what the report should repeat (a date
+    column the rows do not follow)."""
+    notes = notes if notes is not None else []
     if csv is None and (target or positive or order_by or sep):
         raise InvalidParameterError(
             "--target, --positive, --order-by and --sep go with --csv PATH")
@@ -73,6 +76,7 @@ def _datasets(names: list[str] | None, csv: Path | None, target: str | None,
     if csv is not None:
         data, report = load_csv(csv, target, positive=positive, order_by=columns, sep=sep)
         console.print(f"{escape(str(csv))}: {escape(report.describe())}")
+        notes += [f"{csv.name}: {note}" for note in report.notes if "--order-by" in note]
         if data.name in chosen:
             data = replace(data, name=f"{data.name}.csv")  # not the built-in of that name
         datasets.append(data)
@@ -100,9 +104,10 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
         raise InvalidParameterError(
             f"--delay {delay} must be smaller than --chunk-size {chunk_size}: labels arrive "
             "before the next chunk")
-    loaded = _datasets(datasets, csv, target, positive, order_by, rows, data_dir, console, sep)
-    plan: list[tuple[Dataset, StreamSettings]] = []
     warnings: list[str] = []
+    loaded = _datasets(datasets, csv, target, positive, order_by, rows, data_dir, console, sep,
+                       warnings)
+    plan: list[tuple[Dataset, StreamSettings]] = []
     for data in loaded:
         shares = data.class_shares()
         if not data.binary and choice.wants_cost(data.name in LOADERS):
@@ -232,9 +237,10 @@ def _check_size(data: Dataset, settings: StreamSettings) -> str | None:
         return (f"{data.name} has {n:,} rows: in chunks of {size:,} that is "
                 f"{math.ceil(n / size)} chunks, {releases} release(s) and about "
                 f"{served // max(1, settings.max_live):,} requests per live version. "
-                "Strategies then differ by less than the noise between runs (and with fewer "
-                "than 3 releases faulty-release cannot run): read the results as a smoke "
-                "test, not a comparison")
+                "Strategies then differ by less than the noise between runs"
+                + (" (and with fewer than 3 releases faulty-release cannot run)"
+                   if releases < 3 else "")
+                + ": read the results as a smoke test, not a comparison")
     return None
 
 
@@ -283,7 +289,8 @@ def _pct(value: float, digits: int = 1) -> str:
 def print_results(result: ExperimentResult, console: Console) -> None:
     for (dataset, scenario), group in result.summary.groupby(["dataset", "scenario"],
                                                               sort=False):
-        table = Table(title=f"{escape(dataset)} / {scenario} ({group['seeds'].iloc[0]} seeds, "
+        seeds = int(group["seeds"].iloc[0])
+        table = Table(title=f"{escape(dataset)} / {scenario} ({seeds} seed{'s' * (seeds != 1)}, "
                             f"oracle reward {group['oracle_reward'].iloc[0]:.4f})",
                       title_justify="left", caption_justify="left",
                       caption="calls: model calls per request (served + shadow predictions); "
@@ -291,10 +298,14 @@ def print_results(result: ExperimentResult, console: Console) -> None:
                       "traffic to faulty versions; rb delay: requests each faulty version "
                       "served; rollbacks (false alarms): versions taken down (of them, healthy "
                       "ones); switches: how often the version serving most of a chunk "
-                      "changes; magenta: shadow scoring (valid only when the label does not "
-                      "depend on the served prediction); means over seeds")
+                      "changes; cost/1,000: cost of 1,000 requests in false alarms; [shadow] "
+                      "strategies (magenta on a terminal) learn from shadow "
+                      "scoring, valid only when the label does not depend on the served "
+                      "prediction; means over seeds")
+        cost = bool(group["cost_per_1000"].notna().any())
         for column in ("strategy", "reward ±95% CI", "calls", "regret", "faulty", "rb delay",
-                       "rollbacks (false alarms)", "switches", "accuracy", "F1"):
+                       "rollbacks (false alarms)", "switches", "accuracy", "F1",
+                       *(["cost/1,000"] if cost else [])):
             table.add_column(column, justify="left" if column == "strategy" else "right",
                              no_wrap=True)
         for _, row in group.sort_values("mean_reward", ascending=False).iterrows():
@@ -310,7 +321,7 @@ def print_results(result: ExperimentResult, console: Console) -> None:
                 "-" if math.isnan(delay) else f"{delay:,.0f}",
                 f"{row['rollbacks']:.1f} ({row['healthy_rollbacks']:.1f})",
                 f"{row['switches']:.1f}", f"{row['accuracy']:.4f}", f"{row['f1']:.3f}",
-                style=style)
+                *([f"{row['cost_per_1000']:,.1f}"] if cost else []), style=style)
         console.print(table)
     _print_verdict(result, console)
     _print_shadow_verdict(result, console)

@@ -140,7 +140,8 @@ def build_stream(task: BuildTask) -> Stream | Skipped:
     dataset, scenario, settings, seed = task
     try:
         return prepare_stream(dataset.name, dataset.features, dataset.labels.to_numpy(),
-                              scenario, settings, seed=seed, classes=len(dataset.classes))
+                              scenario, settings, seed=seed, classes=len(dataset.classes),
+                              dates=frozenset(c for c, k in dataset.kinds.items() if k == "date"))
     except ScenarioNotApplicable as reason:
         return Skipped(dataset.name, scenario, str(reason))
 

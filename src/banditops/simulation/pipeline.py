@@ -78,7 +78,8 @@ def build_releases(scenario: Scenario, *, chunk_size: int, release_every: int = 
         if len(np.unique(train_labels)) < 2:
             raise ScenarioNotApplicable(
                 f"release {index + 1} would train on rows {start:,}-{split:,}, which hold one "
-                "class only; use a larger --chunk-size")
+                "class only: the rows look grouped by the target, not ordered in time; "
+                "replay them in time order (--order-by a date or time column)")
         model = make_model(family, features.iloc[start:split], seed=seed + index,
                            class_weight=class_weight, threshold=decision_threshold(reward))
         started = time.perf_counter()

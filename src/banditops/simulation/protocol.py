@@ -57,6 +57,8 @@ def _dataset_html(info: DatasetInfo, result: ExperimentResult) -> str:
                if dataset == info.name}
     settings = info.settings
     chunks = -(-info.rows // settings.chunk_size)
+    remainder = info.rows - (chunks - 1) * settings.chunk_size
+    last = f" (the last {remainder:,})" if remainder != settings.chunk_size else ""
     first = next(iter(streams.values()), None)
     families = (list(dict.fromkeys(v.family for v in first.versions)) if first
                 else list(FAMILIES))
@@ -71,7 +73,8 @@ def _dataset_html(info: DatasetInfo, result: ExperimentResult) -> str:
         f"<h3>{_e(info.name)}</h3>",
         f"<p>{_e(info.description)}: {info.rows:,} rows, {_e(info.class_text)}.{columns} "
         f"Replayed in {_e(info.order)}, cut into {chunks:,} chunks of "
-        f"{settings.chunk_size:,} rows; labels come back {settings.delay:,} requests late. "
+        f"{settings.chunk_size:,} rows{last}; labels come back {settings.delay:,} requests "
+        "late. "
         f"Nothing is deployed during the first chunk. From row {settings.chunk_size:,} on, "
         f"a continuous-training pipeline releases a new model version every "
         f"{_words(settings.release_every)} chunks (releases per scenario: {_e(releases)}), "

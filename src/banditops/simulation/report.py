@@ -125,9 +125,11 @@ GROUP_STYLES: dict[str, tuple[str, object]] = {  # group -> (legend label, line 
     "shadow": ("shadow scoring", (0, (1, 1))),
 }
 
-# Traffic plot: versions in tab10's colours without its red, which marks what went wrong; with
-# at most four versions live, cycling nine colours never gives two live versions the same one.
-VERSION_COLORS = [color for i, color in enumerate(colormaps["tab10"].colors) if i != 3]
+# Traffic plot: versions in tab20's colours without its reds, which mark what went wrong: the
+# nine strong ones, then their nine light partners, so a run's first 18 versions all differ
+# (v10 is not v1 coming back) and, with at most four live, neighbours never match.
+VERSION_COLORS = ([c for i, c in enumerate(colormaps["tab20"].colors) if i % 2 == 0 and i != 6]
+                  + [c for i, c in enumerate(colormaps["tab20"].colors) if i % 2 and i != 7])
 FAULTY_EDGE = "#b00000"
 FAULTY_HATCH = "////"
 ROLLBACK_STYLES = {  # faulty?: marker style, label colour, legend label
@@ -419,6 +421,22 @@ def _number(value: object, digits: int = 4) -> str:
     return html.escape(str(value))
 
 
+# Counts, or their means over seeds: "1,716.2" and "4", never "1716.2000" beside "2,101".
+COUNTS = {"rollback_delay", "rollbacks", "healthy_rollbacks", "switches", "seeds",
+          "released at", "retired at"}
+
+
+def _count(value: object) -> str:
+    """A count or a mean of counts: separators, one decimal unless whole.
+
+    >>> _count(1716.2), _count(4.0), _count(float("nan"))
+    ('1,716.2', '4', '-')
+    """
+    if isinstance(value, float | np.floating) and not math.isnan(value):
+        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+    return _number(value)
+
+
 # Column names that read better as other words (the glossary explains each).
 HEADERS = {"mean_reward": "reward", "ci_low": "CI low", "ci_high": "CI high",
            "healthy_rollbacks": "false alarms", "faulty_traffic_share": "faulty share",
@@ -435,7 +453,8 @@ def _table(frame: pd.DataFrame, percent: tuple[str, ...] = ()) -> str:
         for column in frame.columns:
             value = row[column]
             text = (f"{100 * value:.2f}%" if column in percent and isinstance(value, float)
-                    and not math.isnan(value) else _number(value))
+                    and not math.isnan(value) else _count(value) if column in COUNTS
+                    else _number(value))
             cells.append(f"<td>{text}</td>")
         strategy = row.get("strategy")
         style = (' class="mine"' if strategy == RECOMMENDED
@@ -525,8 +544,9 @@ def _warnings_html(result: ExperimentResult) -> list[str]:
 
 def render_html(result: ExperimentResult, out: Path) -> str:
     """The report: protocol, verdicts, per-scenario tables, versions, plots, timings."""
-    sections = [f"<h1>banditops replay: {len(result.streams)} streams, "
-                f"{result.runs['seed'].nunique()} seeds, {result.granularity} granularity</h1>",
+    streams, seeds = len(result.streams), result.runs["seed"].nunique()
+    sections = [f"<h1>banditops replay: {streams} stream{'s' * (streams != 1)}, "
+                f"{seeds} seed{'s' * (seeds != 1)}, {result.granularity} granularity</h1>",
                 *_warnings_html(result), "<h2>Protocol</h2>", protocol_html(result)]
     sections += ["<h2>Glossary</h2>", GLOSSARY]
     verdict = verdicts(result)

@@ -147,8 +147,8 @@ def _shift_driver(dataset: str, features: pd.DataFrame, labels: np.ndarray
     return column, values.to_numpy(dtype=float), why
 
 
-def _segment(dataset: str, features: pd.DataFrame, labels: np.ndarray
-             ) -> tuple[np.ndarray, str]:
+def _segment(dataset: str, features: pd.DataFrame, labels: np.ndarray,
+             dates: frozenset[str] = frozenset()) -> tuple[np.ndarray, str]:
     """(rows in the segment, "column == value" or "column > median") for concept drift.
 
     The built-in datasets use their documented column's most frequent value. Elsewhere:
@@ -167,7 +167,8 @@ def _segment(dataset: str, features: pd.DataFrame, labels: np.ndarray
             continue
         if pd.api.types.is_numeric_dtype(values):
             cut = float(values.median())
-            mask, text = (values > cut).to_numpy(), f"{column} > {cut:.4g}"
+            shown = _as_date(cut) if column in dates else f"{cut:.4g}"
+            mask, text = (values > cut).to_numpy(), f"{column} > {shown}"
         else:
             value = values.mode().iloc[0]
             mask, text = (values == value).to_numpy(), f"{column} == {value!r}"
@@ -181,15 +182,27 @@ def _segment(dataset: str, features: pd.DataFrame, labels: np.ndarray
     return mask, text
 
 
+def _as_date(days: float) -> str:
+    """Days since 1970 as the date they are (with the time of day when there is one).
+
+    >>> _as_date(16071.0), _as_date(16071.25)
+    ('2014-01-01', '2014-01-01 06:00')
+    """
+    moment = pd.Timestamp("1970-01-01") + pd.Timedelta(days=days)
+    return moment.strftime("%Y-%m-%d" if moment == moment.normalize() else "%Y-%m-%d %H:%M")
+
+
 def make_scenario(name: str, dataset: str, features: pd.DataFrame, labels: np.ndarray, *,
-                  seed: int = 0, drift_at: float = 0.5, faulty_every: int = 3) -> Scenario:
+                  seed: int = 0, drift_at: float = 0.5, faulty_every: int = 3,
+                  dates: frozenset[str] = frozenset()) -> Scenario:
     """Apply scenario ``name`` to a stream (features and class codes, in time order).
+    ``dates``: columns holding dates as days since 1970 (named as dates in descriptions).
 
     Raises :class:`ScenarioNotApplicable` when the table cannot support the scenario."""
     labels = np.asarray(labels)
     n = len(labels)
     if name == "natural":
-        return Scenario(name, features, labels, "the data in its recorded order")
+        return Scenario(name, features, labels, "the rows in the dataset's own order")
     if name == "faulty-release":
         if not isinstance(faulty_every, int) or faulty_every < 2:
             raise InvalidParameterError(f"faulty_every must be an integer >= 2, got {faulty_every}")
@@ -209,7 +222,7 @@ def make_scenario(name: str, dataset: str, features: pd.DataFrame, labels: np.nd
     if name == "concept-drift":
         if not 0.0 < drift_at < 1.0:
             raise InvalidParameterError(f"drift_at must be in (0, 1), got {drift_at}")
-        segment, text = _segment(dataset, features, labels)
+        segment, text = _segment(dataset, features, labels, dates)
         start = int(n * drift_at)
         flip = segment & (np.arange(n) >= start)
         classes = int(labels.max()) + 1

@@ -152,7 +152,7 @@ def default_settings(dataset: str, n: int, *, miss_cost: float | None = None,
                                   f"cost matrix (a missed fraud costs {cost:g} false alarms)",
                                   guardrail_margin=0.01)
     else:
-        size = max(50, n // 20)
+        size = max(50, -(-n // 20))  # twenty chunks, the last no smaller than the others
         settings = StreamSettings(size, size // 20, accuracy, "accuracy")
     builtin = dataset in ("adult", "vehicle-insurance-fraud")
     if choice.kind == "accuracy":

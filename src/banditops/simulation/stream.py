@@ -137,11 +137,12 @@ def stream_from_releases(dataset: str, scenario: str | Scenario, description: st
 
 def prepare_stream(dataset: str, features: pd.DataFrame, labels: np.ndarray, scenario: str,
                    settings: StreamSettings, *, seed: int = 0, classes: int = 2,
+                   dates: frozenset[str] = frozenset(),
                    progress: Callable[[Release], None] | None = None) -> Stream:
     """Apply the scenario, run the training pipeline, and lay out the stream.
 
     Raises :class:`ScenarioNotApplicable` when the table cannot support the scenario."""
-    prepared = make_scenario(scenario, dataset, features, labels, seed=seed)
+    prepared = make_scenario(scenario, dataset, features, labels, seed=seed, dates=dates)
     if prepared.faulty_every is not None:
         count = len(release_rows(len(labels), settings.chunk_size, settings.release_every))
         if count < prepared.faulty_every:
