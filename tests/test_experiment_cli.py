@@ -285,7 +285,7 @@ def test_markup_and_mathtext_in_file_and_folder_names_are_only_names(tmp_path):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert f"Wrote {out / 'summary.csv'}" in text
-    assert "m$\\frac$ [b] / natural (1 seeds" in text  # the name, not markup
+    assert "m$\\frac$ [b] / natural (1 seed," in text  # the name, not markup
     assert (out / "traffic.png").read_bytes().startswith(PNG)
     assert "m$\\frac$ [b] / natural" in (out / "report.html").read_text(encoding="utf-8")
 
