@@ -9,7 +9,7 @@ import pytest
 from banditops.errors import InvalidParameterError
 from banditops.simulation.models import FAMILIES
 from banditops.simulation.pipeline import build_releases, release_rows
-from banditops.simulation.scenarios import make_scenario
+from banditops.simulation.scenarios import ScenarioNotApplicable, make_scenario
 
 
 @pytest.fixture
@@ -55,3 +55,20 @@ def test_bad_pipeline_arguments(scenario):
         build_releases(scenario, chunk_size=300, delay=300)
     with pytest.raises(InvalidParameterError, match="unknown model families"):
         build_releases(scenario, chunk_size=300, families=["svm"])
+
+
+def test_releases_wait_until_the_labels_hold_two_classes(scenario):
+    """A stream that opens with one class only (ordered by a strong predictor, say): the
+    releases due before both classes arrive are skipped, later ones go ahead."""
+    labels = scenario.labels.copy()
+    labels[:1000] = 0
+    opening = make_scenario("faulty-release", "toy", scenario.features, labels)
+    releases = build_releases(opening, chunk_size=300, release_every=2, train_window=1000,
+                              delay=40)
+    assert [r.row for r in releases] == [1500, 2100, 2700]  # 300 and 900 saw one class
+    assert [r.name for r in releases] == ["v1-logistic-regression", "v2-gradient-boosting",
+                                         "v3-random-forest"]
+    assert [r.faulty for r in releases] == [False, False, True]
+    grouped = make_scenario("natural", "toy", scenario.features, np.sort(scenario.labels))
+    with pytest.raises(ScenarioNotApplicable, match="grouped by the target"):
+        build_releases(grouped, chunk_size=300, release_every=2, train_window=500, delay=40)

@@ -1,12 +1,14 @@
 """The continuous-training pipeline a replay runs: when versions are released, on what data.
 
-The stream is cut into chunks of ``chunk_size`` rows in time order. Release r happens at
-the start of chunk ``1 + r * release_every``; it is trained on the most recent
-``train_window`` rows whose labels have *arrived* by then (labels arrive ``delay`` rows after
-their request), minus the last ``validation_fraction`` of them, which give its validation
-score (the replay's reward, so that on fraud a model that never flags anything does not
-look good). Models predict the positive class above the reward's cost-optimal probability
-threshold (:func:`~banditops.rewards.decision_threshold`). Families cycle through
+The stream is cut into chunks of ``chunk_size`` rows in time order. Releases are due at the
+start of chunks ``1, 1 + release_every, ...``; one whose training rows hold a single class
+is skipped (nothing can be learned yet), so release r is the r-th that could be trained.
+Each is trained on the most recent ``train_window`` rows whose labels have *arrived* by
+then (labels arrive ``delay`` rows after their request), minus the last
+``validation_fraction`` of them, which give its validation score (the replay's reward, so
+that on fraud a model that never flags anything does not look good). Models predict the
+positive class above the reward's cost-optimal probability threshold
+(:func:`~banditops.rewards.decision_threshold`). Families cycle through
 :data:`~banditops.simulation.models.FAMILIES`. Each version predicts every row it may serve
 once, in one batch; a release the scenario marks faulty serves those predictions through
 the serving cache bug.
@@ -69,17 +71,19 @@ def build_releases(scenario: Scenario, *, chunk_size: int, release_every: int = 
         raise InvalidParameterError(f"unknown model families {unknown}; known: {FAMILIES}")
     features, labels = scenario.features, scenario.labels
     releases = []
-    for index, row in enumerate(release_rows(n, chunk_size, release_every)):
+    one_class = []
+    for row in release_rows(n, chunk_size, release_every):
+        index = len(releases)
         labelled_end = row - delay  # labels of later requests have not arrived yet
         start = max(0, labelled_end - train_window)
         split = labelled_end - max(1, int((labelled_end - start) * validation_fraction))
         family = families[index % len(families)]
         train_labels = labels[start:split]
         if len(np.unique(train_labels)) < 2:
-            raise ScenarioNotApplicable(
-                f"release {index + 1} would train on rows {start:,}-{split:,}, which hold one "
-                "class only: the rows look grouped by the target, not ordered in time; "
-                "replay them in time order (--order-by a date or time column)")
+            # Nothing to learn yet (a stream that starts with one class, e.g. ordered by a
+            # strong predictor): this release is skipped and the next one tried.
+            one_class.append(f"{start:,}-{split:,}")
+            continue
         model = make_model(family, features.iloc[start:split], seed=seed + index,
                            class_weight=class_weight, threshold=decision_threshold(reward))
         started = time.perf_counter()
@@ -99,4 +103,9 @@ def build_releases(scenario: Scenario, *, chunk_size: int, release_every: int = 
         releases.append(release)
         if progress is not None:
             progress(release)
+    if not releases:
+        raise ScenarioNotApplicable(
+            f"every training window (rows {one_class[0]}, ...) holds one class only: the "
+            "rows look grouped by the target, not ordered in time; replay them in time "
+            "order (--order-by a date or time column)")
     return releases

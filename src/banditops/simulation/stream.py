@@ -154,5 +154,9 @@ def prepare_stream(dataset: str, features: pd.DataFrame, labels: np.ndarray, sce
         prepared, chunk_size=settings.chunk_size, release_every=settings.release_every,
         train_window=settings.train_window, delay=settings.delay, seed=seed,
         class_weight=settings.class_weight, reward=settings.reward, progress=progress)
+    if prepared.faulty_every is not None and not any(r.faulty for r in releases):
+        raise ScenarioNotApplicable(
+            f"faulty-release breaks the {ordinal(prepared.faulty_every)} release, but only "
+            f"{len(releases)} release(s) could be trained on this table")
     return stream_from_releases(dataset, prepared, prepared.description, settings,
                                 prepared.labels, releases, classes=classes)
