@@ -303,3 +303,18 @@ def test_the_results_never_overwrite_the_table_replayed(tmp_path):
         assert result.exit_code == 2
         assert "the results would overwrite the table" in " ".join(result.output.split())
     assert table.read_bytes() == before
+
+
+def test_a_table_sorted_by_its_target_is_called_out():
+    from banditops.simulation.command import _warn_grouped
+    from banditops.simulation.datasets import Dataset
+
+    rng = np.random.default_rng(9)
+    labels = rng.integers(0, 3, 6000)
+    features = pd.DataFrame({"x": rng.normal(size=6000)})
+    shuffled = Dataset("t", features, pd.Series(labels), "", classes=("a", "b", "c"))
+    assert _warn_grouped(shuffled) is None
+    grouped = Dataset("t", features, pd.Series(np.sort(labels)), "", classes=("a", "b", "c"))
+    warning = _warn_grouped(grouped)
+    assert warning is not None and "its rows come in 3 runs of one class" in warning
+    assert "replay it in time order with --order-by" in warning
