@@ -312,3 +312,16 @@ def test_control_characters_in_names_are_shown_escaped(tmp_path):
     _, report = load_csv(path, "y")
     assert "1 categorical (kind\\x1b[2J)" in report.describe()
     assert "\x1b" not in report.describe()
+
+
+def test_numbers_beyond_any_measurement_are_rejected_not_overflowed(tmp_path):
+    """1e308 is finite, but a model's scaling squares it into infinity."""
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"x": rng.normal(size=300).astype(object), "y": [0, 1] * 150})
+    frame.loc[7, "x"] = "1e308"
+    frame.loc[8, "x"] = "-2e150"
+    path = tmp_path / "huge.csv"
+    frame.to_csv(path, index=False)
+    data, report = load_csv(path, "y")
+    assert report.problems["number beyond ±1e100 in 'x'"] == ["data row 8", "data row 9"]
+    assert len(data) == 298 and data.features["x"].abs().max() < 10

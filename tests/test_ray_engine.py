@@ -97,6 +97,9 @@ def test_a_running_ray_session_is_used_left_running_and_reports_progress():
     (["--address", "auto"], "--address goes with --engine ray"),
     (["--engine", "spark"], "engine must be one of local, ray, got 'spark'"),
     (["--engine", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
+    (["--engine", "ray", "--address", "bogus"], "--address must be auto, HOST:PORT or ray://"),
+    (["--engine", "ray", "--address", "http://[::1"], "--address must be auto, HOST:PORT"),
+    (["--engine", "ray", "--address", "ray://127.0.0.1:1"], "no Ray cluster answers at ray://"),
 ])
 def test_engine_mistakes_end_in_one_line_before_any_data_is_read(tmp_path, args, message):
     result = run("--csv", str(tmp_path / "missing.csv"), "--target", "y", *args)

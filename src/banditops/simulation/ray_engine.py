@@ -61,11 +61,15 @@ def _replay_on_worker(stream: Stream, task: RunTask) -> dict:
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
-    """Fail in seconds where nothing listens at ``HOST:PORT`` (Ray itself retries for
-    minutes). ``auto`` and other forms are left to Ray."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or "://" in host:
+    """``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``, or a clear error before any data is
+    read; fail in seconds where nothing listens (Ray itself retries for minutes)."""
+    if address == "auto":
         return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit() or "://" in target or not 0 < int(port) < 65536:
+        raise BanditOpsError(
+            f"--address must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as error:

@@ -33,6 +33,7 @@ NUMERIC_SHARE = 0.9  # a text column whose values are at least this often number
 DATE_SHARE = 0.9  # ... or dates in one format
 DATE_CHARS = 64  # longer text is no date ("2024-01-31T23:59:59.999999+05:30" is 32)
 MIN_CSV_ROWS = 200
+HUGE = 1e100
 MAX_CLASSES = 50  # more distinct target values than this: a quantity, not a class
 CSV_SEPARATORS = ",;\t|"
 SNIFF_BYTES = 16384  # the separator is sniffed from the first 16 KiB
@@ -363,8 +364,12 @@ def load_csv(path: str | Path, target: str, *, positive: str | None = None,
         reject(unusable.reindex(frame.index, fill_value=False),
                f"text in numeric column {cut(column)!r}")
         if kind != "categorical":
-            reject(pd.Series(np.isinf(typed.to_numpy(dtype=float)), index=frame.index),
+            numbers = typed.to_numpy(dtype=float)
+            reject(pd.Series(np.isinf(numbers), index=frame.index),
                    f"infinite number in {cut(column)!r}")
+            # Finite but beyond any measurement: squared by the models' scaling, it overflows.
+            reject(pd.Series(np.abs(np.nan_to_num(numbers)) > HUGE, index=frame.index),
+                   f"number beyond ±1e100 in {cut(column)!r}")
         frame[column] = typed
         kinds[column] = kind
     for column in order_by:
