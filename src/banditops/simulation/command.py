@@ -30,6 +30,7 @@ from banditops.simulation.experiment import (
     check_engine,
     run_experiment,
 )
+from banditops.simulation.pipeline import release_rows
 from banditops.simulation.report import OUTPUTS, shadow_verdicts, verdicts, write_outputs
 from banditops.simulation.settings import (
     IMBALANCED,
@@ -228,7 +229,7 @@ def _check_size(data: Dataset, settings: StreamSettings) -> str | None:
         raise InvalidParameterError(
             f"{data.name}: labels {settings.delay:,} requests late do not arrive within a "
             f"chunk of {size:,}; use a smaller --delay or a larger --chunk-size")
-    releases = len(range(size, n, size * settings.release_every))
+    releases = len(release_rows(n, size, settings.release_every))
     if size * 2 > n:
         raise InvalidParameterError(
             f"{data.name} has {n:,} rows: too few for chunks of {size:,} (a replay needs "
