@@ -51,12 +51,10 @@ class RewardChoice:
             raise InvalidParameterError("--cost and --miss-cost go with --reward cost")
         if self.costs and self.miss_cost is not None:
             raise InvalidParameterError("give either --cost or --miss-cost, not both")
-        if self.miss_cost is not None and not (math.isfinite(self.miss_cost)
-                                               and self.miss_cost > 1):
-            raise InvalidParameterError(
-                f"miss_cost must be > 1 false alarm, got {self.miss_cost}")
+        if self.miss_cost is not None:
+            miss_cost_reward(self.miss_cost)  # checked now, before any data is read
         if self.costs:
-            costs_to_reward(self.costs)  # checked now, before any data is read
+            costs_to_reward(self.costs)  # likewise
 
     def wants_cost(self, builtin: bool) -> bool:
         """Whether this dataset is replayed with a cost reward: ``--reward cost`` for every
@@ -121,11 +119,6 @@ def miss_cost_reward(miss_cost: float = DEFAULT_MISS_COST) -> CostMatrix:
     return cost_matrix(tp=1.0, fp=1.0 - 1.0 / miss_cost, fn=0.0, tn=1.0)
 
 
-def fraud_reward(miss_cost: float = DEFAULT_MISS_COST) -> CostMatrix:
-    """The fraud dataset's reward: a missed fraud costs ``miss_cost`` false alarms."""
-    return miss_cost_reward(miss_cost)
-
-
 def balanced_miss_cost(positive_share: float) -> float:
     """The miss cost at which predicting the positive class pays from the base rate on:
     negatives per positive (at least 2), rounded to a readable number."""
@@ -133,22 +126,20 @@ def balanced_miss_cost(positive_share: float) -> float:
     return float(max(2.0, round(ratio, 1 if ratio < 10 else 0)))
 
 
-def default_settings(dataset: str, n: int, *, miss_cost: float | None = None,
-                     chunk_size: int | None = None, delay: int | None = None,
-                     max_live: int = 4, reward: RewardChoice | None = None,
+def default_settings(dataset: str, n: int, *, chunk_size: int | None = None,
+                     delay: int | None = None, max_live: int = 4,
+                     reward: RewardChoice | None = None,
                      positive_share: float | None = None) -> StreamSettings:
     """The documented defaults (module docstring), with the user's overrides.
 
     ``positive_share`` (binary tasks) sets the miss cost of ``--reward cost`` when neither
     ``--cost`` nor ``--miss-cost`` is given."""
     choice = reward or RewardChoice()
-    if miss_cost is not None and choice.miss_cost is None and not choice.costs:
-        choice = replace(choice, miss_cost=miss_cost)
     if dataset == "adult":
         settings = StreamSettings(2000, 100, accuracy, "accuracy")
     elif dataset == "vehicle-insurance-fraud":
         cost = choice.miss_cost if choice.miss_cost is not None else DEFAULT_MISS_COST
-        settings = StreamSettings(1000, 50, fraud_reward(cost),
+        settings = StreamSettings(1000, 50, miss_cost_reward(cost),
                                   f"cost matrix (a missed fraud costs {cost:g} false alarms)",
                                   guardrail_margin=0.01)
     else:
