@@ -257,8 +257,8 @@ def check_engine(engine: str, address: str | None) -> None:
 
 
 def open_engine(engine: str, workers: int, address: str | None = None) -> Engine:
-    """The engine named ``engine`` (see :func:`check_engine`), to use in a ``with`` block."""
-    check_engine(engine, address)
+    """The engine named ``engine``, to use in a ``with`` block (the options already passed
+    :func:`check_engine`: with an address, that check connects to the cluster)."""
     if engine == "ray":
         from banditops.simulation.ray_engine import RayEngine
 
