@@ -11,7 +11,7 @@ values. :func:`load_csv` reads it without options beyond the target column:
   **categorical**;
 - the target may be binary or have several classes (:func:`encode_target`);
 - unusable rows (a malformed line, a missing target or ordering value, text in a numeric
-  column, an infinite number) are skipped and reported, never fatal.
+  column, an infinite number or one beyond ±1e100) are skipped and reported, never fatal.
 """
 
 from __future__ import annotations
@@ -114,11 +114,11 @@ def sniff_csv(path: Path, sep: str | None = None) -> tuple[str, str]:
     with path.open("rb") as handle:
         raw = handle.read(SNIFF_BYTES)
     encoding = _encoding(path, raw)
-    text = raw.decode(encoding, errors="ignore")  # a character may be cut at the end
-    cut = text.rfind("\n")
-    sample = text[:cut] if cut > 0 else text  # whole lines only
     if sep is not None:
         return sep, encoding
+    text = raw.decode(encoding, errors="ignore")  # a character may be cut at the end
+    end = text.rfind("\n")
+    sample = text[:end] if end > 0 else text  # whole lines only
     try:
         return csv.Sniffer().sniff(sample, delimiters=CSV_SEPARATORS).delimiter, encoding
     except csv.Error:
