@@ -318,3 +318,13 @@ def test_a_table_sorted_by_its_target_is_called_out():
     warning = _warn_grouped(grouped)
     assert warning is not None and "its rows come in 3 runs of one class" in warning
     assert "replay it in time order with --order-by" in warning
+
+
+def test_version_and_an_example_in_every_help():
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"banditops {version('banditops')}"
+    for command in ("demo", "experiment", "serve"):
+        text = " ".join(CliRunner().invoke(app, [command, "--help"]).output.split())
+        assert f"banditops {command} " in text.split("Example", 1)[1], command

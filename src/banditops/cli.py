@@ -28,7 +28,7 @@ def fail(error: Exception) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
+@app.command(epilog="Example: banditops demo --requests 20000 --seed 1")
 def demo(data_dir: DataDir = None,
          requests: Annotated[int, typer.Option(min=2000, help="Requests to stream.")] = 12_000,
          seed: Annotated[int, typer.Option(help="Random seed.")] = 0) -> None:
@@ -41,7 +41,10 @@ def demo(data_dir: DataDir = None,
         fail(error)
 
 
-@app.command()
+@app.command(epilog=(
+    "Examples: banditops experiment --dataset adult --seeds 2 --out results  |  "
+    "banditops experiment --csv claims.csv --target fraud --reward cost --miss-cost 20 "
+    "--order-by date  |  banditops experiment --engine ray --address HEAD:6379 --seeds 50"))
 def experiment(
     dataset: Annotated[list[str] | None, typer.Option(
         "--dataset", help="adult and/or vehicle-insurance-fraud (repeatable; default: both, "
@@ -106,7 +109,10 @@ def experiment(
         fail(error)
 
 
-@app.command()
+@app.command(epilog=(
+    "Examples: banditops serve  (a demo deployment on census data)  |  "
+    "banditops serve --config banditops.toml --host 0.0.0.0 --port 8000 "
+    "--db postgresql+psycopg://user@db/banditops"))
 def serve(
     config: Annotated[Path | None, typer.Option(
         help="TOML config (see banditops.service.config); without it, a demo deployment "
@@ -198,8 +204,18 @@ def _listen(host: str, port: int):
     return sock
 
 
-@app.callback()
-def main() -> None:
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"banditops {version('banditops')}")
+        raise typer.Exit()
+
+
+@app.callback(epilog="Example: banditops experiment --help")
+def main(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
     """banditops: route traffic between model versions, learn, roll back bad releases."""
 
 
