@@ -122,22 +122,27 @@ def serve(
     db: Annotated[str | None, typer.Option(
         help="Database URL, overriding the config (default sqlite:///banditops.db).")] = None,
     data_dir: DataDir = None,
+    log_level: Annotated[str, typer.Option(
+        help="debug, info (one access line per request), warning or error.")] = "info",
+    log_format: Annotated[str, typer.Option(
+        help="text (readable) or json (one object per line, for log shippers).")] = "text",
 ) -> None:
     """Run the HTTP service (FastAPI under uvicorn); OpenAPI docs at /docs.
 
     The port is bound and the database and models are loaded before serving, so a
     mistake (config, keys, database, busy port) is one `error:` line and exit code 2."""
-    import logging
 
     import uvicorn
     from pydantic import ValidationError
 
+    from banditops.service import logs
     from banditops.service.app import create_app
     from banditops.service.config import describe_errors
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # no plugin chatter at start-up
+    try:
+        logs.configure(log_level, log_format)
+    except ValueError as error:
+        fail(error)
     sock = None
     try:
         sock = _listen(host, port)  # first: the demo trains models before it is configured

@@ -38,8 +38,9 @@ def free_port() -> int:
 class Server:
     """``banditops serve`` in its own process."""
 
-    def __init__(self, config: Path, db: str | None = None, port: int | None = None) -> None:
-        self.config, self.db = config, db
+    def __init__(self, config: Path, db: str | None = None, port: int | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.config, self.db, self.args = config, db, args
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -50,6 +51,7 @@ class Server:
                 "--port", str(self.port)]
         if self.db:
             args += ["--db", self.db]
+        args += self.args
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}",
                "OMP_NUM_THREADS": "1"}
         self.process = subprocess.Popen(args, env=env, stdout=self.log.open("ab"),

@@ -4,7 +4,9 @@ and ``serve`` start-up errors as one line."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -164,6 +166,52 @@ def test_reinstate_through_the_api_and_the_client(server):
     log = server.log.read_text()
     assert 'deployment=main version=v2 kind=rolled_back reason="canary looked bad"' in log
     assert 'kind=reinstated reason="false alarm"' in log
+    # one access line per request, naming the route template, not the path
+    assert re.search(r"banditops.access: POST /v1/deployments/\{name\}/versions/\{version\}/"
+                     r"rollback 200 method=POST route=\S+ status=200 ms=[0-9.]+ "
+                     r"deployment=main version=v2\b", log)
+    assert re.search(r"POST /v1/deployments/\{name\}/predict 200 .* deployment=main "
+                     r"version=v[12] decision_id=[0-9a-f]{32}", log)
+
+
+def test_logs_as_json_one_object_per_line(tmp_path, artifacts):
+    main = DEPLOYMENTS.split("[deployments.sleepy]")[0]
+    config = write_config(tmp_path, artifacts, main.replace("ARTIFACTS", str(artifacts)))
+    server = Server(config, args=("--log-format", "json")).start()
+    try:
+        with Client(server.url, ADMIN_KEY) as admin:
+            decision = admin.predict("main", ONE)
+            admin.rollback("main", "v2", reason="canary looked bad")
+            with pytest.raises(ServiceError):
+                admin.deployment("nowhere")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the last access line is written after the answer
+            lines = [json.loads(line) for line in server.log.read_text().splitlines()
+                     if line.startswith("{")]
+            if any(x.get("status") == 404 for x in lines):
+                break
+            time.sleep(0.1)
+    finally:
+        server.stop()
+    access = [x for x in lines if x["logger"] == "banditops.access"]
+    predict = next(x for x in access if x["route"].endswith("/predict"))
+    assert predict["status"] == 200 and predict["deployment"] == "main"
+    assert (predict["version"], predict["decision_id"]) == (decision["version"],
+                                                           decision["decision_id"])
+    assert predict["ms"] > 0 and predict["level"] == "info" and predict["time"].endswith("Z")
+    assert any(x["status"] == 404 and x["deployment"] == "nowhere" for x in access)
+    rollback = next(x for x in lines if x.get("kind") == "rolled_back")
+    assert rollback == {**rollback, "level": "warning", "deployment": "main", "version": "v2",
+                        "reason": "canary looked bad"}
+
+
+def test_serve_refuses_a_bad_log_option_in_one_line(tmp_path, artifacts):
+    main = DEPLOYMENTS.split("[deployments.sleepy]")[0]
+    config = write_config(tmp_path, artifacts, main.replace("ARTIFACTS", str(artifacts)))
+    result = _serve(["--config", str(config), "--log-format", "xml"], {}, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --log-format must be one of text, json, got 'xml'"]
 
 
 def test_keys_are_checked_from_the_headers(server):

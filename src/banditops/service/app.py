@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
@@ -40,6 +39,9 @@ from banditops.service.workers import Workers
 from banditops.store.sql import Store
 
 log = logging.getLogger("banditops.service")
+# What an operator reads in the log as it happens, not only in /events.
+LOGGED_EVENTS = ("registered", "rolled_back", "quarantined", "reinstated", "retired",
+                 "promoted")
 D = "/v1/deployments"
 V = D + "/{name}/versions/{version}"
 
@@ -53,9 +55,13 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
 
     def on_event(deployment: str, event: Event) -> None:
         """Take-downs are counted and logged (one structured line each), not only stored."""
-        if event.kind in ("rolled_back", "quarantined", "reinstated", "retired", "promoted"):
-            log.warning("version %s: deployment=%s version=%s kind=%s reason=%s", event.kind,
-                        deployment, event.version, event.kind, json.dumps(event.reason))
+        if event.kind in LOGGED_EVENTS:
+            fields = {"deployment": deployment, "version": event.version, "kind": event.kind,
+                      "reason": event.reason}
+            level = logging.WARNING if event.kind in ("rolled_back", "quarantined") else (
+                logging.INFO)
+            log.log(level, "version %s %s: %s", event.version, event.kind.replace("_", " "),
+                    event.reason, extra={"fields": fields})
         if event.kind in ("rolled_back", "quarantined"):
             metrics.taken_down(deployment, event.kind)
 

@@ -31,6 +31,7 @@ from typing import Any
 from starlette.routing import Match
 
 from banditops.service.endpoints import Caller, HttpError, encode, error_answer
+from banditops.service.logs import log_access
 from banditops.service.metrics import Metrics
 
 log = logging.getLogger("banditops.service")
@@ -83,7 +84,7 @@ class Guard:
         # HEAD is answered as GET; uvicorn drops the body of an answer to HEAD itself
         inner = {**scope, "method": "GET"} if scope["method"] == "HEAD" else scope
         route, allowed, params = self._match(inner)
-        body = None
+        body = payload = None
         try:
             body = await self._admit(inner, receive, route, allowed)
             fast = self.fast.get((inner["method"], route))
@@ -100,8 +101,10 @@ class Guard:
             elif status[0] < 500:
                 log.exception("error after the answer started on %s", route)
         if status[0]:
-            self.metrics.request(scope["method"], route, status[0],
-                                 time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.metrics.request(scope["method"], route, status[0], seconds)
+            log_access(scope["method"], route, scope["path"][:200], status[0], seconds,
+                       params, payload)
 
     def _match(self, scope: dict[str, Any]) -> tuple[str | None, list[str], dict[str, Any]]:
         """(route template, [], path parameters) or (None, the methods the path allows, {})."""

@@ -1,0 +1,90 @@
+"""The service's logs: readable text by default, one JSON object per line on request.
+
+Every line carries its level, logger and message; structured fields (an access line's route,
+status and duration, a rollback's version and reason) ride along as ``extra={"fields": ...}``
+and come out as ``key=value`` pairs in text, as keys in JSON, so a log shipper can index them
+without parsing the message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("text", "json")
+access = logging.getLogger("banditops.access")
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else {}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                + f".{int(record.msecs):03d}Z",
+                "level": record.levelname.lower(), "logger": record.name,
+                "message": record.getMessage(), **_fields(record)}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value ...`` (values JSON-quoted when they hold
+    spaces or quotes, so a line still splits on spaces)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        pairs = [f"{key}={_plain(value)}" for key, value in _fields(record).items()]
+        return " ".join([text, *pairs]) if pairs else text
+
+
+def _plain(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if (not text or any(c in text for c in ' "=\n')) else text
+
+
+def configure(level: str = "info", fmt: str = "text") -> None:
+    """Send every banditops (and uvicorn) line to stderr at ``level`` in ``fmt``."""
+    if level not in LEVELS:
+        raise ValueError(f"--log-level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # no plugin chatter at start-up
+
+
+def log_access(method: str, route: str | None, path: str, status: int, seconds: float,
+               params: dict[str, Any], answer: Any = None) -> None:
+    """One line per request: method, route (its template), status, duration, deployment,
+    version and decision id when the answer names them."""
+    if not access.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, Any] = {"method": method, "route": route or path, "status": status,
+                              "ms": round(1000 * seconds, 2)}
+    if "name" in params:
+        fields["deployment"] = params["name"]
+    if "version" in params:
+        fields["version"] = params["version"]
+    if isinstance(answer, dict):
+        if "decision_id" in answer:
+            fields["version"], fields["decision_id"] = answer.get("version"), answer[
+                "decision_id"]
+        elif isinstance(answer.get("decisions"), list):
+            fields["decisions"] = len(answer["decisions"])
+    access.info("%s %s %d", method, route or path, status, extra={"fields": fields})
