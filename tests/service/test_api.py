@@ -186,6 +186,41 @@ def test_keys_and_scopes(server, artifacts):
     assert 'banditops_decisions_total{deployment="main"' in metrics
 
 
+def _sample(metrics: str, name: str, **labels: str) -> float | None:
+    """A sample's value in a /metrics page, or None."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    for line in metrics.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_per_version_gauges_and_model_latency(server, client):
+    for x, y in zip(X[:40], Y[:40], strict=True):
+        decision = client.predict("main", as_features(x))
+        client.feedback("main", decision["decision_id"], int(y))
+    deadline, shares = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:  # gauges come from a report the worker computes
+        metrics = httpx.get(f"{server.url}/metrics").text
+        shares = {v: _sample(metrics, "banditops_traffic_share", deployment="main", version=v)
+                  for v in ("v1", "v2")}
+        if None not in shares.values():
+            break
+        time.sleep(0.2)
+    versions = {v["name"]: v for v in client.deployment("main")["versions"]}
+    for name, share in shares.items():
+        assert share is not None and abs(share - versions[name]["traffic_share"]) < 0.2
+        live = _sample(metrics, "banditops_version_live", deployment="main", version=name)
+        assert live == float(versions[name]["status"] == "live")
+        calls = _sample(metrics, "banditops_model_call_seconds_count", deployment="main",
+                        version=name)
+        assert calls is not None and calls >= 1
+    assert abs(sum(shares.values()) - 1.0) < 1e-6
+    means = [_sample(metrics, "banditops_reward_mean", deployment="main", version=v)
+             for v in ("v1", "v2")]
+    assert any(m is not None and 0.0 <= m <= 1.0 for m in means)
+
+
 NAN = '{"features": {"x0": NaN, "x1": 0, "x2": 0, "x3": 0}}'
 INF = '{"features": {"x0": Infinity, "x1": 0, "x2": 0, "x3": 0}}'
 BAD_REQUESTS = [

@@ -65,7 +65,8 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         if event.kind in ("rolled_back", "quarantined"):
             metrics.taken_down(deployment, event.kind)
 
-    deployments = {name: ServiceDeployment(name, spec, config, store, on_event=on_event)
+    deployments = {name: ServiceDeployment(name, spec, config, store, on_event=on_event,
+                                           on_model_call=metrics.model_call)
                    for name, spec in config.deployments.items()}
     workers = Workers(store, deployments, max_queue=config.max_queue,
                       micro_batch=config.micro_batch, shadow_queue=config.shadow_queue,

@@ -581,7 +581,8 @@ class SlowCalls:
 
     def __init__(self, limit_seconds: float, *, window: int = 20, strikes: int = 5,
                  warmup: int = 3, clock: Callable[[], float] = time.perf_counter,
-                 cpu_clock: Callable[[], float] = time.thread_time) -> None:
+                 cpu_clock: Callable[[], float] = time.thread_time,
+                 listener: Callable[[float], None] | None = None) -> None:
         if limit_seconds <= 0 or window < 1 or not 1 <= strikes <= window or warmup < 0:
             raise ValueError("SlowCalls needs limit > 0, window >= 1, 1 <= strikes <= "
                              "window and warmup >= 0")
@@ -591,6 +592,7 @@ class SlowCalls:
         self.warmup = warmup
         self.clock = clock
         self.cpu_clock = cpu_clock
+        self.listener = listener  # every call's wall time, warm-up included (for metrics)
         self._lock = threading.Lock()
         self.reset()
 
@@ -610,6 +612,8 @@ class SlowCalls:
 
     def record(self, wall_seconds: float, cpu_seconds: float = 0.0) -> None:
         """Count one call (a batch counts once)."""
+        if self.listener is not None:
+            self.listener(wall_seconds)
         with self._lock:
             self._calls += 1
             self._last = wall_seconds
@@ -658,7 +662,7 @@ class ServedModel:
 
     def __init__(self, model: Any, features: list[str] | Mapping[str, str],
                  timeout_seconds: float, *, window: int = 20, strikes: int = 5,
-                 warmup: int = 3) -> None:
+                 warmup: int = 3, listener: Callable[[float], None] | None = None) -> None:
         if not callable(getattr(model, "predict", None)):
             raise ArtifactError(f"the artifact holds a {type(model).__name__}, which has no "
                                 "predict()")
@@ -668,7 +672,8 @@ class ServedModel:
         self.kinds = (dict(features) if isinstance(features, Mapping)
                       else dict.fromkeys(self.features, "number"))
         self.timeout = timeout_seconds
-        self.slow = SlowCalls(timeout_seconds, window=window, strikes=strikes, warmup=warmup)
+        self.slow = SlowCalls(timeout_seconds, window=window, strikes=strikes, warmup=warmup,
+                              listener=listener)
         names = getattr(model, "feature_names_in_", None)
         self.named = names is not None
         if self.named:

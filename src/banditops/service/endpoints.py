@@ -268,6 +268,7 @@ class Endpoints:
         self.store = store
         self.deployments = deployments
         self.workers = workers
+        self._reporting: set[str] = set()  # deployments whose metrics report is under way
         self.metrics = metrics
         self._pinger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-ping")
         self._ping: asyncio.Future | None = None
@@ -453,7 +454,30 @@ class Endpoints:
             return False
 
     async def prometheus(self) -> Response:
+        """Counters as they stand, and per-version gauges from each deployment's report,
+        computed on its worker. A scrape waits at most a quarter second for them: a worker
+        busy with a slow model keeps its last values, refreshed when the report arrives."""
+        waiting = []
+        for name in self.deployments:
+            if name in self._reporting:
+                continue
+            try:
+                future = self.workers[name].call(lambda d: d.report())
+            except Exception as error:  # a full queue: this scrape keeps the last values
+                log.warning("metrics: deployment %s not reported: %s", name, error)
+                continue
+            self._reporting.add(name)
+            future.add_done_callback(lambda f, n=name: self._reported(n, f))
+            waiting.append(future)
+        if waiting:
+            await asyncio.wait(waiting, timeout=0.25)
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+    def _reported(self, name: str, future: asyncio.Future) -> None:
+        self._reporting.discard(name)
+        if future.cancelled() or future.exception() is not None:
+            return
+        self.metrics.versions(name, future.result()["versions"])
 
 
 def artifact_path(config: ServiceConfig, artifact: str) -> str:

@@ -47,6 +47,18 @@ class Metrics:
         self.shadow_queued = Gauge("banditops_shadow_queued",
                                    "Answered requests waiting for their shadow predictions",
                                    ["deployment"], registry=r)
+        self.model_calls = Histogram(
+            "banditops_model_call_seconds", "Wall time of each model call per version (a "
+            "micro-batch is one call)", ["deployment", "version"], buckets=LATENCY_BUCKETS,
+            registry=r)
+        self.traffic_share = Gauge("banditops_traffic_share", "Share of traffic the policy "
+                                   "gives each version now", ["deployment", "version"],
+                                   registry=r)
+        self.reward_mean = Gauge("banditops_reward_mean", "Mean production reward per version "
+                                 "(all replicas; NaN before any feedback)",
+                                 ["deployment", "version"], registry=r)
+        self.live = Gauge("banditops_version_live", "1 while a version serves traffic, else 0",
+                          ["deployment", "version"], registry=r)
         self._children: dict[tuple, Any] = {}  # labels() costs ~10 us; children are cached
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -84,6 +96,21 @@ class Metrics:
     def feedback_received(self, deployment: str, version: str, reward: float) -> None:
         self._child(self.feedback, deployment, version).inc()
         self._child(self.reward, deployment, version).inc(reward)
+
+    def model_call(self, deployment: str, version: str, seconds: float) -> None:
+        """Called from a deployment's worker thread, once per model call."""
+        self._child(self.model_calls, deployment, version).observe(seconds)
+
+    def versions(self, deployment: str, views: list[Any]) -> None:
+        """Per-version gauges from a deployment's report (its ``versions``: one mapping per
+        version, as GET /v1/deployments/{name} shows them)."""
+        for view in views:
+            name = view["name"]
+            self._child(self.traffic_share, deployment, name).set(view["traffic_share"])
+            mean = view["reward_mean"]
+            self._child(self.reward_mean, deployment, name).set(
+                float("nan") if mean is None else mean)
+            self._child(self.live, deployment, name).set(float(view["status"] == "live"))
 
     def taken_down(self, deployment: str, kind: str) -> None:
         self._child(self.rollbacks, deployment, kind).inc()

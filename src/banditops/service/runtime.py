@@ -124,14 +124,17 @@ class _Retired:
 
 class ServiceDeployment:
     def __init__(self, name: str, config: DeploymentConfig, service: ServiceConfig,
-                 store: Store, on_event: Callable[[str, Event], None] | None = None) -> None:
-        """Builds the policy and the deployment; no I/O (see :meth:`start`)."""
+                 store: Store, on_event: Callable[[str, Event], None] | None = None,
+                 on_model_call: Callable[[str, str, float], None] | None = None) -> None:
+        """Builds the policy and the deployment; no I/O (see :meth:`start`).
+        ``on_model_call(deployment, version, seconds)``: every model call's wall time."""
         self.name = name
         self.config = config
         self.service = service
         self.store = store
         self.features = list(config.features)
         self.on_event = on_event
+        self.on_model_call = on_model_call
         try:
             policy = make_policy(config.policy, **config.policy_params)
         except (BanditOpsError, TypeError) as error:
@@ -174,13 +177,16 @@ class ServiceDeployment:
                              expected_sha256=expected_sha256,
                              extra_trusted=self.service.trusted_types)
 
-    def _serve(self, loaded: LoadedArtifact) -> ServedModel:
+    def _serve(self, loaded: LoadedArtifact, version: str) -> ServedModel:
         service = self.service
+        report = self.on_model_call
         return ServedModel(loaded.model, dict(self.config.features),
                            service.model_timeout_ms / 1000,
                            window=service.model_timeout_window,
                            strikes=service.model_timeout_strikes,
-                           warmup=service.model_warmup_calls)
+                           warmup=service.model_warmup_calls,
+                           listener=None if report is None
+                           else lambda seconds: report(self.name, version, seconds))
 
     def _restore(self) -> None:
         """Versions from the config (first start) and the store; statuses as stored.
@@ -209,7 +215,7 @@ class ServiceDeployment:
                     artifact = self._load(row.artifact, row.sha256)
                 if row.sha256 is None:
                     self.store.pin_version(self.name, row.name, artifact.sha256)
-                model = self._serve(artifact)
+                model = self._serve(artifact, row.name)
             self._register_row(row, model)
         for row in rows:
             self._apply_status(row.name, row.status, "restored from the database")
@@ -320,7 +326,7 @@ class ServiceDeployment:
         try:
             self._check_release(row)
             model = _Retired() if row.status == "retired" else self._serve(
-                self._load(row.artifact, row.sha256))
+                self._load(row.artifact, row.sha256), row.name)
         except BanditOpsError as error:
             if self._unloadable.get(row.name) != str(error):
                 log.error("deployment %s: version %s, registered by another replica, does "
@@ -407,7 +413,7 @@ class ServiceDeployment:
                             labels=None if self.deployment.labels is None
                             else list(self.deployment.labels))
         loaded = self._load(artifact)
-        served = self._serve(loaded)
+        served = self._serve(loaded, version)
         smoke_test(served, dict(self.config.features), self.deployment.labels)
         self.sync()
         dark = self.dark_launch and bool(self.deployment.live_versions)
