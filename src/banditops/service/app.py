@@ -60,8 +60,8 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
                       "reason": event.reason}
             level = logging.WARNING if event.kind in ("rolled_back", "quarantined") else (
                 logging.INFO)
-            log.log(level, "version %s %s: %s", event.version, event.kind.replace("_", " "),
-                    event.reason, extra={"fields": fields})
+            log.log(level, "version %s %s", event.version, event.kind.replace("_", " "),
+                    extra={"fields": fields})
         if event.kind in ("rolled_back", "quarantined"):
             metrics.taken_down(deployment, event.kind)
 
