@@ -41,8 +41,8 @@ class TextFormatter(logging.Formatter):
     """``time level logger: message key=value ...`` (values JSON-quoted when they hold
     spaces or quotes, so a line still splits on spaces)."""
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def __init__(self, fmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
+        super().__init__(fmt)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -51,8 +51,11 @@ class TextFormatter(logging.Formatter):
 
 
 def _plain(value: Any) -> str:
+    """A value as one token: JSON-quoted when it holds a space, quote, '=' or anything not
+    printable, so a client's newline or terminal escape can never forge a line."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return json.dumps(text) if (not text or any(c in text for c in ' "=\n')) else text
+    quote = not text or not text.isprintable() or any(c in text for c in ' "=')
+    return json.dumps(text) if quote else text
 
 
 def configure(level: str = "info", fmt: str = "text") -> None:
@@ -77,10 +80,10 @@ def log_access(method: str, route: str | None, path: str, status: int, seconds: 
         return
     fields: dict[str, Any] = {"method": method, "route": route or path, "status": status,
                               "ms": round(1000 * seconds, 2)}
-    if "name" in params:
-        fields["deployment"] = params["name"]
+    if "name" in params:  # from the client's URL: bounded here, quoted by the formatter
+        fields["deployment"] = str(params["name"])[:100]
     if "version" in params:
-        fields["version"] = params["version"]
+        fields["version"] = str(params["version"])[:100]
     if isinstance(answer, dict):
         if "decision_id" in answer:
             fields["version"], fields["decision_id"] = answer.get("version"), answer[
