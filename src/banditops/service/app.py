@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from banditops.deployment import Event
 from banditops.errors import BanditOpsError, OverloadedError
 from banditops.service.asgi import Guard, Limits
+from banditops.service.assets import Assets
 from banditops.service.config import ServiceConfig, describe_errors
 from banditops.service.endpoints import (
     Endpoints,
@@ -76,6 +77,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         if deployment.shadow_mode is not None:
             metrics.shadow_queue_depth(name, lambda w=workers[name]: w.shadow_depth)
     endpoints = Endpoints(config, store, deployments, workers, metrics)
+    assets = Assets()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -117,6 +119,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         ("/healthz", "GET", endpoints.healthz, None, {}),
         ("/readyz", "GET", endpoints.readyz, None, {}),
         ("/metrics", "GET", endpoints.prometheus, None, {}),
+        ("/static/{path:path}", "GET", assets.serve, None, {"include_in_schema": False}),
     ]
     access: dict[tuple[str, str], str | None] = {}
     for path, method, endpoint, scope, extra in routes:
