@@ -1,5 +1,6 @@
 """Schema-driven fuzzing of the service's OpenAPI description (schemathesis) against a real
-server process: every route, valid keys, a bounded and seeded run, and no answer >= 500.
+server process: every route, valid keys, a bounded and seeded run, no answer >= 500, and
+every answer as described (its status, content type, headers and body schema).
 
 The deployment-name path parameter is pinned to a real deployment or an unknown one, so the
 fuzzer reaches the routes' bodies instead of stopping at 404; everything else (bodies, query
@@ -18,7 +19,13 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from schemathesis.generation import GenerationMode
 
 from tests.service.conftest import ADMIN_KEY, CLIENT_KEY, Server, write_config
@@ -39,6 +46,8 @@ name = "bad"
 artifact = "ARTIFACTS/bad.skops"
 """
 MAX_EXAMPLES = 200  # per operation and mode: about a minute in all on 2 busy cores
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_headers_conformance, response_schema_conformance]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +75,8 @@ def api_schema(fuzzed_server):
 
 
 def fuzz_operation(operation, mode: GenerationMode, url: str, failures: list[str]) -> None:
-    """A seeded hypothesis run over one operation; each answer >= 500 is recorded."""
+    """A seeded hypothesis run over one operation; each answer >= 500, or not as described,
+    is recorded."""
     key = ADMIN_KEY if "/versions" in operation.path else CLIENT_KEY
 
     @given(case=operation.as_strategy(generation_mode=mode))
@@ -76,12 +86,12 @@ def fuzz_operation(operation, mode: GenerationMode, url: str, failures: list[str
     def fuzz(case) -> None:
         response = case.call(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"})
         try:
-            case.validate_response(response, checks=[not_a_server_error])
-        except Exception:
+            case.validate_response(response, checks=CHECKS)
+        except (Exception, BaseExceptionGroup) as error:  # schemathesis raises a group
             failures.append(f"{case.method} {case.formatted_path} query={case.query} "
                             f"body={str(case.body)[:200]} -> {response.status_code} "
-                            f"{response.text[:200]}")
-            raise
+                            f"{response.text[:200]}: {str(error)[:300]}")
+            raise AssertionError(failures[-1]) from None
 
     try:
         fuzz()
@@ -102,7 +112,7 @@ def test_no_route_answers_a_server_error(fuzzed_server, api_schema, mode):
     assert len(operations) >= 13, [op.label for op in operations]  # every route, promote too
     for operation in operations:
         fuzz_operation(operation, mode, fuzzed_server.url, failures)
-    assert not failures, "server errors:\n" + "\n".join(failures)
+    assert not failures, "server errors or answers not as described:\n" + "\n".join(failures)
 
 
 # JSON values a hostile client sends: huge integers, NaN and infinities (as the tokens

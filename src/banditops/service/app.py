@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from banditops.deployment import Event
 from banditops.errors import BanditOpsError, OverloadedError
+from banditops.service import docs
 from banditops.service.asgi import Guard, Limits
 from banditops.service.assets import Assets
 from banditops.service.config import ServiceConfig, describe_errors
@@ -91,14 +92,15 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         await asyncio.to_thread(workers.shutdown)
         await asyncio.to_thread(store.close)
 
-    app = FastAPI(title="banditops", version="1", lifespan=lifespan,
-                  description="Route requests between model versions with bandits; learn "
-                              "from delayed feedback; roll back bad versions.")
+    # /docs and /redoc are served below from the package's files (docs.py), not a CDN
+    app = FastAPI(title=docs.TITLE, version="1", lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
     app.state.store = store
     app.state.deployments = deployments
     app.state.workers = workers
 
-    # route, method, endpoint, who may call it, OpenAPI extras
+    # route, method, endpoint, who may call it, OpenAPI extras (what docs.py says of it)
+    about = docs.routes(config)
     routes: list[tuple[str, str, Any, str | None, dict[str, Any]]] = [
         (f"{D}/{{name}}/predict", "POST", endpoints.predict, "client",
          {"openapi_extra": body_schema(PredictBody)}),
@@ -108,7 +110,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         (f"{D}/{{name}}", "GET", endpoints.show, "client", {}),
         (f"{D}/{{name}}/events", "GET", endpoints.events, "client", {}),
         (f"{D}/{{name}}/versions", "POST", endpoints.register, "admin",
-         {"openapi_extra": body_schema(VersionBody), "status_code": 201}),
+         {"openapi_extra": body_schema(VersionBody)}),
         (f"{V}/rollback", "POST", endpoints.rollback, "admin",
          {"openapi_extra": body_schema(ReasonBody, required=False)}),
         (f"{V}/reinstate", "POST", endpoints.reinstate, "admin",
@@ -120,14 +122,16 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         ("/readyz", "GET", endpoints.readyz, None, {}),
         ("/metrics", "GET", endpoints.prometheus, None, {}),
         ("/static/{path:path}", "GET", assets.serve, None, {"include_in_schema": False}),
+        ("/docs", "GET", docs.swagger_page, None, {"include_in_schema": False}),
+        ("/redoc", "GET", docs.redoc_page, None, {"include_in_schema": False}),
     ]
     access: dict[tuple[str, str], str | None] = {}
     for path, method, endpoint, scope, extra in routes:
-        app.add_api_route(path, endpoint, methods=[method], response_class=Response, **extra)
+        app.add_api_route(path, endpoint, methods=[method], response_class=Response,
+                          **extra, **about.get(endpoint.__name__, {}))
         access[(method, path)] = scope
-    for path in (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url):
-        if path:
-            access[("GET", path)] = None
+    access[("GET", app.openapi_url)] = None
+    docs.install(app, config, access)
 
     async def handle(_: Request, error: Exception) -> Response:
         status, payload, headers = error_answer(error)

@@ -210,14 +210,18 @@ def validate(model: type[BaseModel], data: Any, *, where: str = "") -> Any:
 # ----------------------------------------------------------------- bodies
 class PredictBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    features: dict[str, Any] | None = None
-    instances: list[Any] | None = None
+    features: dict[str, Any] | None = Field(
+        default=None, description="One instance: each of the deployment's features and its "
+                                  "value (a number or a string, as declared).")
+    instances: list[Any] | None = Field(
+        default=None, description="A batch instead: a list of such objects.")
 
 
 class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    decision_id: str = Field(min_length=1, max_length=64)
-    label: Any = Field(...)
+    decision_id: str = Field(min_length=1, max_length=64,
+                             description="The decision_id the predict answer gave.")
+    label: Any = Field(..., description="The true class: a string, number or boolean.")
 
     @field_validator("label")
     @classmethod
@@ -231,14 +235,20 @@ class FeedbackItem(BaseModel):
 
 class VersionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
-    artifact: str = Field(min_length=1, max_length=4096)
-    validation_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
+                      description="The new version's name.")
+    artifact: str = Field(min_length=1, max_length=4096,
+                          description="The model file on the server (.skops, .onnx; .joblib "
+                                      "where allowed); a relative path is looked up in the "
+                                      "configured artifact folders.")
+    validation_score: float | None = Field(default=None, ge=0.0, le=1.0,
+                                           description="Its offline validation score, if any.")
 
 
 class ReasonBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(default="", max_length=500)
+    reason: str = Field(default="", max_length=500,
+                        description="Why, recorded in the version's event.")
 
 
 def body_schema(model: type[BaseModel] | None, *, list_of: bool = False, required: bool = True
