@@ -137,6 +137,8 @@ def test_every_answer_of_a_real_server_is_documented(server, description):
     call("GET", d, 200)
     call("GET", d, 401, key=None)
     call("GET", d, 401, key="not-a-key-of-this-server")
+    call("GET", d, 200, key=None, headers={"X-API-Key": CLIENT_KEY})  # the other scheme
+    call("GET", d, 401, headers={"X-API-Key": CLIENT_KEY})  # both: refused, as documented
     # predict: one, a batch, and each mistake
     decision = call("POST", f"{d}/main/predict", 200, json={"features": ONE}).json()
     batch = call("POST", f"{d}/main/predict", 200,
