@@ -19,9 +19,12 @@ def data_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium under Playwright, once per session (see tests/browser.py)."""
+    """Debian's Chromium under Playwright, once per test module (see tests/browser.py).
+
+    Not per session: Playwright's sync API keeps an event loop running in this thread while
+    it is open, so a later module's ``asyncio.run`` would fail."""
     from tests.browser import chromium
 
     with chromium() as browser:
