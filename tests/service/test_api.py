@@ -288,10 +288,10 @@ def test_bad_requests_get_a_4xx_naming_the_problem(server, method, path, body, k
                                                    message):
     url = f"{server.url}/v1/deployments/{path}"
     if isinstance(body, str) and body.startswith("raw:"):
-        response = httpx.request(method, url, content=body[4:],
+        response = httpx.request(method, url, content=body[4:], timeout=60,
                                  headers={**headers(key), "content-type": "application/json"})
-    else:
-        response = httpx.request(method, url, json=body, headers=headers(key))
+    else:  # a registration checks its artifact in a subprocess: seconds on a busy machine
+        response = httpx.request(method, url, json=body, headers=headers(key), timeout=60)
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
 
