@@ -102,7 +102,7 @@ def test_a_config_file_version_from_mlflow_serves_traffic(server):
 
 
 def test_registered_models_and_runs_through_the_api_serve_traffic(server, tracking):
-    with Client(server.url, ADMIN_KEY) as admin:
+    with Client(server.url, ADMIN_KEY, timeout=120) as admin:
         answer = register(server, "champion", "models:/churn-skops@champion")
         assert answer.status_code == 201, answer.text
         assert answer.json()["sha256"] == tracking["churn-skops-sha256"]

@@ -49,13 +49,13 @@ def server(tmp_path_factory, artifacts):
 
 @pytest.fixture(scope="module")
 def admin(server):
-    with Client(server.url, ADMIN_KEY) as client:
-        yield client
+    with Client(server.url, ADMIN_KEY, timeout=120) as client:  # a registration checks the
+        yield client  # model in a child process: seconds on a busy machine
 
 
 def upload(server, files, data=None, *, key=ADMIN_KEY, deployment="main") -> httpx.Response:
     return httpx.post(f"{server.url}/v1/deployments/{deployment}/versions/upload",
-                      files=files, data=data or {}, headers=headers(key), timeout=60)
+                      files=files, data=data or {}, headers=headers(key), timeout=120)
 
 
 def served_by(url: str, count: int = 200) -> dict[str, list[bool]]:
@@ -80,6 +80,11 @@ def test_uploaded_skops_and_onnx_versions_serve_traffic(server, admin, artifacts
     assert response.status_code == 201, response.text
     assert response.json()["sha256"] == hashlib.sha256(onnx).hexdigest()
 
+    again = admin.register("main", "up-again", f"upload:{expected}.skops")  # same bytes
+    assert again["sha256"] == expected
+    admin.retire("main", "up-again")
+    with pytest.raises(ServiceError, match="no uploaded artifact with this sha256"):
+        admin.register("main", "up-never", f"upload:{'0' * 64}.skops")
     admin.retire("main", "v1")  # every answer now comes from an uploaded version
     served = served_by(server.url)
     assert set(served) == {"up-skops", "up-onnx"}
@@ -189,7 +194,7 @@ def test_an_uploaded_version_survives_a_restart_and_serves_from_a_second_server(
     (tmp_path / "a").mkdir()
     first = Server(config_for(tmp_path / "a", private), db=postgres_url).start()
     try:
-        with Client(first.url, ADMIN_KEY) as admin:
+        with Client(first.url, ADMIN_KEY, timeout=120) as admin:
             model = LogisticRegression(C=0.5).fit(*make_rows(500, seed=3))
             from skops.io import dump
 

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -402,6 +403,7 @@ class Endpoints:
         _, worker = self._find(name)
         config, sources = self.config, self.sources
         incoming = await asyncio.to_thread(sources.temporary)
+        started = time.perf_counter()
         try:
             upload = await receive_upload(
                 request.receive, request.headers.get("content-type", "").encode("latin-1"),
@@ -412,6 +414,9 @@ class Endpoints:
                                            upload.suffix)
         finally:
             await asyncio.to_thread(incoming.unlink, missing_ok=True)
+        log.info("upload received", extra={"fields": {
+            "deployment": name, "version": upload.version, "bytes": upload.size,
+            "sha256": upload.sha256, "seconds": round(time.perf_counter() - started, 3)}})
         reference = f"upload:{upload.sha256}{upload.suffix}"
         fetched = Fetched(path, [sources.cache], {"source": "upload",
                                                   "filename": upload.filename,
