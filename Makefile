@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 		|| { echo "banditops needs Python >= 3.11; run e.g. make PYTHON=python3.11 ..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench,ray,mlflow]"
 	@touch $(STAMP)
 
 install: $(STAMP)

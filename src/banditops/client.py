@@ -10,6 +10,7 @@ Errors the service answers with become :class:`ServiceError` (``status``, ``mess
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -109,6 +110,20 @@ class Client:
         if validation_score is not None:
             body["validation_score"] = validation_score
         return self._call("POST", f"/v1/deployments/{deployment}/versions", json=body)
+
+    def upload(self, deployment: str, version: str, path: str | Path,
+               validation_score: float | None = None, *, timeout: float = 600.0
+               ) -> dict[str, Any]:
+        """A new version from a local artifact file (.skops or .onnx; .joblib/.pkl if the
+        server allows pickle), streamed to the server; the answer has its ``sha256``."""
+        path = Path(path)
+        data: dict[str, str] = {"version": version}
+        if validation_score is not None:
+            data["validation_score"] = repr(float(validation_score))
+        with path.open("rb") as artifact:
+            return self._call("POST", f"/v1/deployments/{deployment}/versions/upload",
+                              data=data, files={"artifact": (path.name, artifact)},
+                              timeout=timeout)
 
     def rollback(self, deployment: str, version: str, reason: str = "manual rollback"
                  ) -> dict[str, Any]:

@@ -155,7 +155,7 @@ def postgres_url():
     import psycopg
 
     base = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    name = f"banditops_{uuid.uuid4().hex[:12]}"
+    name = f"{os.environ.get('BANDITOPS_TEST_DB_PREFIX', 'banditops_')}{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(base, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as error:

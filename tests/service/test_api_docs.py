@@ -9,6 +9,7 @@ Screenshots go to $BANDITOPS_SCREENSHOTS (default: screenshots/ at the repositor
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import time
@@ -128,7 +129,7 @@ class Calls:
         return response
 
 
-def test_every_answer_of_a_real_server_is_documented(server, description):
+def test_every_answer_of_a_real_server_is_documented(server, description, artifacts):
     call = Calls(server, description)
     d = "/v1/deployments"
     call("GET", "/healthz", 200, key=None)
@@ -208,6 +209,18 @@ def test_every_answer_of_a_real_server_is_documented(server, description):
     call("POST", f"{v}/good/reinstate", 409, key=ADMIN_KEY)
     call("POST", f"{v}/good/reinstate", 422, key=ADMIN_KEY, json={"why": "unknown field"})
     call("DELETE", f"{v}/v3", 200, key=ADMIN_KEY)
+    # upload: a model file in the request
+    model = (artifacts / "good2.skops").read_bytes()
+    uploaded = call("POST", f"{v}/upload", 201, key=ADMIN_KEY, data={"version": "v5"},
+                    files={"artifact": ("model.skops", model)}).json()
+    assert uploaded["sha256"] == hashlib.sha256(model).hexdigest()
+    call("POST", f"{v}/upload", 403, data={"version": "v6"},
+         files={"artifact": ("model.skops", model)})
+    call("POST", f"{v}/upload", 415, key=ADMIN_KEY, json={"version": "v6"})
+    call("POST", f"{v}/upload", 422, key=ADMIN_KEY, data={"version": "v6"},
+         files={"artifact": ("model.exe", model)})
+    call("POST", f"{v}/upload", 409, key=ADMIN_KEY, data={"version": "v5"},
+         files={"artifact": ("model.skops", model)})
     call("DELETE", f"{v}/nope", 404, key=ADMIN_KEY)
     events = call("GET", f"{d}/main/events", 200).json()["events"]
     assert {e["kind"] for e in events} >= {"registered", "promoted", "rolled_back",

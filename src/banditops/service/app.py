@@ -37,6 +37,7 @@ from banditops.service.endpoints import (
 )
 from banditops.service.metrics import Metrics
 from banditops.service.runtime import ServiceDeployment
+from banditops.service.sources import Sources
 from banditops.service.workers import Workers
 from banditops.store.sql import Store
 
@@ -46,6 +47,13 @@ LOGGED_EVENTS = ("registered", "rolled_back", "quarantined", "reinstated", "reti
                  "promoted")
 D = "/v1/deployments"
 V = D + "/{name}/versions/{version}"
+UPLOAD = D + "/{name}/versions/upload"  # streamed: the endpoint reads the body (uploads.py)
+UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {
+    "schema": {"type": "object", "required": ["version", "artifact"], "properties": {
+        "version": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"},
+        "validation_score": {"type": "number", "minimum": 0, "maximum": 1},
+        "artifact": {"type": "string", "format": "binary",
+                     "description": ".skops or .onnx (.joblib/.pkl with allow_pickle)"}}}}}}}
 
 
 def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
@@ -67,8 +75,9 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         if event.kind in ("rolled_back", "quarantined"):
             metrics.taken_down(deployment, event.kind)
 
+    sources = Sources(config, store)  # uploads and MLflow models, cached for all deployments
     deployments = {name: ServiceDeployment(name, spec, config, store, on_event=on_event,
-                                           on_model_call=metrics.model_call)
+                                           on_model_call=metrics.model_call, sources=sources)
                    for name, spec in config.deployments.items()}
     workers = Workers(store, deployments, max_queue=config.max_queue,
                       micro_batch=config.micro_batch, shadow_queue=config.shadow_queue,
@@ -77,7 +86,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         metrics.queue_depth(name, lambda w=workers[name]: w.depth)
         if deployment.shadow_mode is not None:
             metrics.shadow_queue_depth(name, lambda w=workers[name]: w.shadow_depth)
-    endpoints = Endpoints(config, store, deployments, workers, metrics)
+    endpoints = Endpoints(config, store, deployments, workers, metrics, sources)
     assets = Assets()
 
     @contextlib.asynccontextmanager
@@ -111,6 +120,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         (f"{D}/{{name}}/events", "GET", endpoints.events, "client", {}),
         (f"{D}/{{name}}/versions", "POST", endpoints.register, "admin",
          {"openapi_extra": body_schema(VersionBody)}),
+        (UPLOAD, "POST", endpoints.upload, "admin", {"openapi_extra": UPLOAD_SCHEMA}),
         (f"{V}/rollback", "POST", endpoints.rollback, "admin",
          {"openapi_extra": body_schema(ReasonBody, required=False)}),
         (f"{V}/reinstate", "POST", endpoints.reinstate, "admin",
@@ -151,8 +161,10 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
     app.add_exception_handler(BanditOpsError, handle)  # the table
     app.add_exception_handler(Exception, handle)  # a logged 500
     return Guard(app, keys=keys, access=access, metrics=metrics,
-                 limits=Limits(config.max_body_bytes, config.body_timeout_seconds),
-                 fast={("POST", f"{D}/{{name}}/predict"): endpoints.predict_payload})
+                 limits=Limits(config.max_body_bytes, config.body_timeout_seconds,
+                               config.max_upload_bytes),
+                 fast={("POST", f"{D}/{{name}}/predict"): endpoints.predict_payload},
+                 streamed={("POST", UPLOAD)})
 
 
 async def _catch_up(workers: Workers, interval: float) -> None:

@@ -10,6 +10,13 @@ ASCII is a 401.
 A plain ASGI callable rather than a Starlette middleware: microseconds, not a task per
 request. Every request, whatever its answer, is counted and timed once.
 
+Streamed routes (the artifact upload) are the exception to reading the body here: after the
+same route match and key check, the Content-Type must be multipart/form-data and a declared
+``Content-Length`` at most ``max_upload_bytes`` (else 415/413, before any byte is read); the
+endpoint then reads the body itself, streaming it to a file with its own limits (see
+``uploads.py``). Any error answer to a streamed route closes the connection, since its body
+may be unread.
+
 The predict route is answered here directly (``fast``): after the same route match, key
 check and body limits as every route, its endpoint is called without FastAPI's request,
 dependency and response layers, which cost as much as the routing decision and the
@@ -48,6 +55,7 @@ CALLER = "banditops.caller"  # the scope key endpoints read the caller from
 class Limits:
     max_body_bytes: int
     body_timeout_seconds: float
+    max_upload_bytes: int = 100_000_000  # streamed routes (the upload) only
 
 
 def key_digest(key: str | bytes) -> bytes:
@@ -60,7 +68,8 @@ class Guard:
 
     def __init__(self, app: Any, *, keys: dict[str, str],
                  access: dict[tuple[str, str], str | None], metrics: Metrics,
-                 limits: Limits, fast: dict[tuple[str, str], Any] | None = None) -> None:
+                 limits: Limits, fast: dict[tuple[str, str], Any] | None = None,
+                 streamed: set[tuple[str, str]] | None = None) -> None:
         self.app = app
         self.state = app.state  # tests and tools reach the application state through here
         self.routes = app.router.routes
@@ -69,6 +78,7 @@ class Guard:
         self.metrics = metrics
         self.limits = limits
         self.fast = fast or {}
+        self.streamed = streamed or set()  # (method, route): the endpoint reads the body
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -85,19 +95,22 @@ class Guard:
         inner = {**scope, "method": "GET"} if scope["method"] == "HEAD" else scope
         route, allowed, params = self._match(inner)
         body = payload = None
+        streamed = (inner["method"], route) in self.streamed
         try:
-            body = await self._admit(inner, receive, route, allowed)
+            body = await self._admit(inner, receive, route, allowed, streamed=streamed)
             fast = self.fast.get((inner["method"], route))
-            if body is not None and fast is not None:
+            if streamed:
+                await self.app(inner, receive, _closing_on_error(recorded))
+            elif body is not None and fast is not None:
                 payload = await fast(**params, raw=body, caller=inner[CALLER])
                 await _answer(recorded, 200, payload, [], close=False)
             elif body is not None:
                 await self.app(inner, _replay(body, receive), recorded)
         except HttpError as error:  # an unread body: end the connection rather than drain it
-            await _answer(recorded, *error_answer(error), close=body is None)
+            await _answer(recorded, *error_answer(error), close=body is None or streamed)
         except Exception as error:  # the application's own handlers answered, or not
             if not status[0]:
-                await _answer(recorded, *error_answer(error), close=body is None)
+                await _answer(recorded, *error_answer(error), close=body is None or streamed)
             elif status[0] < 500:
                 log.exception("error after the answer started on %s", route)
         if status[0]:
@@ -118,8 +131,9 @@ class Guard:
         return None, allowed, {}
 
     async def _admit(self, scope: dict[str, Any], receive: Any, route: str | None,
-                     allowed: list[str]) -> bytes | None:
-        """The body once the request may be read; raises HttpError for early answers."""
+                     allowed: list[str], *, streamed: bool = False) -> bytes | None:
+        """The body once the request may be read (b"" for a streamed route, whose endpoint
+        reads it); raises HttpError for early answers."""
         if route is None:
             if allowed:
                 raise HttpError(405, f"method {scope['method'][:10]} not allowed here; use "
@@ -136,6 +150,13 @@ class Guard:
                 raise HttpError(403, "this API key has the client scope; this needs admin")
             scope[CALLER] = caller
         kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if streamed:
+            if kind != b"multipart/form-data":
+                raise HttpError(415, f"Content-Type {kind[:60].decode('latin-1')!r}: send "
+                                     "multipart/form-data")
+            self._declared(headers, self.limits.max_upload_bytes,
+                           "upload over the {limit:,}-byte limit (max_upload_bytes)")
+            return b""
         if kind and kind != b"application/json" and not kind.endswith(b"+json"):
             raise HttpError(415, f"Content-Type {kind[:60].decode('latin-1')!r}: send "
                                  "application/json")
@@ -157,14 +178,20 @@ class Guard:
             raise HttpError(401, "unknown API key")
         return Caller(found, digest.hex()[:16])
 
-    async def _body(self, headers: dict[bytes, bytes], receive: Any) -> bytes | None:
-        limit = self.limits.max_body_bytes
+    @staticmethod
+    def _declared(headers: dict[bytes, bytes], limit: int,
+                  message: str = "request body over the {limit:,}-byte limit") -> None:
+        """413 for a declared Content-Length over ``limit`` (400 for a malformed one)."""
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit() or len(length) > 18:
                 raise HttpError(400, "invalid Content-Length header")
             if int(length) > limit:
-                raise HttpError(413, f"request body over the {limit:,}-byte limit")
+                raise HttpError(413, message.format(limit=limit))
+
+    async def _body(self, headers: dict[bytes, bytes], receive: Any) -> bytes | None:
+        limit = self.limits.max_body_bytes
+        self._declared(headers, limit)
         try:
             async with asyncio.timeout(self.limits.body_timeout_seconds):
                 return await _read_body(receive, limit)
@@ -187,6 +214,17 @@ async def _read_body(receive: Any, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _closing_on_error(send: Any) -> Any:
+    """``send`` that closes the connection after an error answer (the body may be unread)."""
+    async def closing(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            message = {**message, "headers": [*message.get("headers", []),
+                                              (b"connection", b"close")]}
+        await send(message)
+
+    return closing
 
 
 def _replay(body: bytes, receive: Any) -> Any:

@@ -7,6 +7,11 @@ allow_pickle = false                       # joblib/pickle artifacts run code: o
 trusted_types = []                         # exact extra type names skops may load
 max_batch = 256                            # instances (or feedbacks) per request
 max_body_bytes = 1_000_000
+max_upload_bytes = 100_000_000             # POST .../versions/upload (multipart) only
+upload_timeout_seconds = 600.0             # the whole upload, each chunk within
+                                           #   body_timeout_seconds of the last
+# mlflow_tracking_uri = "sqlite:////srv/mlflow.db"   # for artifact = "models:/churn/3"
+#                                          #   (needs the extra: banditops[mlflow])
 body_timeout_seconds = 4.0                 # headers, then body, each in time (else 408)
 keep_alive_seconds = 5.0                   # idle connections are closed after this
 max_connections = 1000                     # concurrent connections per worker
@@ -45,11 +50,13 @@ artifact = "models/churn-v1.skops"
 validation_score = 0.86
 ```
 
-Relative paths are resolved against the config file's folder. Policy, guardrail, shadow and
-release parameters are validated by the library's own parameter objects
-(``EpsilonGreedyParams``, ``GuardrailParams``, ``ShadowParams``, ``ReleaseParams``, ...), so
-their defaults and rules live in one place. Every mistake is a :class:`ConfigError` with one
-line naming the field; a database password is never echoed.
+Relative paths are resolved against the config file's folder. An ``artifact`` may also be an
+MLflow model URI (``models:/name/3``, ``models:/name@alias``, ``runs:/<run id>/model``) or an
+uploaded artifact (``upload:<sha256><suffix>``); see :mod:`banditops.service.sources`.
+Policy, guardrail, shadow and release parameters are validated by the library's own
+parameter objects (``EpsilonGreedyParams``, ``GuardrailParams``, ``ShadowParams``,
+``ReleaseParams``, ...), so their defaults and rules live in one place. Every mistake is a
+:class:`ConfigError` with one line naming the field; a database password is never echoed.
 
 **Shadow scoring** (``shadow``, see :mod:`banditops.shadow`): besides the version that served
 a request, other versions predict it too — after the answer was sent, in a bounded queue per
@@ -114,9 +121,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+# An artifact that is not a file: an upload or an MLflow model (banditops.service.sources).
+ARTIFACT_URI_PREFIXES = ("upload:", "models:", "runs:")
+
+
 class VersionConfig(_Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
-    artifact: Path
+    artifact: str = Field(min_length=1, max_length=4096)  # a path or a URI (see above)
     validation_score: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
@@ -429,6 +440,9 @@ class ServiceConfig(_Strict):
     trusted_types: list[str] = Field(default_factory=list)
     max_batch: int = Field(default=256, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_upload_bytes: int = Field(default=100_000_000, ge=1024)  # the upload route's bodies
+    upload_timeout_seconds: float = Field(default=600.0, gt=0)  # to receive a whole upload
+    mlflow_tracking_uri: str | None = Field(default=None, min_length=1, max_length=4096)
     model_timeout_ms: float = Field(default=200.0, gt=0)
     model_timeout_window: int = Field(default=20, ge=1)
     model_timeout_strikes: int = Field(default=5, ge=1)
@@ -515,8 +529,9 @@ def load_config(path: str | Path) -> ServiceConfig:
     config.artifact_dirs = [d if d.is_absolute() else base / d for d in config.artifact_dirs]
     for deployment in config.deployments.values():
         for version in deployment.versions:
-            if not version.artifact.is_absolute():
-                version.artifact = base / version.artifact
+            if not version.artifact.startswith(ARTIFACT_URI_PREFIXES) and not Path(
+                    version.artifact).is_absolute():
+                version.artifact = str(base / version.artifact)
     if config.database.startswith("sqlite:///") and not config.database.startswith(
             "sqlite:////"):
         relative = config.database.removeprefix("sqlite:///")

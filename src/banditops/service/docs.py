@@ -190,6 +190,16 @@ class VersionAnswer(Answer):
     status: VersionStatus
 
 
+class Registered(VersionAnswer):
+    """A new version; uploads and model-registry URIs also say which bytes were loaded."""
+
+    sha256: str | None = Field(default=None, description="SHA-256 of the artifact's bytes.")
+    artifact: str | None = Field(
+        default=None, description="How to register the same bytes again, e.g. "
+                                  "`upload:<sha256>.skops`.")
+    size: int | None = Field(default=None, description="Bytes received (uploads).")
+
+
 class Health(Answer):
     status: Literal["ok"]
 
@@ -361,7 +371,7 @@ def _routes(config: ServiceConfig) -> dict[str, dict[str, Any]]:
                 "looked up in the configured artifact folders), checks it in a separate "
                 "process, and adds it as a version: live, or dark when the deployment "
                 "releases dark (scored on the labels before it serves)."),
-            responses={**_ok(VersionAnswer, "The new version and its status.", 201,
+            responses={**_ok(Registered, "The new version and its status.", 201,
                              {"name": "v3", "status": "live"}),
                        **errors({**ADMIN, **body, 404: NO_DEPLOYMENT,
                                   409: "A version of that name exists.",
@@ -369,6 +379,36 @@ def _routes(config: ServiceConfig) -> dict[str, dict[str, Any]]:
                                        "loaded or does not fit the deployment.", **BUSY},
                                  {409: "version 'v3' is registered already (status live); "
                                        "use a new version name"})}),
+        "upload": dict(
+            tags=["admin"], summary="Upload a model version", status_code=201,
+            description=(
+                "Registers a version from a model file sent in the request "
+                "(`multipart/form-data`: `version`, optional `validation_score`, and the "
+                "file `artifact`, whose suffix says its format: `.skops`, `.onnx`, or "
+                "`.joblib`/`.pkl` where the server allows pickles), so no access to the "
+                "server's disk is needed. At most "
+                f"{config.max_upload_bytes:,} bytes. The file is checked like any artifact; "
+                "its bytes are kept in the database, so restarts and other replicas load "
+                "it. The answer gives its SHA-256."),
+            responses={**_ok(Registered, "The new version, its status and its bytes' SHA-256.",
+                             201, {"name": "v3", "status": "live", "sha256": "9f2c" + "0" * 60,
+                                   "size": 48213, "artifact": "upload:9f2c" + "0" * 60
+                                   + ".skops"}),
+                       **errors({**ADMIN, 400: "A malformed multipart body.",
+                                  404: NO_DEPLOYMENT,
+                                  408: "The upload did not arrive in time.",
+                                  409: "A version of that name exists.",
+                                  413: f"The file is over {config.max_upload_bytes:,} bytes.",
+                                  415: "The body is not multipart/form-data.",
+                                  422: "A missing or invalid field, or an artifact that "
+                                       "cannot be loaded or does not fit the deployment.",
+                                  **BUSY},
+                                 {408: "the upload did not arrive in time",
+                                  409: "version 'v3' is registered already (status live); "
+                                       "use a new version name",
+                                  413: f"upload over the {config.max_upload_bytes:,}-byte "
+                                       "limit",
+                                  415: "send the artifact as multipart/form-data"})}),
         "rollback": dict(
             tags=["admin"], summary="Roll a version back",
             description="Takes a live or dark version out of service, with an optional "

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from banditops.errors import (
 from banditops.service.config import ServiceConfig, describe_errors
 from banditops.service.metrics import Metrics
 from banditops.service.runtime import ServiceDeployment, json_safe
+from banditops.service.sources import Fetched, Sources, is_uri
 from banditops.service.workers import Worker, Workers
 from banditops.store.sql import Store
 
@@ -273,8 +275,9 @@ class Endpoints:
 
     def __init__(self, config: ServiceConfig, store: Store,
                  deployments: dict[str, ServiceDeployment], workers: Workers,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, sources: Sources | None = None) -> None:
         self.config = config
+        self.sources = sources or Sources(config, store)
         self.store = store
         self.deployments = deployments
         self.workers = workers
@@ -388,6 +391,12 @@ class Endpoints:
         raw = await request.body()
         body = await off_loop(raw, lambda: parse(VersionBody, raw))
         config = self.config
+        if is_uri(body.artifact):  # an MLflow download or a database read: off the worker
+            fetched = await asyncio.to_thread(self.sources.fetch, body.artifact)
+            status, sha256 = await worker.call(lambda d: d.register_fetched(
+                body.name, body.artifact, fetched, body.validation_score))
+            return respond({"name": body.name, "status": status, "sha256": sha256,
+                            "artifact": body.artifact}, 201)
 
         def register(d: ServiceDeployment) -> str:  # the path lookup touches the disk
             return d.register(body.name, artifact_path(config, body.artifact),
@@ -395,6 +404,48 @@ class Endpoints:
 
         status = await worker.call(register)
         return respond({"name": body.name, "status": status}, 201)
+
+    async def upload(self, name: str, request: Request) -> Response:
+        """Register a version from an uploaded artifact (multipart/form-data: ``version``,
+        optional ``validation_score``, the file ``artifact``); answers its sha256."""
+        from banditops.service.uploads import receive_upload
+
+        _, worker = self._find(name)
+        config, sources = self.config, self.sources
+        incoming = await asyncio.to_thread(sources.temporary)
+        started = time.perf_counter()
+        try:
+            upload = await receive_upload(
+                request.receive, request.headers.get("content-type", "").encode("latin-1"),
+                incoming, limit=config.max_upload_bytes,
+                idle_seconds=config.body_timeout_seconds,
+                total_seconds=config.upload_timeout_seconds, allow_pickle=config.allow_pickle)
+            path = await asyncio.to_thread(sources.cached, incoming, upload.sha256,
+                                           upload.suffix)
+        finally:
+            await asyncio.to_thread(incoming.unlink, missing_ok=True)
+        log.info("upload received", extra={"fields": {
+            "deployment": name, "version": upload.version, "bytes": upload.size,
+            "sha256": upload.sha256, "seconds": round(time.perf_counter() - started, 3)}})
+        reference = f"upload:{upload.sha256}{upload.suffix}"
+        fetched = Fetched(path, [sources.cache], {"source": "upload",
+                                                  "filename": upload.filename,
+                                                  "size": upload.size}, keep=True)
+        try:
+            status, sha256 = await worker.call(lambda d: d.register_fetched(
+                upload.version, reference, fetched, upload.validation_score))
+        except BaseException:  # refused: keep no copy the database does not hold
+            if not await asyncio.to_thread(self._stored, upload.sha256):
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+            raise
+        return respond({"name": upload.version, "status": status, "sha256": sha256,
+                        "size": upload.size, "artifact": reference}, 201)
+
+    def _stored(self, sha256: str) -> bool:
+        try:
+            return self.store.has_artifact(sha256)
+        except Exception:
+            return True  # cannot tell: keep the cached copy
 
     async def _reason(self, request: Request, default: str) -> str:
         raw = await request.body()

@@ -28,12 +28,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypedDict
 
 from banditops.deployment import Deployment, Event, ShadowWork
 from banditops.errors import (
     BanditOpsError,
+    DuplicateArmError,
     DuplicateFeedbackError,
     ExpiredDecisionError,
     InvalidParameterError,
@@ -52,6 +53,7 @@ from banditops.service.artifacts import (
     smoke_test,
 )
 from banditops.service.config import DeploymentConfig, ServiceConfig
+from banditops.service.sources import Fetched, Sources, is_uri
 from banditops.store.sql import Store
 
 log = logging.getLogger("banditops.service")
@@ -125,10 +127,14 @@ class _Retired:
 class ServiceDeployment:
     def __init__(self, name: str, config: DeploymentConfig, service: ServiceConfig,
                  store: Store, on_event: Callable[[str, Event], None] | None = None,
-                 on_model_call: Callable[[str, str, float], None] | None = None) -> None:
+                 on_model_call: Callable[[str, str, float], None] | None = None,
+                 sources: Sources | None = None) -> None:
         """Builds the policy and the deployment; no I/O (see :meth:`start`).
-        ``on_model_call(deployment, version, seconds)``: every model call's wall time."""
+        ``on_model_call(deployment, version, seconds)``: every model call's wall time;
+        ``sources``: where uploaded and MLflow artifacts are fetched (shared by deployments)."""
         self.name = name
+        self.sources = sources or Sources(service, store)
+        self._origins: dict[str, dict[str, Any]] = {}  # version -> its "registered" evidence
         self.config = config
         self.service = service
         self.store = store
@@ -172,7 +178,17 @@ class ServiceDeployment:
         self.started = True
 
     def _load(self, artifact: str, expected_sha256: str | None = None) -> LoadedArtifact:
-        return load_artifact(artifact, self.service.artifact_dirs,
+        """Load a path, an upload or an MLflow model (bytes from MLflow are copied into the
+        database, so other replicas and restarts load them from there)."""
+        fetched = self.sources.fetch(artifact, expected_sha256)
+        loaded = self._load_fetched(fetched, expected_sha256)
+        if fetched.keep:
+            self.store.put_artifact(loaded.sha256, fetched.path.suffix, fetched.path)
+        return loaded
+
+    def _load_fetched(self, fetched: Fetched, expected_sha256: str | None = None
+                      ) -> LoadedArtifact:
+        return load_artifact(fetched.path, fetched.allowed,
                              allow_pickle=self.service.allow_pickle,
                              expected_sha256=expected_sha256,
                              extra_trusted=self.service.trusted_types)
@@ -195,11 +211,15 @@ class ServiceDeployment:
         registered stops the start-up: serving something else under its name would be
         silently wrong."""
         loaded: dict[str, LoadedArtifact] = {}
+        stored = {row.name: row for row in self.store.versions(self.name)}
         # A version added to the file after the first start is a release like any other.
         status = "dark" if self.dark_launch and any(
-            row.status == "live" for row in self.store.versions(self.name)) else "live"
+            row.status == "live" for row in stored.values()) else "live"
         for version in self.config.versions:
-            artifact = self._load(str(version.artifact))
+            known = stored.get(version.name)  # an MLflow model already copied in: its bytes
+            pinned = (known.sha256 if known is not None and is_uri(version.artifact)
+                      and known.artifact == version.artifact else None)
+            artifact = self._load(str(version.artifact), pinned)
             loaded[version.name] = artifact
             self.store.add_version(self.name, version.name, str(version.artifact),
                                    version.validation_score, artifact.sha256, if_missing=True,
@@ -210,7 +230,8 @@ class ServiceDeployment:
                 model: Any = _Retired()
             else:
                 artifact = loaded.get(row.name)
-                if artifact is None or artifact.path != _resolved(row.artifact) or (
+                if artifact is None or not _same_source(
+                        self.config.versions, row.name, artifact, row.artifact) or (
                         row.sha256 is not None and artifact.sha256 != row.sha256):
                     artifact = self._load(row.artifact, row.sha256)
                 if row.sha256 is None:
@@ -287,6 +308,8 @@ class ServiceDeployment:
         if self._remote:
             return
         version = event.version or ""
+        if event.kind == "registered" and version in self._origins:
+            event = replace(event, evidence={**event.evidence, **self._origins.pop(version)})
         if event.kind in ("reinstated", "promoted"):
             before = REINSTATABLE if event.kind == "reinstated" else ("dark",)
             if not self.store.set_status(self.name, version, "live", only_from=before):
@@ -406,22 +429,43 @@ class ServiceDeployment:
         takes the child down, not the server), then load, smoke-test and record it; it goes
         live on every replica, or dark (released dark while others are live). Returns its
         status."""
+        return self.register_fetched(version, artifact, self.sources.fetch(artifact),
+                                     validation_score)[0]
+
+    def register_fetched(self, version: str, artifact: str, fetched: Fetched,
+                         validation_score: float | None) -> tuple[str, str]:
+        """:meth:`register` for an artifact fetched already (off this worker: an upload or
+        an MLflow download); the bytes of an upload or an MLflow model are stored in the
+        database once they passed the checks. Returns (status, sha256)."""
         service = self.service
-        check_in_subprocess(artifact, service.artifact_dirs, allow_pickle=service.allow_pickle,
+        self.sync()
+        if self.deployment.has_version(version):  # before any work, and before storing bytes
+            raise DuplicateArmError(f"version {version!r} exists already in deployment "
+                                    f"{self.name!r}; versions are never reused, pick a new "
+                                    "name")
+        check_in_subprocess(fetched.path, fetched.allowed, allow_pickle=service.allow_pickle,
                             extra_trusted=service.trusted_types,
                             features=dict(self.config.features),
                             labels=None if self.deployment.labels is None
                             else list(self.deployment.labels))
-        loaded = self._load(artifact)
+        loaded = self._load_fetched(fetched)
         served = self._serve(loaded, version)
         smoke_test(served, dict(self.config.features), self.deployment.labels)
         self.sync()
         dark = self.dark_launch and bool(self.deployment.live_versions)
-        self.store.add_version(self.name, version, str(loaded.path), validation_score,
+        if fetched.keep:
+            self.store.put_artifact(loaded.sha256, fetched.path.suffix, fetched.path)
+        recorded = artifact if is_uri(artifact) else str(loaded.path)
+        self.store.add_version(self.name, version, recorded, validation_score,
                                loaded.sha256, status="dark" if dark else "live")
-        self.deployment.register(version, served, validation_score=validation_score,
-                                 dark=dark if self.dark_launch else None)
-        return self.deployment.status(version)
+        self._origins[version] = {"sha256": loaded.sha256, "artifact": recorded,
+                                  **fetched.origin}
+        try:
+            self.deployment.register(version, served, validation_score=validation_score,
+                                     dark=dark if self.dark_launch else None)
+        finally:
+            self._origins.pop(version, None)
+        return self.deployment.status(version), loaded.sha256
 
     def promote(self, version: str, reason: str) -> None:
         """Put a dark version live before its evidence decides (an operator's call)."""
@@ -501,10 +545,14 @@ class ServiceDeployment:
             restored_snapshot_feedback_seq=self.restored_from)
 
 
-def _resolved(path: str) -> Any:
+def _same_source(versions: Sequence[Any], name: str, loaded: LoadedArtifact,
+                 artifact: str) -> bool:
+    """Whether a version row names the artifact its config entry loaded."""
+    if is_uri(artifact):
+        return any(v.name == name and v.artifact == artifact for v in versions)
     from pathlib import Path
 
-    return Path(path).resolve()
+    return loaded.path == Path(artifact).resolve()
 
 
 def _shown(value: Any) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -107,4 +108,24 @@ shadows = Table(
     Column("deployment", String(100), nullable=False),
     Column("prediction", JSON, nullable=False),
     Column("reward", Float),  # None until the decision's feedback arrives
+)
+
+# Uploaded and MLflow-fetched artifacts, addressed by the sha256 of their bytes (migration
+# 0005): replicas share the database, not a disk, so every replica (and a restart) can load a
+# version registered without a file under artifact_dirs. The bytes are stored in chunks of
+# ``ARTIFACT_CHUNK_BYTES`` so that no statement carries (or holds in memory) a whole model.
+artifacts = Table(
+    "artifacts", metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("suffix", String(10), nullable=False),  # .skops, .onnx, .joblib: the format
+    Column("size", BigInteger, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+artifact_chunks = Table(
+    "artifact_chunks", metadata,
+    Column("sha256", String(64), ForeignKey("artifacts.sha256"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -50,6 +51,8 @@ from banditops.store.log import (
     unique_ids,
 )
 from banditops.store.schema import (
+    artifact_chunks,
+    artifacts,
     decisions,
     events,
     feedback,
@@ -59,6 +62,7 @@ from banditops.store.schema import (
     versions,
 )
 
+ARTIFACT_CHUNK_BYTES = 1 << 20  # one row of artifact_chunks
 MIGRATION_LOCK = 724_007  # PostgreSQL advisory lock id: one replica migrates at a time
 GAP_SECONDS = 30.0  # how long a skipped feedback sequence number is looked for again
 
@@ -236,6 +240,61 @@ class Store:
             raise DuplicateArmError(
                 f"version {name!r} exists already in deployment {deployment!r}; versions are "
                 "never reused, pick a new name") from None
+
+    # ---------------------------------------------------------- artifacts
+    def has_artifact(self, sha256: str) -> bool:
+        query = select(artifacts.c.sha256).where(artifacts.c.sha256 == sha256)
+        with self._guard("reading an artifact"), self.engine.connect() as connection:
+            return connection.execute(query).first() is not None
+
+    def put_artifact(self, sha256: str, suffix: str, path: Path) -> bool:
+        """Store a file's bytes under their sha256 (checked again while reading them), one
+        chunk per statement, all in one transaction; False if they were stored already."""
+        size = path.stat().st_size
+        chunks = max(1, -(-size // ARTIFACT_CHUNK_BYTES))
+        header = {"sha256": sha256, "suffix": suffix, "size": size, "chunks": chunks,
+                  "created_at": time.time()}
+        digest = hashlib.sha256()
+        with self._guard("storing an artifact"), self.engine.begin() as connection:
+            inserted = connection.execute(  # rowcount is -1 here with psycopg: RETURNING
+                self.insert(artifacts).values(**header)
+                .on_conflict_do_nothing(index_elements=["sha256"])
+                .returning(artifacts.c.sha256)).first() is not None
+            if not inserted:
+                return False
+            with path.open("rb") as source:
+                for seq in range(chunks):
+                    data = source.read(ARTIFACT_CHUNK_BYTES)
+                    digest.update(data)
+                    connection.execute(artifact_chunks.insert().values(
+                        sha256=sha256, seq=seq, data=data))
+                longer = source.read(1) != b""
+            if digest.hexdigest() != sha256 or longer:
+                raise StoreError(f"artifact {path.name} changed while it was stored")
+        return True
+
+    def read_artifact(self, sha256: str, destination: Path) -> str | None:
+        """Write a stored artifact's bytes to ``destination`` (chunk by chunk, the digest
+        checked) and return its suffix; None if the database does not hold it."""
+        with self._guard("reading an artifact"), self.engine.connect() as connection:
+            row = connection.execute(select(artifacts.c.suffix, artifacts.c.chunks)
+                                     .where(artifacts.c.sha256 == sha256)).first()
+            if row is None:
+                return None
+            digest = hashlib.sha256()
+            with destination.open("wb") as sink:
+                for seq in range(row.chunks):
+                    data = connection.execute(select(artifact_chunks.c.data).where(
+                        artifact_chunks.c.sha256 == sha256,
+                        artifact_chunks.c.seq == seq)).scalar_one_or_none()
+                    if data is None:
+                        raise StoreError(f"artifact {sha256}: chunk {seq} is missing")
+                    digest.update(data)
+                    sink.write(data)
+        if digest.hexdigest() != sha256:
+            destination.unlink(missing_ok=True)
+            raise StoreError(f"artifact {sha256}: the stored bytes do not match their sha256")
+        return row.suffix
 
     def pin_version(self, deployment: str, name: str, sha256: str) -> None:
         """Record the sha256 of a version registered before pins existed."""
