@@ -83,6 +83,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -444,6 +445,13 @@ class ServiceConfig(_Strict):
     db_timeout_seconds: float = Field(default=5.0, gt=0)  # connect and statement timeout
     api_keys: list[ApiKeyConfig] = Field(default_factory=list)
     deployments: dict[str, DeploymentConfig] = Field(min_length=1)
+    _folder: Path | None = PrivateAttr(default=None)  # the config file's, set by load_config
+
+    @property
+    def folder(self) -> Path:
+        """Where relative paths are taken from: the config file's folder (the working
+        directory for a config built in code)."""
+        return self._folder if self._folder is not None else Path.cwd()
 
     @field_validator("database")
     @classmethod
@@ -512,6 +520,7 @@ def load_config(path: str | Path) -> ServiceConfig:
         raise ConfigError(f"invalid config {path}: {problems}") from None
     config.keys()  # keys from the environment are checked now, not at the first request
     base = path.resolve().parent
+    config._folder = base
     config.artifact_dirs = [d if d.is_absolute() else base / d for d in config.artifact_dirs]
     for deployment in config.deployments.values():
         for version in deployment.versions:
