@@ -75,4 +75,4 @@ def test_drive_py_drives_a_server_started_from_the_example_config(tmp_path, monk
         assert sum(v["feedbacks"] for v in versions) == 300
     finally:
         server.stop()
-    assert not (EXAMPLES / "banditops.db").exists()  # the copy's database, not the repo's
+    assert (tmp_path / "banditops.db").exists()  # the copy's database, not the repo's
