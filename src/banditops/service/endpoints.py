@@ -239,8 +239,9 @@ class VersionBody(BaseModel):
                       description="The new version's name.")
     artifact: str = Field(min_length=1, max_length=4096,
                           description="The model file on the server (.skops, .onnx; .joblib "
-                                      "where allowed); a relative path is looked up in the "
-                                      "configured artifact folders.")
+                                      "where allowed), inside the configured artifact "
+                                      "folders; a relative path is looked up in each of "
+                                      "them, then from the config file's folder.")
     validation_score: float | None = Field(default=None, ge=0.0, le=1.0,
                                            description="Its offline validation score, if any.")
 
