@@ -36,11 +36,11 @@ $(CHROMIUM):
 		|| { $(APT_GET) update -q && $(APT_GET) install -y -q chromium; }
 
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/policies.py

@@ -272,20 +272,3 @@ def test_service_fields_and_their_defaults():
         ServiceConfig(api_keys=[{"key": "k" * 16, "scope": "client"},
                                 {"key": "k" * 16, "scope": "admin"}],
                       deployments=config.deployments).keys()
-
-
-def test_the_documented_example_config_loads(tmp_path, monkeypatch):
-    """The example in the config module's docstring is a config the service accepts."""
-    import banditops.service.config as config_module
-
-    doc = config_module.__doc__
-    example = doc[doc.index("```toml") + len("```toml"):doc.index("```", doc.index("```toml") + 7)]
-    (tmp_path / "models").mkdir()
-    path = tmp_path / "banditops.toml"
-    path.write_text(example)
-    monkeypatch.setenv("BANDITOPS_ADMIN_KEY", "an-admin-key-of-some-length")
-    config = load_config(path)
-    churn = config.deployments["churn"]
-    assert churn.policy == "thompson" and churn.labels == ["no", "yes"]
-    assert churn.guardrail.method == "sequential"
-    assert churn.release.mode == "dark" and churn.shadow.mode == "all"

@@ -1,81 +1,19 @@
 """The service's configuration: a TOML file of named deployments, keys and limits.
 
-```toml
-database = "sqlite:///banditops.db"        # or postgresql+psycopg://user@host/db
-artifact_dirs = ["models"]                 # versions load only from these folders
-allow_pickle = false                       # joblib/pickle artifacts run code: opt in
-trusted_types = []                         # exact extra type names skops may load
-max_batch = 256                            # instances (or feedbacks) per request
-max_body_bytes = 1_000_000
-max_upload_bytes = 100_000_000             # POST .../versions/upload (multipart) only
-upload_timeout_seconds = 600.0             # the whole upload, each chunk within
-                                           #   body_timeout_seconds of the last
-# mlflow_tracking_uri = "sqlite:////srv/mlflow.db"   # for artifact = "models:/churn/3"
-#                                          #   (needs the extra: banditops[mlflow])
-body_timeout_seconds = 4.0                 # headers, then body, each in time (else 408)
-keep_alive_seconds = 5.0                   # idle connections are closed after this
-max_connections = 1000                     # concurrent connections per worker
-max_queue = 1024                           # jobs waiting per deployment before 503
-micro_batch = 64                           # concurrent predictions batched per version
-shadow_queue = 10000                       # answered requests waiting for their shadow
-                                           #   predictions, per deployment; more are dropped
-db_timeout_seconds = 5.0                   # connect and statement timeout
-model_timeout_ms = 200                     # a model call slower than this is a strike
-model_timeout_window = 20                  # quarantine after model_timeout_strikes slow
-model_timeout_strikes = 5                  #   calls among the last model_timeout_window
-model_warmup_calls = 3                     # first calls after loading never count
-snapshot_every = 10000                     # rewards between policy snapshots
+``examples/config.toml`` shows every option, commented; the README's "Config reference" lists
+each field with its type, default and description, generated from the models below
+(``python -m banditops.service.config_reference``), so a field's ``description`` is its
+documentation.
 
-[[api_keys]]
-key_env = "BANDITOPS_ADMIN_KEY"            # or key = "..." (not recommended); >= 16
-scope = "admin"                            # printable ASCII characters; admin: everything,
-                                           # client: predict, feedback, read
-
-[deployments.churn]
-policy = "thompson"                        # any name from banditops.policies.policy_names()
-policy_params = { prior_weight = 20 }      # checked against the policy's Params at load
-reward = "accuracy"                        # or { tp = 1, fp = 0.95, fn = 0, tn = 1 }
-labels = ["no", "yes"]                     # optional: the only labels feedback may carry
-# positive = "yes"                         # with a cost-matrix reward only (default: 1)
-guardrail = { min_samples = 200, margin = 0.05, method = "sequential" }   # or false
-shadow = { mode = "all" }                  # or "rate" (with rate = 0.1), "evaluating"; or false
-release = { mode = "dark", margin = 0.01 } # new versions serve nobody until judged; or false
-feedback_ttl_seconds = 604800              # later feedback gets 410
-feedback_same_key = false                  # true: only the key that predicted may label
-features = { age = "number", plan = "string" }
-
-[[deployments.churn.versions]]
-name = "v1"
-artifact = "models/churn-v1.skops"
-validation_score = 0.86
-```
-
-Relative paths are resolved against the config file's folder. An ``artifact`` may also be an
+Relative paths are resolved against the config file's folder. Policy, guardrail, shadow and
+release parameters are validated by the library's own parameter objects
+(``EpsilonGreedyParams``, ``GuardrailParams``, ``ShadowParams``, ``ReleaseParams``, ...), so
+their defaults and rules live in one place. Every mistake is a :class:`ConfigError` with one
+line naming the field; a database password is never echoed. An ``artifact`` may also be an
 MLflow model URI (``models:/name/3``, ``models:/name@alias``, ``runs:/<run id>/model``) or an
 uploaded artifact (``upload:<sha256><suffix>``); see :mod:`banditops.service.sources`.
-Policy, guardrail, shadow and release parameters are validated by the library's own
-parameter objects (``EpsilonGreedyParams``, ``GuardrailParams``, ``ShadowParams``,
-``ReleaseParams``, ...), so their defaults and rules live in one place. Every mistake is a
-:class:`ConfigError` with one line naming the field; a database password is never echoed.
-
-**Shadow scoring** (``shadow``, see :mod:`banditops.shadow`): besides the version that served
-a request, other versions predict it too — after the answer was sent, in a bounded queue per
-deployment (``shadow_queue``; when it is full the work is dropped and counted in
-``banditops_shadow_dropped_total``) — and each of those predictions is scored when the label
-arrives: side observations for the policy, evidence for the guardrail. Modes: ``"all"`` (every
-other live version), ``"rate"`` (a request is shadowed with probability ``rate``),
-``"evaluating"`` (only versions with fewer than ``evaluation_rewards`` rewards). It is
-**invalid when the outcome depends on the served prediction** — the claim flagged is the one
-investigated, the item recommended is the one clicked: there a label says nothing about what
-another version's answer would have earned; leave ``shadow`` out (bandit feedback only).
-
-**Dark launch** (``release = { mode = "dark", margin, min_samples, check_every, carry }``,
-see :mod:`banditops.release`): a version registered while others are live (through the admin
-API, or added to this file later) starts ``dark``: it serves nobody, is shadow-scored on every
-shadowed request (``shadow`` defaults to ``{ mode = "evaluating" }``), and is promoted (event
-``promoted``) once its paired rewards show it is not worse than the best live version by
-``margin``, or rolled back (``rolled_back``) once they show it is; ``POST
-.../versions/{v}/promote`` promotes by hand. The versions of the first start go live.
+How the versions of the file meet those of the database at start-up:
+:meth:`ServiceDeployment._restore <banditops.service.runtime.ServiceDeployment._restore>`.
 """
 
 from __future__ import annotations
@@ -90,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -126,16 +65,30 @@ ARTIFACT_URI_PREFIXES = ("upload:", "models:", "runs:")
 
 
 class VersionConfig(_Strict):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
-    artifact: str = Field(min_length=1, max_length=4096)  # a path or a URI (see above)
-    validation_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    """One ``[[deployments.<name>.versions]]`` entry."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
+                      description="The version's name (letters, digits, `.`, `_`, `-`); "
+                      "never reused: a new model is a new name.")
+    artifact: str = Field(
+        min_length=1, max_length=4096,
+        description="The model file (`.skops`, `.onnx`; `.joblib`/`.pkl` with "
+        "`allow_pickle`), inside `artifact_dirs`, relative to the config file's folder; or an "
+        "MLflow model URI (`models:/name/3`, `models:/name@alias`, `runs:/<run id>/<path>`, "
+        "with `mlflow_tracking_uri`); or `upload:<sha256><suffix>`, an uploaded file.")
+    validation_score: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="Its offline validation score in [0, 1], if known (a prior for policies "
+        "that use one).")
 
 
 class CostMatrixConfig(_Strict):
-    tp: float = Field(ge=0, le=1)
-    fp: float = Field(ge=0, le=1)
-    fn: float = Field(ge=0, le=1)
-    tn: float = Field(ge=0, le=1)
+    """A cost-matrix reward: the reward in [0, 1] of each outcome of a binary prediction."""
+
+    tp: float = Field(ge=0, le=1, description="Reward of a true positive.")
+    fp: float = Field(ge=0, le=1, description="Reward of a false positive (a false alarm).")
+    fn: float = Field(ge=0, le=1, description="Reward of a false negative (a miss).")
+    tn: float = Field(ge=0, le=1, description="Reward of a true negative.")
 
 
 class GuardrailConfig(_Strict):
@@ -143,12 +96,27 @@ class GuardrailConfig(_Strict):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
-    confidence: float = _GUARDRAIL.confidence
-    min_samples: int = _GUARDRAIL.min_samples
-    margin: float = _GUARDRAIL.margin
-    method: str = _GUARDRAIL.method
-    window: int = _GUARDRAIL.window  # type: ignore[assignment]  (a config always has one)
-    check_every: int = _GUARDRAIL.check_every
+    confidence: float = Field(
+        default=_GUARDRAIL.confidence,
+        description="Required confidence that a version is worse before it is rolled back, "
+        "in (0.5, 1).")
+    min_samples: int = Field(
+        default=_GUARDRAIL.min_samples,
+        description="Rewards a version (and the best) needs before it can be judged (>= 2).")
+    margin: float = Field(
+        default=_GUARDRAIL.margin,
+        description="How much worse than the best live version (in reward units) counts as "
+        "degraded.")
+    method: str = Field(
+        default=_GUARDRAIL.method,
+        description="`sequential` (anytime-valid, checked as often as you like), `welch` "
+        "(one-sided t-test) or `bayes` (posterior probability).")
+    window: int = Field(  # type: ignore[assignment]  (a config always has one)
+        default=_GUARDRAIL.window,
+        description="Only each version's last `window` rewards count (>= min_samples); "
+        "ignored by `sequential`.")
+    check_every: int = Field(default=_GUARDRAIL.check_every,
+                             description="Run the check every this many rewards.")
 
     @model_validator(mode="after")
     def _library_rules(self) -> GuardrailConfig:
@@ -168,10 +136,20 @@ class ShadowConfig(_Strict):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
-    mode: str = _SHADOW.mode
-    rate: float = _SHADOW.rate
-    evaluation_rewards: int = _SHADOW.evaluation_rewards
-    seed: int | None = _SHADOW.seed
+    mode: str = Field(
+        default=_SHADOW.mode,
+        description="`all` (every other live version predicts each request), `rate` (a "
+        "request is shadowed with probability `rate`) or `evaluating` (only versions with "
+        "fewer than `evaluation_rewards` rewards).")
+    rate: float = Field(default=_SHADOW.rate,
+                        description="With mode `rate`: the share of requests shadowed, in "
+                        "(0, 1].")
+    evaluation_rewards: int = Field(
+        default=_SHADOW.evaluation_rewards,
+        description="With mode `evaluating`: rewards after which a version is no longer "
+        "shadowed.")
+    seed: int | None = Field(default=_SHADOW.seed,
+                             description="Seed of the sampling in mode `rate` (none: random).")
 
     @model_validator(mode="after")
     def _library_rules(self) -> ShadowConfig:
@@ -196,11 +174,20 @@ class ReleaseConfig(_Strict):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
-    mode: str = _RELEASE.mode
-    margin: float = _RELEASE.margin
-    min_samples: int = _RELEASE.min_samples
-    check_every: int = _RELEASE.check_every
-    carry: int = _RELEASE.carry
+    mode: str = Field(
+        default=_RELEASE.mode,
+        description="`dark`: a version registered while others are live serves nobody until "
+        "its shadow rewards show it is not worse (`live`: it serves at once).")
+    margin: float = Field(
+        default=_RELEASE.margin,
+        description="A dark version is promoted when it is not worse than the best live one "
+        "by this much, rolled back when it is.")
+    min_samples: int = Field(default=_RELEASE.min_samples,
+                             description="Paired rewards before a dark version is judged.")
+    check_every: int = Field(default=_RELEASE.check_every,
+                             description="Judge every this many paired rewards.")
+    carry: int = Field(default=_RELEASE.carry,
+                       description="Shadow rewards a promoted version brings to the policy.")
 
     @model_validator(mode="after")
     def _library_rules(self) -> ReleaseConfig:
@@ -235,18 +222,51 @@ def _label_key(label: Label) -> tuple[type, Label]:
 
 
 class DeploymentConfig(_Strict):
-    policy: str = "thompson"
-    policy_params: dict[str, Any] = Field(default_factory=dict)
-    reward: Literal["accuracy"] | CostMatrixConfig = "accuracy"
-    labels: list[str | int | bool] | None = Field(default=None, min_length=2, max_length=1000)
-    positive: str | int | bool | None = None
-    guardrail: GuardrailConfig | Literal[False] = Field(default_factory=GuardrailConfig)
-    shadow: ShadowConfig | Literal[False] | None = None  # None: only what release implies
-    release: ReleaseConfig | Literal[False] | None = None
-    feedback_ttl_seconds: float = Field(default=7 * 24 * 3600, gt=0)
-    feedback_same_key: bool = False
-    features: dict[str, Literal["number", "string"]] = Field(min_length=1)
-    versions: list[VersionConfig] = Field(default_factory=list)
+    """One ``[deployments.<name>]`` table: a model behind one predict route."""
+
+    policy: str = Field(default="thompson",
+                        description="The bandit policy: any name from "
+                        "`banditops.policies.policy_names()`.")
+    policy_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The policy's parameters (checked against its Params at load), and "
+        "`seed`.")
+    reward: Literal["accuracy"] | CostMatrixConfig = Field(
+        default="accuracy",
+        description="`accuracy` (1 if the prediction equals the label), or a cost matrix "
+        "`{ tp, fp, fn, tn }` for a binary label.")
+    labels: list[str | int | bool] | None = Field(
+        default=None, min_length=2, max_length=1000,
+        description="The only labels feedback may carry (compared type-aware: 1, \"1\" and "
+        "true differ); none: any.")
+    positive: str | int | bool | None = Field(
+        default=None, description="With a cost-matrix reward: the positive class (default 1).")
+    guardrail: GuardrailConfig | Literal[False] = Field(
+        default_factory=GuardrailConfig,
+        description="Automatic rollback of a version worse than the best (a table, below), or "
+        "`false`.")
+    shadow: ShadowConfig | Literal[False] | None = Field(
+        default=None,  # None: only what release implies
+        description="Shadow scoring (a table, below), or `false`; default: `{ mode = "
+        "\"evaluating\" }` with a dark release, else none. Invalid when the label depends on "
+        "the served prediction.")
+    release: ReleaseConfig | Literal[False] | None = Field(
+        default=None,
+        description="How new versions are released (a table, below); default: live.")
+    feedback_ttl_seconds: float = Field(
+        default=7 * 24 * 3600, gt=0,
+        description="Feedback for an older decision is refused (410).")
+    feedback_same_key: bool = Field(
+        default=False,
+        description="Only the API key that made a decision may give its feedback.")
+    features: dict[str, Literal["number", "string"]] = Field(
+        min_length=1,
+        description="The feature schema, name -> `number` or `string`; every request must "
+        "carry exactly these.")
+    versions: list[VersionConfig] = Field(
+        default_factory=list,
+        description="The versions of the file (`[[deployments.<name>.versions]]`, below); "
+        "reconciled with the database at start-up.")
 
     @field_validator("policy")
     @classmethod
@@ -374,9 +394,15 @@ def is_valid_api_key(key: str) -> bool:
 
 
 class ApiKeyConfig(_Strict):
-    key: str | None = None
-    key_env: str | None = Field(default=None, min_length=1)
-    scope: Literal["client", "admin"]
+    """One ``[[api_keys]]`` entry."""
+
+    key: str | None = Field(default=None,
+                            description=f"The key itself ({KEY_RULE}); prefer `key_env`.")
+    key_env: str | None = Field(default=None, min_length=1,
+                                description="The environment variable holding the key.")
+    scope: Literal["client", "admin"] = Field(
+        description="`client`: predict, feedback, read; `admin`: everything, registering and "
+        "rolling back included.")
 
     @field_validator("key")
     @classmethod
@@ -434,30 +460,90 @@ def check_database_url(url: str) -> str:
 
 
 class ServiceConfig(_Strict):
-    database: str = "sqlite:///banditops.db"
-    artifact_dirs: list[Path] = Field(default_factory=list)
-    allow_pickle: bool = False
-    trusted_types: list[str] = Field(default_factory=list)
-    max_batch: int = Field(default=256, ge=1, le=100_000)
-    max_body_bytes: int = Field(default=1_000_000, ge=1024)
-    max_upload_bytes: int = Field(default=100_000_000, ge=1024)  # the upload route's bodies
-    upload_timeout_seconds: float = Field(default=600.0, gt=0)  # to receive a whole upload
-    mlflow_tracking_uri: str | None = Field(default=None, min_length=1, max_length=4096)
-    model_timeout_ms: float = Field(default=200.0, gt=0)
-    model_timeout_window: int = Field(default=20, ge=1)
-    model_timeout_strikes: int = Field(default=5, ge=1)
-    model_warmup_calls: int = Field(default=3, ge=0)
-    sync_interval_seconds: float = Field(default=0.25, ge=0.0)
-    snapshot_every: int = Field(default=10_000, ge=1)  # learned rewards between snapshots
-    max_queue: int = Field(default=1024, ge=1)  # jobs waiting per deployment; more get 503
-    micro_batch: int = Field(default=64, ge=1, le=100_000)  # instances per model call
-    shadow_queue: int = Field(default=10_000, ge=1)  # shadow work waiting; more is dropped
-    body_timeout_seconds: float = Field(default=4.0, gt=0)  # to receive headers, then body
-    keep_alive_seconds: float = Field(default=5.0, gt=0)  # idle connections are closed
-    max_connections: int = Field(default=1000, ge=1)  # concurrent connections (uvicorn)
-    db_timeout_seconds: float = Field(default=5.0, gt=0)  # connect and statement timeout
-    api_keys: list[ApiKeyConfig] = Field(default_factory=list)
-    deployments: dict[str, DeploymentConfig] = Field(min_length=1)
+    """The whole file: service settings at the top level, then keys and deployments."""
+
+    database: str = Field(
+        default="sqlite:///banditops.db",
+        description="SQLite (`sqlite:///file.db`, relative to the config file's folder) or "
+        "PostgreSQL (`postgresql+psycopg://user@host/db`, for several replicas).")
+    artifact_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Folders models may load from (relative to the config file's folder); "
+        "nothing outside them ever loads.")
+    allow_pickle: bool = Field(
+        default=False,
+        description="Accept `.joblib`/`.pkl` artifacts, which run code when loaded.")
+    trusted_types: list[str] = Field(
+        default_factory=list,
+        description="Exact extra type names (`module.Name`) a `.skops` file may hold, beyond "
+        "the built-in allow-list.")
+    max_batch: int = Field(default=256, ge=1, le=100_000,
+                           description="Instances (or feedbacks) per request; more: 413.")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024,
+                                description="Largest request body; more: 413.")
+    max_upload_bytes: int = Field(
+        default=100_000_000, ge=1024,
+        description="Largest model file `POST .../versions/upload` accepts; more: 413.")
+    upload_timeout_seconds: float = Field(
+        default=600.0, gt=0,
+        description="Time to receive a whole upload (each chunk within "
+        "`body_timeout_seconds` of the last); else 408.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, min_length=1, max_length=4096,
+        description="The MLflow tracking store `models:/` and `runs:/` artifacts come from "
+        "(needs `pip install 'banditops[mlflow]'`); never taken from a client.")
+    model_timeout_ms: float = Field(
+        default=200.0, gt=0, description="A model call slower than this is a strike.")
+    model_timeout_window: int = Field(
+        default=20, ge=1,
+        description="Quarantine a version after `model_timeout_strikes` slow calls among its "
+        "last `model_timeout_window`.")
+    model_timeout_strikes: int = Field(
+        default=5, ge=1, description="See `model_timeout_window` (at most that).")
+    model_warmup_calls: int = Field(
+        default=3, ge=0, description="The first calls after loading never count as strikes.")
+    sync_interval_seconds: float = Field(
+        default=0.25, ge=0.0,
+        description="How often a replica catches up on the others' feedback and version "
+        "changes (PostgreSQL).")
+    snapshot_every: int = Field(
+        default=10_000, ge=1,
+        description="Learned rewards between snapshots of the policy state (a restart "
+        "learns only what followed).")
+    max_queue: int = Field(default=1024, ge=1,
+                           description="Jobs waiting per deployment; more get 503 with "
+                           "Retry-After.")
+    micro_batch: int = Field(default=64, ge=1, le=100_000,
+                             description="Concurrent predictions batched into one model call "
+                             "per version.")
+    shadow_queue: int = Field(
+        default=10_000, ge=1,
+        description="Answered requests waiting for their shadow predictions, per deployment; "
+        "more are dropped (and counted).")
+    body_timeout_seconds: float = Field(
+        default=4.0, gt=0,
+        description="Time to receive the headers, then the body, of a request; else 408.")
+    keep_alive_seconds: float = Field(default=5.0, gt=0,
+                                      description="Idle connections are closed after this.")
+    max_connections: int = Field(default=1000, ge=1,
+                                 description="Concurrent connections per process.")
+    db_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Database connect and statement timeout.")
+    api_keys: list[ApiKeyConfig] = Field(
+        default_factory=list,
+        description="Who may call the service (`[[api_keys]]`, below); `banditops serve` "
+        "needs at least one.")
+    deployments: dict[str, DeploymentConfig] = Field(
+        min_length=1,
+        description="The deployments, by name (`[deployments.<name>]`, below): letters, "
+        "digits, `-`, `_`.")
+    _folder: Path | None = PrivateAttr(default=None)  # the config file's, set by load_config
+
+    @property
+    def folder(self) -> Path:
+        """Where relative paths are taken from: the config file's folder (the working
+        directory for a config built in code)."""
+        return self._folder if self._folder is not None else Path.cwd()
 
     @field_validator("database")
     @classmethod
@@ -526,6 +612,7 @@ def load_config(path: str | Path) -> ServiceConfig:
         raise ConfigError(f"invalid config {path}: {problems}") from None
     config.keys()  # keys from the environment are checked now, not at the first request
     base = path.resolve().parent
+    config._folder = base
     config.artifact_dirs = [d if d.is_absolute() else base / d for d in config.artifact_dirs]
     for deployment in config.deployments.values():
         for version in deployment.versions:

@@ -241,8 +241,9 @@ class VersionBody(BaseModel):
                       description="The new version's name.")
     artifact: str = Field(min_length=1, max_length=4096,
                           description="The model file on the server (.skops, .onnx; .joblib "
-                                      "where allowed); a relative path is looked up in the "
-                                      "configured artifact folders.")
+                                      "where allowed), inside the configured artifact "
+                                      "folders; a relative path is looked up in each of "
+                                      "them, then from the config file's folder.")
     validation_score: float | None = Field(default=None, ge=0.0, le=1.0,
                                            description="Its offline validation score, if any.")
 
@@ -542,16 +543,38 @@ class Endpoints:
 
 
 def artifact_path(config: ServiceConfig, artifact: str) -> str:
-    """Absolute paths as given; relative ones are looked up in each artifact folder."""
+    """Where a registration's artifact is. An absolute path is taken as given; a relative one
+    is looked up inside each of ``artifact_dirs`` in turn, then from the config file's folder
+    (so a path written as in the config file works too); the first file found wins. Either
+    way it must lie inside an artifact folder (:func:`artifacts.check_path`, when loaded);
+    candidates outside them are never looked at, so the answer tells nothing about the disk
+    beyond them."""
     if "\x00" in artifact:
         raise ArtifactError("artifact: the path must not contain NUL characters")
     path = Path(artifact)
     if path.is_absolute():
         return str(path)
-    for folder in config.artifact_dirs:
+    tried = list(dict.fromkeys(
+        (folder / path).absolute() for folder in [*config.artifact_dirs, config.folder]))
+    inside = [c for c in tried if any(_within(c, folder) for folder in config.artifact_dirs)]
+    if not inside:
+        raise ArtifactError(
+            f"artifact {artifact} is outside the configured artifact_dirs "
+            f"({', '.join(str(f) for f in config.artifact_dirs) or 'none configured'}); "
+            f"tried {', '.join(str(c) for c in tried)}")
+    for candidate in inside:
         try:
-            if (folder / path).exists():
-                return str(folder / path)
+            if candidate.is_file():
+                return str(candidate)
         except OSError:  # a name too long for the file system
-            break
-    return str((config.artifact_dirs[0] if config.artifact_dirs else Path.cwd()) / path)
+            continue
+    raise ArtifactError(
+        f"artifact {artifact} not found; tried {', '.join(str(c) for c in inside)} (a relative "
+        "path is looked up in each of artifact_dirs, then from the config file's folder)")
+
+
+def _within(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # too long, or a symlink loop
+        return False

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypedDict
 
 from banditops.deployment import Deployment, Event, ShadowWork
 from banditops.errors import (
+    ArtifactError,
     BanditOpsError,
     DuplicateArmError,
     DuplicateFeedbackError,
@@ -205,41 +207,79 @@ class ServiceDeployment:
                            else lambda seconds: report(self.name, version, seconds))
 
     def _restore(self) -> None:
-        """Versions from the config (first start) and the store; statuses as stored.
+        """Reconcile the config file with the database, then register every stored version
+        with its stored status. The rule (README, "Config and database at start-up"):
 
-        A version that may serve again whose artifact is missing or changed since it was
-        registered stops the start-up: serving something else under its name would be
-        silently wrong."""
-        loaded: dict[str, LoadedArtifact] = {}
+        - in the file, not in the database: registered (event "registered", reason "from the
+          config file"), live, or dark on a dark-release deployment with live versions;
+        - in both: the database's status stands (a rollback, retirement or promotion sticks
+          across restarts); the file's artifact must hold the bytes (sha256) recorded at
+          registration, else the start-up stops: a version name stands for one model, whose
+          decisions, rewards and verdicts are on record (a moved file with the same bytes is
+          fine);
+        - in the database only (registered through the API, or since removed from the
+          file): kept as it is, with a log line; retiring is an explicit API call.
+
+        An MLflow model (``models:/...``) already registered loads from the database's copy
+        of its bytes, so a moved alias or an unreachable tracking store changes nothing.
+        """
         stored = {row.name: row for row in self.store.versions(self.name)}
         # A version added to the file after the first start is a release like any other.
         status = "dark" if self.dark_launch and any(
             row.status == "live" for row in stored.values()) else "live"
+        loaded: dict[str, LoadedArtifact] = {}
+        added: list[Event] = []
         for version in self.config.versions:
-            known = stored.get(version.name)  # an MLflow model already copied in: its bytes
-            pinned = (known.sha256 if known is not None and is_uri(version.artifact)
-                      and known.artifact == version.artifact else None)
+            row = stored.get(version.name)
+            if row is not None and row.status == "retired":
+                continue  # never serves again, so never loaded (its file may be gone)
+            pinned = (row.sha256 if row is not None and is_uri(version.artifact)
+                      and row.artifact == version.artifact else None)
             artifact = self._load(str(version.artifact), pinned)
             loaded[version.name] = artifact
-            self.store.add_version(self.name, version.name, str(version.artifact),
-                                   version.validation_score, artifact.sha256, if_missing=True,
-                                   status=status)
+            if row is None:
+                reason = f"from the config file ({status})"
+                source = version.artifact if is_uri(version.artifact) else str(artifact.path)
+                evidence = {"artifact": source, "sha256": artifact.sha256,
+                            "validation_score": version.validation_score, "status": status}
+                if self.store.add_version(self.name, version.name, source,
+                                          version.validation_score, artifact.sha256,
+                                          if_missing=True, status=status,
+                                          event=(reason, evidence)):
+                    added.append(Event(0, time.time(), "registered", version.name, reason,
+                                       evidence))
         rows = self.store.versions(self.name)
         for row in rows:
             if row.status == "retired":
                 model: Any = _Retired()
             else:
                 artifact = loaded.get(row.name)
-                if artifact is None or not _same_source(
-                        self.config.versions, row.name, artifact, row.artifact) or (
-                        row.sha256 is not None and artifact.sha256 != row.sha256):
+                if artifact is None:
                     artifact = self._load(row.artifact, row.sha256)
+                elif row.sha256 is not None and artifact.sha256 != row.sha256:
+                    raise ArtifactError(
+                        f"deployment {self.name}: version {row.name} in the config file is "
+                        f"{artifact.path} (sha256 {artifact.sha256}) but the database "
+                        f"registered it from {row.artifact} (sha256 {row.sha256}); a version "
+                        "name stands for one model: give the new file a new version name "
+                        f"(and retire {row.name} through the API), or put the original file "
+                        "back")
                 if row.sha256 is None:
                     self.store.pin_version(self.name, row.name, artifact.sha256)
                 model = self._serve(artifact, row.name)
             self._register_row(row, model)
         for row in rows:
             self._apply_status(row.name, row.status, "restored from the database")
+        in_file = {version.name for version in self.config.versions}
+        for row in rows:
+            if row.name not in in_file and row.status != "retired":
+                log.info("version not in the config file, kept as stored (retire it "
+                         "through the API to take it out)", extra={"fields": {
+                             "deployment": self.name, "version": row.name,
+                             "status": row.status}})
+        for event in added:  # stored with their rows; reported (logged) once started
+            if self.on_event is not None:
+                self.on_event(self.name, event)
 
     def _register_row(self, row: Any, model: Any) -> None:
         """Register a stored version: dark if stored dark, else live (its status follows)."""
@@ -543,16 +583,6 @@ class ServiceDeployment:
             labels=self.deployment.labels, shadow=self.shadow_mode,
             release="dark" if self.dark_launch else "live", versions=versions,
             restored_snapshot_feedback_seq=self.restored_from)
-
-
-def _same_source(versions: Sequence[Any], name: str, loaded: LoadedArtifact,
-                 artifact: str) -> bool:
-    """Whether a version row names the artifact its config entry loaded."""
-    if is_uri(artifact):
-        return any(v.name == name and v.artifact == artifact for v in versions)
-    from pathlib import Path
-
-    return loaded.path == Path(artifact).resolve()
 
 
 def _shown(value: Any) -> str:

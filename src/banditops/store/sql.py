@@ -221,21 +221,31 @@ class Store:
 
     def add_version(self, deployment: str, name: str, artifact: str,
                     validation_score: float | None, sha256: str, *,
-                    if_missing: bool = False, status: str = "live") -> bool:
+                    if_missing: bool = False, status: str = "live",
+                    event: tuple[str, dict[str, Any]] | None = None) -> bool:
         """Record a version as live (or ``status="dark"``, released dark); False if it
-        exists and ``if_missing``."""
+        exists and ``if_missing``. ``event`` (reason, evidence): a "registered" event stored
+        in the same transaction, so it exists exactly when the row was added here."""
+        now = time.time()
         values = {"deployment": deployment, "name": name, "artifact": artifact,
                   "validation_score": validation_score, "status": status,
-                  "created_at": time.time(), "sha256": sha256}
+                  "created_at": now, "sha256": sha256}
         try:
             with self._guard("registering a version"), self.engine.begin() as connection:
                 if if_missing:
-                    result = connection.execute(
+                    # RETURNING, not rowcount: psycopg reports -1 for this statement
+                    added = connection.execute(
                         self.insert(versions).values(**values)
-                        .on_conflict_do_nothing(index_elements=["deployment", "name"]))
-                    return result.rowcount == 1
-                connection.execute(versions.insert().values(**values))
-                return True
+                        .on_conflict_do_nothing(index_elements=["deployment", "name"])
+                        .returning(versions.c.id)).scalar_one_or_none() is not None
+                else:
+                    connection.execute(versions.insert().values(**values))
+                    added = True
+                if added and event is not None:
+                    connection.execute(events.insert().values(
+                        deployment=deployment, time=now, kind="registered", version=name,
+                        reason=event[0], evidence=event[1]))
+                return added
         except IntegrityError:
             raise DuplicateArmError(
                 f"version {name!r} exists already in deployment {deployment!r}; versions are "
