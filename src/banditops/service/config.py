@@ -37,7 +37,7 @@ shadow = { mode = "all" }                  # or "rate" (with rate = 0.1), "evalu
 release = { mode = "dark", margin = 0.01 } # new versions serve nobody until judged; or false
 feedback_ttl_seconds = 604800              # later feedback gets 410
 feedback_same_key = false                  # true: only the key that predicted may label
-features = { age = "number", plan = "string" }
+features = { age = "number", plan = "string?" }   # "?": may be null (see README)
 
 [[deployments.churn.versions]]
 name = "v1"
@@ -95,6 +95,7 @@ from banditops.policies import parse_policy_params, policy_names
 from banditops.policies.base import check_seed
 from banditops.release import ReleaseParams
 from banditops.rewards import Label, RewardFunction, accuracy, check_label, cost_matrix
+from banditops.service.features import Kind as FeatureKind
 from banditops.shadow import ShadowParams
 
 MIN_KEY_CHARS = 16
@@ -234,7 +235,7 @@ class DeploymentConfig(_Strict):
     release: ReleaseConfig | Literal[False] | None = None
     feedback_ttl_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     feedback_same_key: bool = False
-    features: dict[str, Literal["number", "string"]] = Field(min_length=1)
+    features: dict[str, FeatureKind] = Field(min_length=1)
     versions: list[VersionConfig] = Field(default_factory=list)
 
     @field_validator("policy")
