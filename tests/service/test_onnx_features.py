@@ -14,6 +14,7 @@ import pytest
 import skops.io as sio
 
 from banditops.client import Client
+from banditops.service.docs import DeploymentState
 from tests.service.conftest import ADMIN_KEY, CLIENT_KEY, REPO, Server, free_port, headers
 from tests.service.models import mixed_onnx, mixed_pipeline, mixed_rows
 
@@ -105,6 +106,10 @@ def test_the_onnx_pipeline_serves_what_scikit_learn_predicts_nulls_included(serv
         assert set(expected) == {"no", "yes"}  # string labels, both seen
         one = client.predict("mixed", {"age": None, "income": None, "visits": 3, "plan": None})
         assert one["prediction"] in ("no", "yes")
+        report = client.deployment("mixed")
+    assert report["features"] == {"age": "number?", "income": "number?", "visits": "number",
+                                  "plan": "string?"}
+    DeploymentState.model_validate(report)  # as the OpenAPI description says
 
 
 def test_a_skops_copy_registered_beside_it_answers_the_same(server, models):
