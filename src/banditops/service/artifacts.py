@@ -669,8 +669,8 @@ class OnnxModel:
     def predict(self, rows: Mapping[str, np.ndarray] | np.ndarray) -> np.ndarray:
         """The first output for ``rows``: a dict of input name -> column (see
         :meth:`OnnxFeeds.build`), or a float array for a model of one tensor input."""
-        feeds = (dict(rows) if isinstance(rows, Mapping)
-                 else {self.input: np.asarray(rows, np.float32)})
+        feeds = (dict(rows) if isinstance(rows, Mapping) else {
+            self.input: np.asarray(rows, ONNX_NUMBERS.get(self.inputs[0].type, np.float32))})
         output = np.asarray(self.session.run([self.output], feeds)[0])
         if output.ndim == 2 and output.shape[1] == 1:  # regressors: (n, 1)
             output = output[:, 0]
