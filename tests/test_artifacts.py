@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import re
 import sys
 import textwrap
 import warnings
@@ -741,3 +742,135 @@ def test_calls_that_fail_slowly_are_slow_calls_too():
             slow.timed(times_out)
     with pytest.raises(ModelTimeoutError, match="3 of the last 3 calls"):
         timed_call(slow, clock, 0.01)
+
+
+# ------------------------------------------------------------------ ONNX named inputs, nulls
+def mixed(tmp_path, *, impute: bool = True):
+    """skl2onnx's export of a pipeline over age, income (float), visits (int64), plan
+    (string), loaded; and the fitted pipeline."""
+    from tests.service.models import mixed_onnx, mixed_pipeline, mixed_rows
+
+    frame, labels = mixed_rows(600, nulls=0.1 if impute else 0.0)
+    pipeline = mixed_pipeline(impute).fit(frame, labels)
+    path = tmp_path / "mixed.onnx"
+    path.write_bytes(mixed_onnx(pipeline, frame))
+    return load_artifact(path, [tmp_path], allow_pickle=False).model, pipeline
+
+
+def test_onnx_inputs_are_fed_by_name_whatever_their_order(tmp_path):
+    from tests.service.models import MIXED, mixed_rows
+
+    model, pipeline = mixed(tmp_path)
+    declared = {"plan": "string", "note": "string", "visits": "number", "age": "number",
+                "income": "number"}
+    assert [i.name for i in model.inputs] == ["age", "income", "visits", "plan"]
+    served = ServedModel(model, declared, 1.0)
+    assert served.ignored == ["note"] and served.integers == {"visits": (-2**63, 2**63 - 1)}
+    frame, _ = mixed_rows(200, seed=3)
+    rows = [{**r, "visits": int(r["visits"]), "note": "x"} for r in frame.to_dict("records")]
+    margin = np.abs(pipeline.predict_proba(frame)[:, 1] - 0.5) > 1e-3
+    got = np.array(served.predict_many(rows), dtype=object)
+    assert (got[margin] == pipeline.predict(frame)[margin]).all()
+    smoke_test(served, declared, ["no", "yes"])
+    smoke_test(ServedModel(model, MIXED, 1.0), MIXED, ["no", "yes"])
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"plan": "number"}, re.escape("input 'plan' takes strings (tensor(string)) but the "
+                                   "deployment declares feature plan as a number")),
+    ({"age": "string"}, re.escape("input 'age' takes numbers (tensor(float)) but the "
+                                  "deployment declares feature age as a string")),
+    ({"plan": None}, r"needs input\(s\) \['plan'\] that the deployment does not declare"),
+    ({"visits": "number?"}, r"feature visits is nullable but the ONNX model's input 'visits' "
+                            r"is a tensor\(int64\), which cannot hold a null"),
+])
+def test_onnx_inputs_the_declarations_do_not_fit_are_refused_by_name(tmp_path, change,
+                                                                       message):
+    from tests.service.models import MIXED
+
+    model, _ = mixed(tmp_path)
+    declared = {k: v for k, v in {**MIXED, **change}.items() if v is not None}
+    with pytest.raises(ArtifactError, match=message):
+        ServedModel(model, declared, 1.0)
+
+
+def test_the_one_float_tensor_form_takes_numbers_only_and_its_width(tmp_path):
+    from skl2onnx import to_onnx
+
+    x, y = small_xy()
+    path = tmp_path / "m.onnx"
+    path.write_bytes(to_onnx(linear_model.LogisticRegression().fit(x, y),
+                             x[:1].astype(np.float32)).SerializeToString())
+    model = load_artifact(path, [tmp_path], allow_pickle=False).model
+    with pytest.raises(ArtifactError, match=r"one tensor of numbers \('X'\), which cannot "
+                                            r"hold the string feature\(s\) \['d'\]"):
+        ServedModel(model, {"a": "number", "b": "number", "c": "number", "d": "string"}, 1.0)
+    with pytest.raises(ArtifactError, match="takes 4 columns but the deployment declares 3"):
+        ServedModel(model, ["a", "b", "c"], 1.0)
+    nullable = {"a": "number?", "b": "number", "c": "number", "d": "number"}
+    with pytest.raises(ArtifactError, match=r"feature a is nullable .* output\(s\) "
+                                            r"\['output_probability'\] hold NaN"):  # a ZipMap
+        smoke_test(ServedModel(model, nullable, 1.0), nullable, [0, 1])
+
+
+def test_strings_an_onnx_model_holds_must_be_text(tmp_path):
+    from skl2onnx import to_onnx
+
+    x, _ = small_xy()
+    labels = np.where(x[:, 0] > 0, "yes", "no")
+    proto = to_onnx(linear_model.LogisticRegression().fit(x, labels), x[:1].astype(np.float32))
+    node = next(n for n in proto.graph.node if n.op_type == "LinearClassifier")
+    classes = next(a for a in node.attribute if a.name == "classlabels_strings")
+    path = tmp_path / "m.onnx"
+    for bad, message in ((b"y\x00es", "a NUL character"), (b"\xff\xfe", "not UTF-8")):
+        classes.strings[1] = bad
+        path.write_bytes(proto.SerializeToString())
+        with pytest.raises(ArtifactError, match=f"node 'LinearClassifier'.* holds a string .*"
+                                                f"{message}"):
+            load_artifact(path, [tmp_path], allow_pickle=False)
+
+
+def test_nulls_reach_scikit_learn_as_nan_or_its_imputers_missing_value(tmp_path):
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=300), "plan": rng.choice(["a", "b"], 300)})
+    frame.loc[::7, "plan"] = np.nan
+    labels = ((frame.x > 0) ^ (frame.plan == "a")).astype(int)
+    for missing, null in ((np.nan, np.nan), ("", "")):
+        data = frame.fillna({"plan": ""}) if missing == "" else frame
+        model = pipeline.make_pipeline(ColumnTransformer([
+            ("n", SimpleImputer(), ["x"]),
+            ("s", pipeline.make_pipeline(
+                SimpleImputer(missing_values=missing, strategy="most_frequent"),
+                OneHotEncoder(handle_unknown="ignore")), ["plan"])]),
+            linear_model.LogisticRegression())
+        model.fit(data, labels)
+        declared = {"x": "number?", "plan": "string?"}
+        served = ServedModel(model, declared, 1.0)
+        smoke_test(served, declared, [0, 1])
+        rows = [{"x": 0.3, "plan": None}, {"x": None, "plan": "b"}, {"x": None, "plan": None}]
+        expected = pd.DataFrame({"x": [0.3, np.nan, np.nan], "plan": [null, "b", null]})
+        assert served.predict_many(rows) == model.predict(expected).tolist()
+
+
+def test_a_model_that_cannot_take_a_null_is_refused_even_where_finiteness_is_assumed():
+    """Service workers run scikit-learn with assume_finite=True (its NaN check skipped, so a
+    bare LogisticRegression would answer a NaN with a class); the null check turns it on."""
+    import sklearn
+
+    x, y = small_xy()
+    frame = pd.DataFrame(x, columns=list("abcd"))
+    declared = {"a": "number", "b": "number", "c": "number?", "d": "number"}
+    bare = linear_model.LogisticRegression().fit(frame, y)
+    native = ensemble.HistGradientBoostingClassifier(max_iter=10).fit(frame, y)
+    with sklearn.config_context(assume_finite=True):
+        assert ServedModel(bare, declared, 1.0).predict_many(
+            [{"a": 0.0, "b": 0.0, "c": None, "d": 0.0}]) in ([0], [1])  # no error: silent
+        with pytest.raises(ArtifactError, match=r"feature c is nullable \('number\?'\) but the "
+                                                "model fails on a null c: the model raised "
+                                                "ValueError: Input X contains NaN"):
+            smoke_test(ServedModel(bare, declared, 1.0), declared, [0, 1])
+        smoke_test(ServedModel(native, declared, 1.0), declared, [0, 1])  # NaN-aware trees
+        smoke_test(ServedModel(bare, {**declared, "c": "number"}, 1.0), declared | {
+            "c": "number"}, [0, 1])

@@ -56,3 +56,55 @@ class SleepsOnSignal:
                 Path(mark).touch()
             time.sleep(self.seconds)
         return (rows[:, 0] + 0.5 * rows[:, 1] > 0).astype(int)
+
+
+# ------------------------------------------------------------------ mixed-type models
+MIXED = {"age": "number?", "income": "number?", "visits": "number", "plan": "string?"}
+PLANS = ["basic", "pro", "team"]
+
+
+def mixed_rows(n: int, seed: int = 0, nulls: float = 0.0):
+    """A frame of two float columns, an int column and a string column, and "yes"/"no"
+    labels; with ``nulls`` > 0, that share of age, income and plan missing (NaN, and ""
+    for plan, the missing value an ONNX export can impute)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "age": rng.normal(40, 10, n), "income": rng.normal(5, 2, n),
+        "visits": rng.integers(0, 8, n), "plan": rng.choice(PLANS, n)})
+    labels = np.where((frame.age - 40) / 10 + (frame.plan == "pro") * 1.5
+                      - (frame.visits > 4) + rng.normal(0, 0.5, n) > 0.5, "yes", "no")
+    if nulls:
+        for column in ("age", "income", "plan"):
+            gone = rng.random(n) < nulls
+            frame.loc[gone, column] = "" if column == "plan" else np.nan
+    return frame, labels
+
+
+def mixed_pipeline(impute: bool = True):
+    """OneHotEncoder over plan, StandardScaler over the numbers, then a logistic regression;
+    with ``impute``, SimpleImputers first (mean for numbers, "missing" for an empty plan)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numbers = [SimpleImputer()] if impute else []
+    strings = [SimpleImputer(missing_values="", strategy="constant",
+                             fill_value="missing")] if impute else []
+    columns = ColumnTransformer([
+        ("numbers", make_pipeline(*numbers, StandardScaler()), ["age", "income"]),
+        ("counts", StandardScaler(), ["visits"]),
+        ("plan", make_pipeline(*strings, OneHotEncoder(handle_unknown="ignore")), ["plan"])])
+    return make_pipeline(columns, LogisticRegression())
+
+
+def mixed_onnx(pipeline, frame) -> bytes:
+    """skl2onnx's export: one input per column (age, income float; visits int64; plan
+    string), a string label output."""
+    from skl2onnx import to_onnx
+
+    sample = frame[:1].astype({"age": np.float32, "income": np.float32})
+    return to_onnx(pipeline, sample, options={"zipmap": False}).SerializeToString()

@@ -37,18 +37,22 @@ for the shapes compiled code trusts too (GradientBoosting's tree grid, each memb
 width and outputs, HistGradientBoosting's predictors per iteration).
 
 Before skops reads a file, its inflated size is bounded (:func:`check_zip_size`); an ONNX
-model is parsed with ``onnx`` first and refused if any tensor lives in external data
-(:func:`check_onnx_tensors`). For what no check foresees, :func:`check_in_subprocess` loads
+model is parsed with ``onnx`` first and refused if any tensor lives in external data or a
+string it holds is not text (:func:`check_onnx_tensors`), then its inputs must be tensors of
+a served type (:class:`OnnxModel`) that the declared features can feed by name
+(:meth:`OnnxModel.bind`). For what no check foresees, :func:`check_in_subprocess` loads
 and smoke-tests an artifact in a child process, so a crash or hang there refuses the version.
 
 A loaded model is wrapped in a :class:`ServedModel`, which turns validated feature mappings
-into what the model takes (one frame with the fitted column names, or a float array in the
-declared feature order), calls the model once per batch, converts outputs to plain Python
+into what the model takes (one frame with the fitted column names, one array per ONNX input,
+or a float array in the declared feature order; a null as the model expects it, see
+:mod:`banditops.service.features`), calls the model once per batch, converts outputs to plain Python
 scalars, and judges its speed with :class:`SlowCalls`.
 
 :func:`smoke_test` runs at registration: two synthetic rows built from the deployment's
 feature schema must give exactly one JSON-safe scalar each (and a declared label, when
-labels are declared), or the version is refused before it serves anyone.
+labels are declared), or the version is refused before it serves anyone; and rows with a
+null in each nullable feature must too (:func:`check_nullable`, also run at every load).
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ import threading
 import time
 import zipfile
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +75,7 @@ from typing import Any
 import numpy as np
 
 from banditops.errors import ArtifactError, ModelTimeoutError
+from banditops.service.features import base, base_kinds, nullable_features
 
 FORMATS = {".skops": "skops", ".onnx": "onnx", ".joblib": "pickle", ".pkl": "pickle",
            ".pickle": "pickle"}
@@ -502,11 +507,15 @@ def _check_libsvm(what: str, model: Any, attrs: Mapping[str, Any]) -> None:
 
 # ------------------------------------------------------------------ ONNX
 def check_onnx_tensors(data: bytes) -> None:
-    """Refuse an ONNX model whose tensors live in external files.
+    """Refuse an ONNX model whose tensors live in external files, or whose strings are not
+    text.
 
     onnxruntime resolves an external tensor's ``location`` against the working directory
     when the model comes as bytes, so such a model reads files outside the artifact_dirs
-    (the service's config, say). Served models must be self-contained.
+    (the service's config, say). Served models must be self-contained. Every string the
+    model holds (string tensors, string attributes such as class labels and categories)
+    must be UTF-8 without NUL: a label is logged and answered as JSON. (onnxruntime itself
+    refuses a tensor whose data does not fill its shape.)
     """
     import onnx
 
@@ -520,6 +529,7 @@ def check_onnx_tensors(data: bytes) -> None:
                for g in (info.initialization, info.algorithm)]
     nodes: list[Any] = [n for function in proto.functions for n in function.node]
     tensors: list[Any] = []
+    every_node: list[Any] = []
     while graphs or nodes:
         if graphs:
             graph = graphs.pop()
@@ -527,7 +537,9 @@ def check_onnx_tensors(data: bytes) -> None:
             tensors.extend(t for s in graph.sparse_initializer for t in (s.values, s.indices))
             nodes.extend(graph.node)
             continue
-        for attribute in nodes.pop().attribute:
+        node = nodes.pop()
+        every_node.append(node)
+        for attribute in node.attribute:
             tensors.append(attribute.t)
             tensors.extend(attribute.tensors)
             sparse = [attribute.sparse_tensor, *attribute.sparse_tensors]
@@ -540,10 +552,45 @@ def check_onnx_tensors(data: bytes) -> None:
             where = {e.key: e.value for e in tensor.external_data}.get("location", "?")
             raise ArtifactError(f"the ONNX model keeps tensor {tensor.name!r} in external "
                                 f"data ({where!r}); only self-contained models are served")
+        if tensor.data_type == onnx.TensorProto.STRING:
+            _check_onnx_strings(f"tensor {tensor.name!r}", tensor.string_data)
+    for node in every_node:
+        for attribute in node.attribute:
+            _check_onnx_strings(f"node {node.name or node.op_type!r}",
+                                [attribute.s, *attribute.strings])
+
+
+def _check_onnx_strings(where: str, values: Any) -> None:
+    """A string the model holds may become a prediction (a class label), logged and sent as
+    JSON: it must be UTF-8 text without NUL (PostgreSQL refuses NUL in text)."""
+    for value in values:
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ArtifactError(f"the ONNX model's {where} holds a string that is not UTF-8 "
+                                "text") from None
+        if "\x00" in text:
+            raise ArtifactError(f"the ONNX model's {where} holds a string with a NUL "
+                                "character")
+
+
+# ONNX input types a feature can feed, by what onnxruntime calls them.
+ONNX_NUMBERS: dict[str, type] = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+                                 "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+ONNX_INTEGERS = frozenset({"tensor(int64)", "tensor(int32)"})
+ONNX_STRING = "tensor(string)"
+ONNX_OUTPUTS = frozenset({*ONNX_NUMBERS, ONNX_STRING, "tensor(bool)"})
+ONNX_SHAPES = ("one input per feature of shape [N, 1] (float, double, int64, int32 or "
+               "string), as skl2onnx makes from a DataFrame, or one float/double input of "
+               "shape [N, number of features]")
 
 
 class OnnxModel:
-    """An ONNX classifier taking one float tensor of shape (n, features); first output = label."""
+    """An ONNX model: named inputs (one per feature) or one float tensor; first output = label.
+
+    The inputs are checked here (tensors of a served type, two dimensions); which feature
+    feeds which input is decided by :meth:`bind`, once the deployment's features are known.
+    """
 
     def __init__(self, model: bytes | Path) -> None:
         import onnxruntime
@@ -554,11 +601,135 @@ class OnnxModel:
         check_onnx_tensors(data)
         self.session = onnxruntime.InferenceSession(data, options,
                                                     providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.output = self.session.get_outputs()[0].name
+        self.inputs = self.session.get_inputs()
+        if not self.inputs:
+            raise ArtifactError("the ONNX model takes no input")
+        for node in self.inputs:
+            if node.type not in ONNX_NUMBERS and node.type != ONNX_STRING:
+                raise ArtifactError(f"the ONNX model's input {node.name!r} is a {node.type}; "
+                                    f"served models take {ONNX_SHAPES}")
+            if len(node.shape) != 2:
+                raise ArtifactError(f"the ONNX model's input {node.name!r} has shape "
+                                    f"{node.shape}; served models take {ONNX_SHAPES}")
+        output = self.session.get_outputs()[0]
+        if output.type not in ONNX_OUTPUTS:
+            raise ArtifactError(f"the ONNX model's first output {output.name!r} is a "
+                                f"{output.type}; it must be the predicted label or value "
+                                "(a tensor of numbers, strings or booleans)")
+        self.output = output.name
+        self.input = self.inputs[0].name
 
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output], {self.input: np.asarray(rows, np.float32)})[0]
+    def bind(self, kinds: Mapping[str, str], nullable: Collection[str] = ()) -> OnnxFeeds:
+        """How rows of the declared features become this model's inputs, or ArtifactError
+        naming the input that no declared feature can feed."""
+        names = [node.name for node in self.inputs]
+        one_column = all(node.shape[1] in (1, None) or isinstance(node.shape[1], str)
+                         for node in self.inputs)
+        if all(name in kinds for name in names) and one_column:
+            return self._named(kinds, nullable)
+        if len(self.inputs) == 1 and self.inputs[0].type in ("tensor(float)", "tensor(double)"):
+            return self._tensor(kinds)
+        undeclared = [name for name in names if name not in kinds]
+        raise ArtifactError(
+            f"the ONNX model needs input(s) {undeclared or names} that the deployment does "
+            f"not declare as features (it declares {list(kinds)}); served models take "
+            f"{ONNX_SHAPES}")
+
+    def _named(self, kinds: Mapping[str, str], nullable: Collection[str]) -> OnnxFeeds:
+        for node in self.inputs:
+            kind = kinds[node.name]
+            wants = "string" if node.type == ONNX_STRING else "number"
+            if kind != wants:
+                raise ArtifactError(f"the ONNX model's input {node.name!r} takes "
+                                    f"{wants}s ({node.type}) but the deployment declares "
+                                    f"feature {node.name} as a {kind}")
+            if node.type in ONNX_INTEGERS and node.name in nullable:
+                raise ArtifactError(f"feature {node.name} is nullable but the ONNX model's "
+                                    f"input {node.name!r} is a {node.type}, which cannot hold "
+                                    "a null; export it as float or declare it \"number\"")
+        inputs = [(node.name, ONNX_NUMBERS.get(node.type, object)) for node in self.inputs]
+        ignored = [name for name in kinds if name not in {n for n, _ in inputs}]
+        return OnnxFeeds(inputs, None, ignored)
+
+    def _tensor(self, kinds: Mapping[str, str]) -> OnnxFeeds:
+        node = self.inputs[0]
+        strings = [name for name, kind in kinds.items() if kind != "number"]
+        if strings:
+            raise ArtifactError(f"the ONNX model takes one tensor of numbers ({node.name!r}), "
+                                f"which cannot hold the string feature(s) {strings}; export "
+                                "it with one input per column (skl2onnx does, given a "
+                                "DataFrame)")
+        width = node.shape[1]
+        if isinstance(width, int) and width != len(kinds):
+            raise ArtifactError(f"the ONNX model's input {node.name!r} takes {width} "
+                                f"columns but the deployment declares {len(kinds)} "
+                                f"features {list(kinds)}")
+        return OnnxFeeds([(node.name, ONNX_NUMBERS[node.type])], list(kinds), [])
+
+    def predict(self, rows: Mapping[str, np.ndarray] | np.ndarray) -> np.ndarray:
+        """The first output for ``rows``: a dict of input name -> column (see
+        :meth:`OnnxFeeds.build`), or a float array for a model of one tensor input."""
+        feeds = (dict(rows) if isinstance(rows, Mapping) else {
+            self.input: np.asarray(rows, ONNX_NUMBERS.get(self.inputs[0].type, np.float32))})
+        output = np.asarray(self.session.run([self.output], feeds)[0])
+        if output.ndim == 2 and output.shape[1] == 1:  # regressors: (n, 1)
+            output = output[:, 0]
+        return output
+
+    def non_finite_outputs(self, feeds: Mapping[str, np.ndarray]) -> list[str]:
+        """The outputs (label, probabilities, scores) holding NaN or infinity for ``feeds``:
+        a graph without an imputer answers a NaN with a label all the same, so the nullable
+        check looks at everything it computes."""
+        found = []
+        for node, value in zip(self.session.get_outputs(), self.session.run(None, dict(feeds)),
+                               strict=True):
+            values = value if isinstance(value, list) else [value]
+            numbers = [np.asarray(list(v.values()) if isinstance(v, dict) else v)
+                       for v in values]
+            if any(a.dtype.kind in "fc" and not np.all(np.isfinite(a)) for a in numbers):
+                found.append(node.name)
+        return found
+
+
+@dataclass(frozen=True)
+class OnnxFeeds:
+    """Rows of features -> an ONNX model's inputs.
+
+    ``inputs``: (input name, numpy type) in the model's order. ``tensor``: None when each
+    input is the feature of the same name (a column [N, 1]); else the features, in order,
+    that form the one input's columns. ``ignored``: declared features no input takes.
+    """
+
+    inputs: list[tuple[str, type]]
+    tensor: list[str] | None
+    ignored: list[str]
+
+    @property
+    def integers(self) -> dict[str, tuple[int, int]]:
+        """Features fed to integer inputs -> the range they hold (a request must send
+        whole numbers in it)."""
+        if self.tensor is not None:
+            return {}
+        return {name: (int(np.iinfo(kind).min), int(np.iinfo(kind).max))
+                for name, kind in self.inputs if np.issubdtype(kind, np.integer)}
+
+    def build(self, rows: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """One array per input; a null number is NaN, a null string ``""``."""
+        if self.tensor is not None:
+            (name, kind), = self.inputs
+            table = np.array([[x[f] for f in self.tensor] for x in rows], dtype=np.float64)
+            return {name: table.astype(kind, copy=False)}
+        feeds = {}
+        for name, kind in self.inputs:
+            if kind is object:
+                column = np.array(["" if x[name] is None else x[name] for x in rows],
+                                  dtype=object)
+            elif np.issubdtype(kind, np.integer):
+                column = np.array([x[name] for x in rows], dtype=kind)
+            else:
+                column = np.array([x[name] for x in rows], dtype=np.float64).astype(kind)
+            feeds[name] = column.reshape(-1, 1)
+        return feeds
 
 
 # ------------------------------------------------------------------ speed
@@ -658,7 +829,17 @@ class SlowCalls:
 
 # ------------------------------------------------------------------ serving
 class ServedModel:
-    """A model behind the service: feature mappings in, plain JSON-able predictions out."""
+    """A model behind the service: feature mappings in, plain JSON-able predictions out.
+
+    ``features``: name -> kind (``"number"``, ``"string"``, with ``?`` when nullable; see
+    :mod:`banditops.service.features`), or a plain list of names (all numbers). What the
+    model receives: an ONNX model its inputs (:meth:`OnnxModel.bind`); a model fitted on
+    a DataFrame (``feature_names_in_``) a frame of those columns, numbers as float64 and
+    strings as pandas strings (with a plain list of names, as pandas infers them); any
+    other model a float array in the declared order. A null
+    number is NaN; a null string NaN, or the string an imputer over that column declares as
+    missing, and ``""`` for ONNX.
+    """
 
     def __init__(self, model: Any, features: list[str] | Mapping[str, str],
                  timeout_seconds: float, *, window: int = 20, strikes: int = 5,
@@ -668,27 +849,52 @@ class ServedModel:
                                 "predict()")
         self.model = model
         self.features = list(features)
-        # Feature kinds for healthy(); a plain list of names means all numbers.
-        self.kinds = (dict(features) if isinstance(features, Mapping)
-                      else dict.fromkeys(self.features, "number"))
+        self.typed = isinstance(features, Mapping)  # else: pandas infers the column types
+        declared = (dict(features) if isinstance(features, Mapping)
+                    else dict.fromkeys(self.features, "number"))
+        self.kinds = base_kinds(declared)  # for healthy(); "number" or "string"
+        self.nullable = nullable_features(declared)
         self.timeout = timeout_seconds
         self.slow = SlowCalls(timeout_seconds, window=window, strikes=strikes, warmup=warmup,
                               listener=listener)
+        self.onnx = model.bind(self.kinds, self.nullable) if isinstance(model, OnnxModel) \
+            else None
+        self.ignored: list[str] = self.onnx.ignored if self.onnx is not None else []
+        self.integers = self.onnx.integers if self.onnx is not None else {}
         names = getattr(model, "feature_names_in_", None)
-        self.named = names is not None
+        self.named = names is not None and self.onnx is None
         if self.named:
             missing = [str(n) for n in names if n not in self.features]
             if missing:
                 raise ArtifactError(f"the model needs features {missing} that the deployment "
                                     "does not declare")
             self.columns = [str(n) for n in names]
+            self.ignored = [f for f in self.features if f not in self.columns]
+            nulls = string_nulls(model)
+            self._string_null = {c: nulls.get(c, math.nan) for c in self.columns
+                                 if self.kinds[c] == "string"}
 
     def _input(self, rows: list[Mapping[str, Any]]) -> Any:
+        if self.onnx is not None:
+            return self.onnx.build(rows)
         if self.named:
             import pandas as pd
 
-            return pd.DataFrame([[x[c] for c in self.columns] for x in rows],
-                                columns=self.columns)
+            if not self.typed:
+                return pd.DataFrame([[x[c] for c in self.columns] for x in rows],
+                                    columns=self.columns)
+            columns: dict[str, Any] = {}
+            for c in self.columns:
+                if c in self._string_null:
+                    null = self._string_null[c]
+                    values = [null if x[c] is None else x[c] for x in rows]
+                    # pandas infers its string type from a list (4x faster than asking);
+                    # a column of nulls only would be read as floats
+                    columns[c] = (values if any(isinstance(v, str) for v in values)
+                                  else pd.array(values, dtype="str"))
+                else:
+                    columns[c] = [math.nan if x[c] is None else float(x[c]) for x in rows]
+            return pd.DataFrame(columns)
         return np.array([[x[name] for name in self.features] for x in rows], dtype=float)
 
     def predict_many(self, rows: list[Mapping[str, Any]]) -> list[Any]:
@@ -752,7 +958,8 @@ def plain_scalar(value: Any) -> str | bool | int | float:
 
 # ------------------------------------------------------------------ smoke test
 def smoke_test(served: ServedModel, features: Mapping[str, str], labels: list | None) -> None:
-    """Two synthetic rows from the feature schema must give one valid prediction each.
+    """Two synthetic rows from the feature schema must give one valid prediction each, and
+    a null in each nullable feature must be answered too (:func:`check_nullable`).
 
     Numbers are 0.0 then 1.0; strings are "" then a category the model knows (from a
     fitted OneHotEncoder/OrdinalEncoder) or "unknown". Passing means: no exception, one
@@ -767,19 +974,67 @@ def smoke_test(served: ServedModel, features: Mapping[str, str], labels: list | 
     except Exception as error:
         raise ArtifactError(f"smoke test failed: the model raised {type(error).__name__}: "
                             f"{error}") from None
+    _check_labels(predictions, labels, "smoke test failed")
+    check_nullable(served, features, labels)
+
+
+def _check_labels(predictions: list[Any], labels: list | None, what: str) -> None:
     if labels is not None:
         declared = {(type(label), label) for label in labels}
         unknown = [p for p in predictions if (type(p), p) not in declared]
         if unknown:
-            raise ArtifactError(f"smoke test failed: the model predicted {unknown[0]!r}, "
+            raise ArtifactError(f"{what}: the model predicted {unknown[0]!r}, "
                                 f"which is not one of the declared labels {labels}")
+
+
+def check_nullable(served: ServedModel, features: Mapping[str, str],
+                   labels: list | None = None) -> None:
+    """Each nullable feature must take a null: the model must answer a row with that
+    feature null (and one with all of them null) with a valid prediction, computing no NaN
+    on the way (scikit-learn's finiteness checks on, so a model without an imputer raises;
+    an ONNX graph's every output looked at). Else ArtifactError naming the feature."""
+    rows = null_rows(served.model, features)
+    if not rows:
+        return
+    import sklearn
+
+    def fails(batch: list[dict[str, Any]]) -> str | None:
+        try:
+            with sklearn.config_context(assume_finite=False):  # not timed: not traffic
+                predictions = plain_predictions(served.model.predict(served._input(batch)),
+                                                len(batch))
+                if served.onnx is not None:
+                    nan = served.model.non_finite_outputs(served.onnx.build(batch))
+                    if nan:
+                        return f"its output(s) {nan} hold NaN"
+            _check_labels(predictions, labels, "it")
+        except ArtifactError as error:
+            return str(error)
+        except Exception as error:
+            first = str(error).strip().split("\n")[0]
+            return f"the model raised {type(error).__name__}: {first}"
+        return None
+
+    if fails(rows) is None:
+        return
+    for name in nullable_features(features):  # whose null is it?
+        why = fails([row for row in rows[:-1] if row[name] is None])
+        if why is not None:
+            kind = features[name]
+            raise ArtifactError(
+                f"feature {name} is nullable ({kind!r}) but the model fails on a null "
+                f"{name}: {why}; give the model an imputer for it, or declare it "
+                f"{base(kind)!r} (not nullable)")
+    why = fails(rows[-1:])
+    raise ArtifactError(f"the nullable features {nullable_features(features)} are declared "
+                        f"but the model fails when all of them are null: {why}")
 
 
 def synthetic_rows(model: Any, features: Mapping[str, str]) -> list[dict[str, Any]]:
     """The smoke test's two rows: numbers 0.0 and 1.0; strings "" and a known category."""
     known = known_categories(model)
     rows: list[dict[str, Any]] = [{}, {}]
-    for name, kind in features.items():
+    for name, kind in base_kinds(features).items():
         if kind == "number":
             rows[0][name], rows[1][name] = 0.0, 1.0
         else:
@@ -787,29 +1042,64 @@ def synthetic_rows(model: Any, features: Mapping[str, str]) -> list[dict[str, An
     return rows
 
 
-def known_categories(model: Any) -> dict[str, str]:
-    """A string category each encoded column was fitted with, where the model shows one."""
+def null_rows(model: Any, features: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The second synthetic row with each nullable feature null in turn, then with all of
+    them null; no rows when no feature is nullable."""
+    nullable = nullable_features(features)
+    if not nullable:
+        return []
+    row = synthetic_rows(model, features)[1]
+    return [*({**row, name: None} for name in nullable), {**row, **dict.fromkeys(nullable)}]
+
+
+def _column_steps(model: Any) -> Iterator[tuple[str, list[Any]]]:
+    """(column, the steps applied to it) for each named column of the model's
+    ColumnTransformers (a transformer's steps when it is a Pipeline)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
-    found: dict[str, str] = {}
     try:
         for obj in _reachable(model, limit=100_000):
             if not isinstance(obj, ColumnTransformer):
                 continue
             for _, step, columns in getattr(obj, "transformers_", []):
                 steps = [s for _, s in step.steps] if isinstance(step, Pipeline) else [step]
-                encoder = next((s for s in steps
-                                if isinstance(s, OneHotEncoder | OrdinalEncoder)), None)
-                if encoder is None or not isinstance(columns, list):
-                    continue
-                for column, categories in zip(columns, encoder.categories_, strict=False):
-                    strings = [c for c in categories.tolist() if isinstance(c, str) and c]
-                    if isinstance(column, str) and strings:
-                        found.setdefault(column, strings[0])
+                if isinstance(columns, list):
+                    for index, column in enumerate(columns):
+                        if isinstance(column, str):
+                            yield column, steps, index
     except (ArtifactError, AttributeError, TypeError):
-        return found
+        return
+
+
+def known_categories(model: Any) -> dict[str, str]:
+    """A string category each encoded column was fitted with, where the model shows one."""
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    found: dict[str, str] = {}
+    for column, steps, index in _column_steps(model):
+        encoder = next((s for s in steps if isinstance(s, OneHotEncoder | OrdinalEncoder)),
+                       None)
+        categories = getattr(encoder, "categories_", None)
+        if categories is None or index >= len(categories):
+            continue
+        strings = [c for c in categories[index].tolist() if isinstance(c, str) and c]
+        if strings:
+            found.setdefault(column, strings[0])
+    return found
+
+
+def string_nulls(model: Any) -> dict[str, str]:
+    """Columns whose first imputer declares a string as missing (``missing_values=""``, as
+    ONNX exports need): a null string is given to the model as that string."""
+    from sklearn.impute import SimpleImputer
+
+    found: dict[str, str] = {}
+    for column, steps, _ in _column_steps(model):
+        imputer = next((s for s in steps if isinstance(s, SimpleImputer)), None)
+        missing = getattr(imputer, "missing_values", None)
+        if isinstance(missing, str):
+            found.setdefault(column, missing)
     return found
 
 

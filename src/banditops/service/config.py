@@ -41,6 +41,7 @@ from banditops.policies import parse_policy_params, policy_names
 from banditops.policies.base import check_seed
 from banditops.release import ReleaseParams
 from banditops.rewards import Label, RewardFunction, accuracy, check_label, cost_matrix
+from banditops.service.features import Kind as FeatureKind
 from banditops.shadow import ShadowParams
 
 MIN_KEY_CHARS = 16
@@ -259,10 +260,10 @@ class DeploymentConfig(_Strict):
     feedback_same_key: bool = Field(
         default=False,
         description="Only the API key that made a decision may give its feedback.")
-    features: dict[str, Literal["number", "string"]] = Field(
+    features: dict[str, FeatureKind] = Field(
         min_length=1,
-        description="The feature schema, name -> `number` or `string`; every request must "
-        "carry exactly these.")
+        description="The feature schema, name -> `number` or `string`, with `?` (`number?`, "
+        "`string?`) when it may be `null`; every request must carry exactly these.")
     versions: list[VersionConfig] = Field(
         default_factory=list,
         description="The versions of the file (`[[deployments.<name>.versions]]`, below); "

@@ -23,6 +23,8 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from banditops.service.config import ServiceConfig
+from banditops.service.features import Kind as FeatureKind
+from banditops.service.features import base
 
 SWAGGER_UI = "/static/swagger-ui-5.35.0"  # swagger-ui-dist, see static/*/SOURCE
 REDOC = "/static/redoc-2.5.4"  # redoc's standalone bundle
@@ -154,8 +156,9 @@ class DeploymentState(Answer):
 
     name: str
     policy: str
-    features: dict[str, Literal["number", "string"]] = Field(
-        description="The features every instance must have, with their types.")
+    features: dict[str, FeatureKind] = Field(
+        description="The features every instance must have, with their types; a type "
+                    "ending in `?` may be null.")
     labels: list[Scalar] | None = Field(description="The classes feedback labels must be one "
                                                     "of, when declared.")
     shadow: Literal["all", "rate", "evaluating"] | None = Field(
@@ -304,7 +307,8 @@ def _routes(config: ServiceConfig) -> dict[str, dict[str, Any]]:
                 "label for it later to `POST /v1/deployments/{name}/feedback`, which is how "
                 "the policy learns which version is best.\n\nEach instance must have exactly "
                 "the deployment's features with their types (see "
-                "`GET /v1/deployments/{name}`). `propensity` is the probability the policy "
+                "`GET /v1/deployments/{name}`); `null` only for a type ending in `?`. "
+                "`propensity` is the probability the policy "
                 "gave the chosen version."),
             responses={**_ok(Decision | Decisions, "One decision, or `decisions` for a batch.",
                              example=DECISION),
@@ -458,7 +462,7 @@ def _routes(config: ServiceConfig) -> dict[str, dict[str, Any]]:
 def body_examples(config: ServiceConfig) -> dict[str, dict[str, Any]]:
     """Request examples that fit this server's first deployment, so "Try it out" works."""
     spec = next(iter(config.deployments.values()), None)
-    features = ({feature: 1.0 if kind == "number" else "text"
+    features = ({feature: 1.0 if base(kind) == "number" else "text"
                  for feature, kind in spec.features.items()} if spec else {"x0": 1.0})
     label = (spec.labels[0] if spec is not None and getattr(spec, "labels", None) else 1)
     return {

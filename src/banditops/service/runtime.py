@@ -51,10 +51,12 @@ from banditops.service.artifacts import (
     LoadedArtifact,
     ServedModel,
     check_in_subprocess,
+    check_nullable,
     load_artifact,
     smoke_test,
 )
 from banditops.service.config import DeploymentConfig, ServiceConfig
+from banditops.service.features import base, nullable
 from banditops.service.sources import Fetched, Sources, is_uri
 from banditops.store.sql import Store
 
@@ -141,6 +143,9 @@ class ServiceDeployment:
         self.service = service
         self.store = store
         self.features = list(config.features)
+        # Features some version takes as an ONNX integer input -> the range it holds:
+        # requests must send whole numbers in it (grows as versions load; see _serve).
+        self.integer_features: dict[str, tuple[int, int]] = {}
         self.on_event = on_event
         self.on_model_call = on_model_call
         try:
@@ -196,15 +201,29 @@ class ServiceDeployment:
                              extra_trusted=self.service.trusted_types)
 
     def _serve(self, loaded: LoadedArtifact, version: str) -> ServedModel:
+        """The loaded model behind the service: its inputs bound to the declared features,
+        and a null in each nullable feature answered (else ArtifactError naming it)."""
         service = self.service
         report = self.on_model_call
-        return ServedModel(loaded.model, dict(self.config.features),
-                           service.model_timeout_ms / 1000,
-                           window=service.model_timeout_window,
-                           strikes=service.model_timeout_strikes,
-                           warmup=service.model_warmup_calls,
-                           listener=None if report is None
-                           else lambda seconds: report(self.name, version, seconds))
+        features = dict(self.config.features)
+        try:
+            served = ServedModel(loaded.model, features, service.model_timeout_ms / 1000,
+                                 window=service.model_timeout_window,
+                                 strikes=service.model_timeout_strikes,
+                                 warmup=service.model_warmup_calls,
+                                 listener=None if report is None
+                                 else lambda seconds: report(self.name, version, seconds))
+            check_nullable(served, features, self.deployment.labels)
+        except ArtifactError as error:
+            raise ArtifactError(f"deployment {self.name}, version {version}: {error}") from None
+        if served.ignored:
+            log.info("version %s ignores declared features", version, extra={"fields": {
+                "deployment": self.name, "version": version, "ignored": served.ignored}})
+        for feature, (low, high) in served.integers.items():
+            bounds = self.integer_features.get(feature, (low, high))
+            self.integer_features = {**self.integer_features,
+                                     feature: (max(low, bounds[0]), min(high, bounds[1]))}
+        return served
 
     def _restore(self) -> None:
         """Reconcile the config file with the database, then register every stored version
@@ -417,15 +436,27 @@ class ServiceDeployment:
             shown = [str(f)[:100] for f in extra[:10]]
             raise InvalidParameterError(f"{where}: unknown feature(s) {shown}; this deployment "
                                         f"takes {self.features}")
-        for feature, kind in self.config.features.items():
+        for feature, declared in self.config.features.items():
             value = instance[feature]
-            if kind == "number":
+            kind = base(declared)
+            if value is None:
+                if not nullable(declared):
+                    raise InvalidParameterError(
+                        f"{where}.{feature}: expected a {kind}, got None (the feature is "
+                        "not nullable)")
+            elif kind == "number":
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise InvalidParameterError(
                         f"{where}.{feature}: expected a number, got {_shown(value)}")
                 if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
                     raise InvalidParameterError(
                         f"{where}.{feature}: must be a finite number, got {_shown(value)}")
+                bounds = self.integer_features.get(feature)
+                if bounds is not None and not (float(value).is_integer()
+                                               and bounds[0] <= value <= bounds[1]):
+                    raise InvalidParameterError(
+                        f"{where}.{feature}: a version takes it as a whole number from "
+                        f"{bounds[0]} to {bounds[1]}, got {_shown(value)}")
             elif not isinstance(value, str):
                 raise InvalidParameterError(f"{where}.{feature}: expected a string, got "
                                             f"{_shown(value)}")
