@@ -49,6 +49,7 @@ from banditops.errors import (
     UnknownDecisionError,
 )
 from banditops.service.config import ServiceConfig, describe_errors
+from banditops.service.history import MAX_BUCKETS, MAX_MINUTES, History
 from banditops.service.metrics import Metrics
 from banditops.service.runtime import ServiceDeployment, json_safe
 from banditops.service.workers import Worker, Workers
@@ -266,6 +267,8 @@ def body_schema(model: type[BaseModel] | None, *, list_of: bool = False, require
 # -------------------------------------------------------------- endpoints
 Since = Annotated[int, Query(ge=0, le=MAX_INT, description="First event sequence number")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Most events to return")]
+Minutes = Annotated[int, Query(ge=1, le=MAX_MINUTES, description="How far back to look")]
+BucketCount = Annotated[int, Query(ge=1, le=MAX_BUCKETS, description="Equal time buckets")]
 
 
 class Endpoints:
@@ -282,6 +285,7 @@ class Endpoints:
         self.metrics = metrics
         self._pinger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-ping")
         self._ping: asyncio.Future | None = None
+        self.history_cache = History(store)
 
     def _find(self, name: str) -> tuple[ServiceDeployment, Worker]:
         try:
@@ -382,6 +386,13 @@ class Endpoints:
         _, worker = self._find(name)
         return respond({"events": await worker.call(lambda d: d.events(since, limit))})
 
+    async def history(self, name: str, minutes: Minutes = 60, buckets: BucketCount = 60
+                      ) -> Response:
+        """Decisions, feedback, traffic share and reward per time bucket and version, from
+        the database (a thread of its own; cached ~2 s, see ``history.py``)."""
+        self._find(name)
+        return respond(await self.history_cache.get(name, minutes, buckets))
+
     # ------------------------------------------------------------ admin
     async def register(self, name: str, request: Request) -> Response:
         _, worker = self._find(name)
@@ -425,11 +436,10 @@ class Endpoints:
         return await self._change(name, version, request, "promoted through the API",
                                   "promote", "live")
 
-    async def retire(self, name: str, version: str) -> Response:
-        _, worker = self._find(name)
-        version = self._version(version)
-        await worker.call(lambda d: d.retire(version, "retired through the API"))
-        return respond({"name": version, "status": "retired"})
+    async def retire(self, name: str, version: str, request: Request) -> Response:
+        """Take a version out for good (an optional JSON body gives the reason)."""
+        return await self._change(name, version, request, "retired through the API", "retire",
+                                  "retired")
 
     # ----------------------------------------------------------- health
     async def healthz(self) -> Response:

@@ -49,6 +49,7 @@ decisions = Table(
     Column("created_at", Float, nullable=False),
     Column("owner", String(64)),  # digest of the key that made it, when feedback must match
     Index("ix_decisions_deployment_version", "deployment", "version"),
+    Index("ix_decisions_deployment_created", "deployment", "created_at", "version"),  # 0005
 )
 
 feedback = Table(
@@ -61,6 +62,8 @@ feedback = Table(
     Column("reward", Float, nullable=False),
     Column("created_at", Float, nullable=False),
     Index("ix_feedback_deployment_seq", "deployment", "seq"),
+    Index("ix_feedback_deployment_created", "deployment", "created_at", "version",
+          "reward"),  # 0005: the dashboard's history
 )
 
 events = Table(
