@@ -23,7 +23,14 @@ from banditops.client import Client
 from banditops.service.history import History
 from banditops.store.schema import decisions, feedback
 from banditops.store.sql import Store
-from tests.service.conftest import CLIENT_KEY, Server, good_and_bad, headers, write_config
+from tests.service.conftest import (
+    ADMIN_KEY,
+    CLIENT_KEY,
+    Server,
+    good_and_bad,
+    headers,
+    write_config,
+)
 from tests.service.models import as_features, make_rows
 
 
@@ -210,3 +217,23 @@ def test_history_needs_a_key_and_bounded_parameters(server):
     assert unknown.status_code == 404 and "unknown deployment" in unknown.json()["detail"]
     ok = httpx.get(url, params={"minutes": 1440, "buckets": 360}, headers=headers())
     assert ok.status_code == 200 and ok.json()["bucket_seconds"] == 240.0
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_shared_report_is_dropped_by_a_status_change(server):
+    url = f"{server.url}/v1/deployments/main"
+
+    def statuses() -> dict[str, str]:
+        answer = httpx.get(url, params={"max_age": 10}, headers=headers())
+        assert answer.status_code == 200, answer.text
+        return {v["name"]: v["status"] for v in answer.json()["versions"]}
+
+    assert statuses() == {"good": "live", "bad": "live"}
+    rolled = httpx.post(f"{url}/versions/bad/rollback", json={"reason": "test"},
+                        headers=headers(ADMIN_KEY))
+    assert rolled.status_code == 200, rolled.text
+    assert statuses() == {"good": "live", "bad": "rolled_back"}  # not the shared one
+    assert httpx.get(url, params={"max_age": 11}, headers=headers()).status_code == 422
+    events = httpx.get(f"{url}/events", headers=headers()).json()["events"]
+    assert [(e["kind"], e["version"], e["reason"]) for e in events][-1] == (
+        "rolled_back", "bad", "test")
