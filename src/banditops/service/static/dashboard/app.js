@@ -444,7 +444,7 @@
     });
     const most = Math.max(4, ...history.decisions, ...history.feedbacks);
     chart($("chart-counts"), $("legend-counts"), history, times, {
-      max: niceCeiling(most), format: (x) => number(Math.round(x)), zeroDots: false,
+      max: 4 * niceStep(most / 4), format: (x) => number(x), zeroDots: false,
       empty: history.decisions.every((n) => n === 0) && history.feedbacks.every((n) => n === 0),
       series: [
         {name: "decisions", cls: "total", values: history.decisions,
@@ -455,10 +455,11 @@
     });
   }
 
-  function niceCeiling(value) {
-    const step = Math.pow(10, Math.floor(Math.log10(value)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= value) return m * step;
-    return 10 * step;
+  /** The smallest of 1, 2, 5 x 10^k that is >= value (>= 1): whole-number grid lines. */
+  function niceStep(value) {
+    const power = Math.pow(10, Math.floor(Math.log10(Math.max(1, value))));
+    for (const m of [1, 2, 5, 10]) if (m * power >= value) return m * power;
+    return 10 * power;
   }
 
   /** One SVG line chart: a line per series (gaps where a value is null), an optional
