@@ -129,6 +129,7 @@ def row(page: Page, version: str):
 
 
 def test_nothing_without_a_key_and_a_client_key_sees_every_version(dashboard, server):
+    """Runs first, before the module's load generator starts: the shares stand still."""
     page = dashboard
     answer = httpx.get(f"{server.url}/dashboard")
     assert answer.status_code == 200 and "Content-Security-Policy" in answer.headers
