@@ -42,10 +42,11 @@ test: $(STAMP) $(CHROMIUM)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 
-bench: $(STAMP)
+bench: $(STAMP) $(CHROMIUM)
 	$(BIN)/python benchmarks/policies.py
 	$(BIN)/python benchmarks/experiment.py
 	$(BIN)/python benchmarks/server.py
+	$(BIN)/python benchmarks/dashboard.py
 	$(BIN)/python benchmarks/predict_batch.py
 
 # About 8 minutes: the default experiment on the local engine and on Ray (1 and 2 CPUs).

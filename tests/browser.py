@@ -38,16 +38,18 @@ def chromium() -> Iterator[Browser]:
             browser.close()
 
 
-def forbid_network(page: Page) -> list[str]:
-    """Abort every request that is not for a ``file:`` or ``data:`` URL; returns the list
-    the aborted URLs are appended to (a self-contained page leaves it empty)."""
+def forbid_network(page: Page, allow: str | None = None) -> list[str]:
+    """Abort every request that is not for a ``file:`` or ``data:`` URL (or under the
+    origin ``allow``, e.g. a test server's ``http://127.0.0.1:8123``); returns the list the
+    aborted URLs are appended to (a self-contained page leaves it empty)."""
     aborted: list[str] = []
 
     def abort(route: Route) -> None:
         aborted.append(route.request.url)
         route.abort()
 
-    page.route(re.compile(r"^(?!file:|data:).*"), abort)
+    allowed = "|" + re.escape(allow.rstrip("/") + "/") if allow else ""
+    page.route(re.compile(rf"^(?!file:|data:{allowed}).*"), abort)
     return aborted
 
 

@@ -189,6 +189,10 @@ def test_every_answer_of_a_real_server_is_documented(server, description, artifa
     call("GET", f"{d}/main/events", 200, params={"since": 0, "limit": 10})
     call("GET", f"{d}/main/events", 422, params={"limit": 0})
     call("GET", f"{d}/nope/events", 404)
+    call("GET", f"{d}/main/history", 200, params={"minutes": 5, "buckets": 10})
+    call("GET", f"{d}/main/history", 422, params={"minutes": 1441})
+    call("GET", f"{d}/nope/history", 404)
+    call("GET", f"{d}/main", 200, params={"max_age": 2})
     # admin: each change and its refusals
     v = f"{d}/main/versions"
     call("POST", v, 403, json={"name": "v3", "artifact": "good2.skops"})
@@ -208,7 +212,8 @@ def test_every_answer_of_a_real_server_is_documented(server, description, artifa
     call("POST", f"{v}/bad/reinstate", 200, key=ADMIN_KEY, json={"reason": "a second look"})
     call("POST", f"{v}/good/reinstate", 409, key=ADMIN_KEY)
     call("POST", f"{v}/good/reinstate", 422, key=ADMIN_KEY, json={"why": "unknown field"})
-    call("DELETE", f"{v}/v3", 200, key=ADMIN_KEY)
+    call("DELETE", f"{v}/v3", 422, key=ADMIN_KEY, json={"reason": 7})
+    call("DELETE", f"{v}/v3", 200, key=ADMIN_KEY, json={"reason": "replaced"})
     # upload: a model file in the request
     model = (artifacts / "good2.skops").read_bytes()
     uploaded = call("POST", f"{v}/upload", 201, key=ADMIN_KEY, data={"version": "v5"},

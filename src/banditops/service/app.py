@@ -24,6 +24,7 @@ from banditops.service import docs
 from banditops.service.asgi import Guard, Limits
 from banditops.service.assets import Assets
 from banditops.service.config import ServiceConfig, describe_errors
+from banditops.service.dashboard import Dashboard
 from banditops.service.endpoints import (
     Endpoints,
     FeedbackItem,
@@ -88,6 +89,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
             metrics.shadow_queue_depth(name, lambda w=workers[name]: w.shadow_depth)
     endpoints = Endpoints(config, store, deployments, workers, metrics, sources)
     assets = Assets()
+    dashboard = Dashboard(assets)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -118,6 +120,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         (D, "GET", endpoints.list_deployments, "client", {}),
         (f"{D}/{{name}}", "GET", endpoints.show, "client", {}),
         (f"{D}/{{name}}/events", "GET", endpoints.events, "client", {}),
+        (f"{D}/{{name}}/history", "GET", endpoints.history, "client", {}),
         (f"{D}/{{name}}/versions", "POST", endpoints.register, "admin",
          {"openapi_extra": body_schema(VersionBody)}),
         (UPLOAD, "POST", endpoints.upload, "admin", {"openapi_extra": UPLOAD_SCHEMA}),
@@ -127,13 +130,15 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
          {"openapi_extra": body_schema(ReasonBody, required=False)}),
         (f"{V}/promote", "POST", endpoints.promote, "admin",
          {"openapi_extra": body_schema(ReasonBody, required=False)}),
-        (V, "DELETE", endpoints.retire, "admin", {}),
+        (V, "DELETE", endpoints.retire, "admin",
+         {"openapi_extra": body_schema(ReasonBody, required=False)}),
         ("/healthz", "GET", endpoints.healthz, None, {}),
         ("/readyz", "GET", endpoints.readyz, None, {}),
         ("/metrics", "GET", endpoints.prometheus, None, {}),
         ("/static/{path:path}", "GET", assets.serve, None, {"include_in_schema": False}),
         ("/docs", "GET", docs.swagger_page, None, {"include_in_schema": False}),
         ("/redoc", "GET", docs.redoc_page, None, {"include_in_schema": False}),
+        ("/dashboard", "GET", dashboard.page, None, {"include_in_schema": False}),
     ]
     access: dict[tuple[str, str], str | None] = {}
     for path, method, endpoint, scope, extra in routes:

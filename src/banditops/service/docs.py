@@ -186,6 +186,37 @@ class Events(Answer):
     events: list[Event]
 
 
+class VersionHistory(Answer):
+    """One version's figures, one list entry per bucket, oldest first."""
+
+    name: str
+    decisions: list[int] = Field(description="Decisions made in the bucket.")
+    feedbacks: list[int] = Field(description="Feedback that arrived in the bucket.")
+    reward_sum: list[float]
+    reward_mean: list[float | None] = Field(description="null: no feedback in the bucket.")
+    ci_low: list[float | None] = Field(description="Lower end of the 95 % interval of the "
+                                                   "mean reward.")
+    ci_high: list[float | None]
+    traffic_share: list[float | None] = Field(
+        description="Its share of the bucket's decisions; null: no decision in the bucket.")
+
+
+class History(Answer):
+    """Traffic and reward per time bucket and version, from the decision log."""
+
+    deployment: str
+    minutes: int
+    buckets: int
+    bucket_seconds: float
+    start: float = Field(description="Unix time of the first bucket's start.")
+    end: float = Field(description="Unix time of the last bucket's end (a multiple of "
+                                   "bucket_seconds; the last bucket is the current one).")
+    interval: str = Field(description="How the 95 % intervals are computed.")
+    decisions: list[int] = Field(description="All versions' decisions per bucket.")
+    feedbacks: list[int] = Field(description="All versions' feedback per bucket.")
+    versions: list[VersionHistory]
+
+
 class VersionAnswer(Answer):
     """A version's status after the change."""
 
@@ -355,7 +386,8 @@ def _routes(config: ServiceConfig) -> dict[str, dict[str, Any]]:
             description=(
                 "The deployment's features and labels, and for each version its status, "
                 "traffic share, decisions, feedback, mean reward with its 95 % interval, "
-                "and the guardrail's judgement."),
+                "and the guardrail's judgement. With `max_age`, a report computed at most "
+                "that many seconds ago may be answered (the dashboard sends 2)."),
             responses={**_ok(DeploymentState, "The deployment."),
                        **errors({**KEYED, 404: NO_DEPLOYMENT, **BUSY})}),
         "events": dict(
@@ -368,6 +400,19 @@ def _routes(config: ServiceConfig) -> dict[str, dict[str, Any]]:
                        **errors({**KEYED, 404: NO_DEPLOYMENT,
                                   422: "`since` or `limit` out of range.", **BUSY},
                                  {422: "limit: Input should be greater than or equal to 1"})}),
+        "history": dict(
+            tags=["deployments"], summary="Traffic and reward over time",
+            description=(
+                "The last `minutes` cut into `buckets` equal buckets: per bucket and version, "
+                "decisions (by when they were made), feedback and reward (by when it "
+                "arrived), the mean reward with its 95 % interval (Wilson's when every reward "
+                "is 0 or 1, Student's t otherwise) and the traffic share. From the decision "
+                "log, so the same on every replica; an answer is shared for 2 s."),
+            responses={**_ok(History, "The buckets, oldest first."),
+                       **errors({**KEYED, 404: NO_DEPLOYMENT,
+                                  422: "`minutes` or `buckets` out of range.", **BUSY},
+                                 {422: "minutes: Input should be less than or equal to "
+                                       "1440"})}),
         "register": dict(
             tags=["admin"], summary="Register a model version", status_code=201,
             description=(
@@ -434,11 +479,11 @@ def _routes(config: ServiceConfig) -> dict[str, dict[str, Any]]:
                        **errors(change)}),
         "retire": dict(
             tags=["admin"], summary="Retire a version",
-            description="Takes a version out for good; its decisions and events stay.",
+            description="Takes a version out for good, with an optional `reason` recorded "
+                        "in its event; its decisions and events stay.",
             responses={**_ok(VersionAnswer, "The version, now retired.",
                              example={"name": "v1", "status": "retired"}),
-                       **errors({key: text for key, text in change.items()
-                                  if key not in body and key != 422})}),
+                       **errors(change)}),
         "healthz": dict(
             tags=["operations"], summary="Liveness",
             description="Answers while the process runs (checks no database).",

@@ -50,6 +50,7 @@ from banditops.errors import (
     UnknownDecisionError,
 )
 from banditops.service.config import ServiceConfig, describe_errors
+from banditops.service.history import MAX_BUCKETS, MAX_MINUTES, History
 from banditops.service.metrics import Metrics
 from banditops.service.runtime import ServiceDeployment, json_safe
 from banditops.service.sources import Fetched, Sources, is_uri
@@ -269,6 +270,10 @@ def body_schema(model: type[BaseModel] | None, *, list_of: bool = False, require
 # -------------------------------------------------------------- endpoints
 Since = Annotated[int, Query(ge=0, le=MAX_INT, description="First event sequence number")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Most events to return")]
+Minutes = Annotated[int, Query(ge=1, le=MAX_MINUTES, description="How far back to look")]
+BucketCount = Annotated[int, Query(ge=1, le=MAX_BUCKETS, description="Equal time buckets")]
+MaxAge = Annotated[float, Query(ge=0, le=10, description=(
+    "Accept a report computed at most this many seconds ago (0: a fresh one)"))]
 
 
 class Endpoints:
@@ -286,6 +291,9 @@ class Endpoints:
         self.metrics = metrics
         self._pinger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-ping")
         self._ping: asyncio.Future | None = None
+        self.history_cache = History(store)
+        # name -> (monotonic time, report future): shared by readers that accept an age
+        self._reports: dict[str, tuple[float, asyncio.Future]] = {}
 
     def _find(self, name: str) -> tuple[ServiceDeployment, Worker]:
         try:
@@ -378,13 +386,34 @@ class Endpoints:
              "live_versions": list(self.workers[name].live_versions)}
             for name, d in self.deployments.items()]})
 
-    async def show(self, name: str) -> Response:
+    async def show(self, name: str, max_age: MaxAge = 0) -> Response:
+        """The deployment's report, computed on its worker. With ``max_age`` (what the
+        dashboard sends), a report that recent is shared: many open dashboards cost the
+        worker, which serves predictions, one report per ``max_age`` seconds. A status change
+        made through this process drops the shared report."""
         _, worker = self._find(name)
-        return respond(await worker.call(lambda d: d.report()))
+        now = time.monotonic()
+        shared = self._reports.get(name)
+        if max_age > 0 and shared is not None and now - shared[0] <= max_age and not (
+                shared[1].done() and (shared[1].cancelled() or shared[1].exception())):
+            return respond(await asyncio.shield(shared[1]))
+        future = worker.call(lambda d: d.report())
+        self._reports[name] = (now, future)
+        return respond(await future)
 
     async def events(self, name: str, since: Since = 0, limit: Limit = 100) -> Response:
-        _, worker = self._find(name)
-        return respond({"events": await worker.call(lambda d: d.events(since, limit))})
+        """Events from the database, read in a thread (not on the worker that serves
+        predictions: they are the store's rows, not the deployment's state)."""
+        self._find(name)
+        return respond({"events": await asyncio.to_thread(self.store.events, name, since,
+                                                          limit)})
+
+    async def history(self, name: str, minutes: Minutes = 60, buckets: BucketCount = 60
+                      ) -> Response:
+        """Decisions, feedback, traffic share and reward per time bucket and version, from
+        the database (a thread of its own; cached ~2 s, see ``history.py``)."""
+        self._find(name)
+        return respond(await self.history_cache.get(name, minutes, buckets))
 
     # ------------------------------------------------------------ admin
     async def register(self, name: str, request: Request) -> Response:
@@ -404,6 +433,7 @@ class Endpoints:
                               body.validation_score)
 
         status = await worker.call(register)
+        self._reports.pop(name, None)
         return respond({"name": body.name, "status": status}, 201)
 
     async def upload(self, name: str, request: Request) -> Response:
@@ -460,7 +490,10 @@ class Endpoints:
         _, worker = self._find(name)
         version = self._version(version)
         reason = await self._reason(request, default_reason)
-        await worker.call(lambda d: getattr(d, change)(version, reason))
+        try:
+            await worker.call(lambda d: getattr(d, change)(version, reason))
+        finally:
+            self._reports.pop(name, None)
         return respond({"name": version, "status": status})
 
     async def rollback(self, name: str, version: str, request: Request) -> Response:
@@ -477,11 +510,10 @@ class Endpoints:
         return await self._change(name, version, request, "promoted through the API",
                                   "promote", "live")
 
-    async def retire(self, name: str, version: str) -> Response:
-        _, worker = self._find(name)
-        version = self._version(version)
-        await worker.call(lambda d: d.retire(version, "retired through the API"))
-        return respond({"name": version, "status": "retired"})
+    async def retire(self, name: str, version: str, request: Request) -> Response:
+        """Take a version out for good (an optional JSON body gives the reason)."""
+        return await self._change(name, version, request, "retired through the API", "retire",
+                                  "retired")
 
     # ----------------------------------------------------------- health
     async def healthz(self) -> Response:

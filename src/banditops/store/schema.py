@@ -50,6 +50,7 @@ decisions = Table(
     Column("created_at", Float, nullable=False),
     Column("owner", String(64)),  # digest of the key that made it, when feedback must match
     Index("ix_decisions_deployment_version", "deployment", "version"),
+    Index("ix_decisions_deployment_created", "deployment", "created_at", "version"),  # 0006
 )
 
 feedback = Table(
@@ -62,6 +63,8 @@ feedback = Table(
     Column("reward", Float, nullable=False),
     Column("created_at", Float, nullable=False),
     Index("ix_feedback_deployment_seq", "deployment", "seq"),
+    Index("ix_feedback_deployment_created", "deployment", "created_at", "version",
+          "reward"),  # 0006: the dashboard's history
 )
 
 events = Table(
