@@ -48,3 +48,28 @@ def test_a_prediction_names_its_version_and_decision():
                                "/v1/deployments/main/predict", 200, 0.003, {"name": "main"},
                                {"decisions": [answer, answer]}))
     assert batch["decisions"] == 2 and "decision_id" not in batch
+
+
+def test_lines_go_to_the_current_stderr_not_a_closed_one(monkeypatch):
+    """A caller that swaps sys.stderr (a test runner's capture) never leaves the log writing
+    to a closed stream: each line goes to sys.stderr as it is when the line is written."""
+    import io
+    import logging
+    import sys
+
+    from banditops.service import logs
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.configure("info", "text")
+        first.close()
+        second = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("banditops.service").info("still written")
+        assert "still written" in second.getvalue()
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)

@@ -389,7 +389,9 @@ def _routes(config: ServiceConfig) -> dict[str, dict[str, Any]]:
                 "and the guardrail's judgement. With `max_age`, a report computed at most "
                 "that many seconds ago may be answered (the dashboard sends 2)."),
             responses={**_ok(DeploymentState, "The deployment."),
-                       **errors({**KEYED, 404: NO_DEPLOYMENT, **BUSY})}),
+                       **errors({**KEYED, 404: NO_DEPLOYMENT,
+                                  422: "`max_age` out of range (0 to 10 seconds).", **BUSY},
+                                 {422: "max_age: Input should be greater than or equal to 0"})}),
         "events": dict(
             tags=["deployments"], summary="Read a deployment's events",
             description=(

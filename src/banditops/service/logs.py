@@ -58,13 +58,26 @@ def _plain(value: Any) -> str:
     return json.dumps(text) if quote else text
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is emitted, not the one at start-up:
+    a caller that swaps it (a test runner, an embedding tool) never leaves a closed stream."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def configure(level: str = "info", fmt: str = "text") -> None:
     """Send every banditops (and uvicorn) line to stderr at ``level`` in ``fmt``."""
     if level not in LEVELS:
         raise ValueError(f"--log-level must be one of {', '.join(LEVELS)}, got {level!r}")
     if fmt not in FORMATS:
         raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
