@@ -152,6 +152,25 @@ def test_bad_uploads_get_a_4xx_naming_the_problem(server, artifacts, files, data
     assert message in response.json()["detail"]
 
 
+def test_a_filename_keeps_no_control_or_direction_characters(server, artifacts):
+    """The filename is recorded in the "registered" event (and shown on the dashboard):
+    a NUL, an escape sequence and a right-to-left override came through as sent."""
+    model = (artifacts / "good.skops").read_bytes()
+    body = (b"--XX\r\nContent-Disposition: form-data; name=\"version\"\r\n\r\nnamed\r\n"
+            b"--XX\r\nContent-Disposition: form-data; name=\"artifact\"; filename=\""
+            + "../a\x00b\x1b[31m\u202egnp.skops".encode() + b"\"\r\n\r\n" + model
+            + b"\r\n--XX--\r\n")
+    answer, _ = raw_request(server, (
+        f"POST {UPLOAD} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
+        "Content-Type: multipart/form-data; boundary=XX\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n").encode() + body, timeout=120)
+    assert status_of(answer) == 201, answer[-300:]
+    events = httpx.get(f"{server.url}/v1/deployments/main/events", headers=headers(),
+                       params={"limit": 1000}).json()["events"]
+    registered = [e for e in events if e["kind"] == "registered" and e["version"] == "named"]
+    assert registered[0]["evidence"]["filename"] == "a_b_[31m_gnp.skops"
+
+
 def test_wrong_content_types_and_bodies(server):
     url = f"{server.url}{UPLOAD}"
     response = httpx.post(url, json={"version": "j"}, headers=headers(ADMIN_KEY))
