@@ -171,6 +171,27 @@ def test_a_filename_keeps_no_control_or_direction_characters(server, artifacts):
     assert registered[0]["evidence"]["filename"] == "a_b_[31m_gnp.skops"
 
 
+def test_a_stopped_server_leaves_no_copy_of_its_models(tmp_path, artifacts, monkeypatch):
+    """uvicorn re-raises SIGTERM after a graceful stop, so ``atexit`` never ran: each stop
+    left the cache folder (a copy of every uploaded and MLflow model) in the temporary
+    folder. The shutdown removes it now."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))  # the server's tempfile.gettempdir()
+    running = Server(config_for(tmp_path, artifacts)).start()
+    try:
+        response = upload(running, {"artifact": ("m.skops",
+                                                 (artifacts / "good.skops").read_bytes())},
+                          {"version": "cached"})
+        assert response.status_code == 201, response.text
+        caches = list(temporary.glob("banditops-artifacts-*"))
+        assert len(caches) == 1 and [p.suffix for p in caches[0].iterdir()] == [".skops"]
+    finally:
+        running.stop()
+    assert running.process.returncode is not None
+    assert list(temporary.iterdir()) == []
+
+
 def test_wrong_content_types_and_bodies(server):
     url = f"{server.url}{UPLOAD}"
     response = httpx.post(url, json={"version": "j"}, headers=headers(ADMIN_KEY))
