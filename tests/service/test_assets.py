@@ -68,3 +68,14 @@ def test_paths_outside_the_index_are_404(tmp_path):
         answer = serve(tmp_path / "inside", path)
         assert answer.status_code == 404 and answer.content != b"2", path
     assert serve(tmp_path / "inside", "a.js").text == "1"
+
+
+def test_pages_are_not_served_under_static(tmp_path):
+    """/static/dashboard/index.html was the dashboard without its Content-Security-Policy and
+    X-Frame-Options: a page anyone could frame. Pages only have their own routes."""
+    (tmp_path / "dashboard").mkdir()
+    (tmp_path / "dashboard" / "index.html").write_text("<!doctype html><p>the-page</p>")
+    for path in ("dashboard/index.html", "dashboard/INDEX.HTML"):
+        answer = serve(tmp_path, path)
+        assert answer.status_code == 404 and b"the-page" not in answer.content, path
+    assert asyncio.run(Assets(tmp_path).get("dashboard/index.html")).body.endswith(b"</p>")

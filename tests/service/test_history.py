@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +21,8 @@ from sqlalchemy import create_engine, insert, select
 from statsmodels.stats.proportion import proportion_confint
 
 from banditops.client import Client
-from banditops.service.history import History
+from banditops.errors import OverloadedError
+from banditops.service.history import MAX_RUNNING, MAX_WAITING, History
 from banditops.store.schema import decisions, feedback
 from banditops.store.sql import Store
 from tests.service.conftest import (
@@ -128,6 +130,58 @@ def test_concurrent_readers_share_one_query_and_a_stale_answer_is_recomputed(tmp
     plant(store, "d", [(1001.0, "a", None, 0)])
     again = run(fresh.get("d", 60, 60))
     assert fresh.queries == 2 and again["versions"][0]["decisions"][-1] == 2
+    store.close()
+
+
+def test_distinct_parameters_cannot_run_unbounded_queries(tmp_path):
+    """Each (minutes, buckets) is its own answer, so a client cycling through them defeated
+    the cache: 40 distinct 24 h requests ran 6 queries at once in the default executor (a
+    1M-row table: the events route took 6 s meanwhile). Now: MAX_RUNNING at once in threads
+    of their own, MAX_WAITING queued, the rest a 503 (OverloadedError), shared keys still
+    shared."""
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    store.migrate()
+    release = threading.Event()
+    running, most, threads = [0], [0], set()
+    lock = threading.Lock()
+
+    class Blocking(History):
+        def compute(self, deployment, minutes, buckets):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+                threads.add(threading.current_thread().name)
+            release.wait(30)
+            with lock:
+                running[0] -= 1
+            return super().compute(deployment, minutes, buckets)
+
+    async def flood(history: History) -> list:
+        asked = [asyncio.ensure_future(history.get("d", 1440, 300 - i)) for i in range(40)]
+        repeat = asyncio.ensure_future(history.get("d", 1440, 300))  # in flight: shared
+        await asyncio.sleep(0.2)
+        while history.pending and not release.is_set():
+            with lock:
+                if running[0] == MAX_RUNNING:
+                    break
+            await asyncio.sleep(0.01)
+        refused_early = sum(f.done() and isinstance(f.exception(), OverloadedError)
+                            for f in asked)
+        release.set()
+        answers = await asyncio.gather(*asked, repeat, return_exceptions=True)
+        return [refused_early, answers]
+
+    history = Blocking(store, clock=lambda: 1010.0)
+    refused_early, answers = run(flood(history))
+    refused = [a for a in answers if isinstance(a, OverloadedError)]
+    done = [a for a in answers if isinstance(a, dict)]
+    assert len(done) == MAX_RUNNING + MAX_WAITING + 1  # the repeat shares buckets=300
+    assert len(refused) == refused_early == 40 - MAX_RUNNING - MAX_WAITING
+    assert "retry" in str(refused[0])
+    assert most[0] == MAX_RUNNING and history.queries == MAX_RUNNING + MAX_WAITING
+    assert all(name.startswith("history") for name in threads)  # not the default executor
+    assert history.pending == 0
+    assert isinstance(run(history.get("d", 1440, 1)), dict)  # room again afterwards
     store.close()
 
 

@@ -4,6 +4,7 @@ declared and refused elsewhere, and versions that cannot take them are refused."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -150,12 +151,17 @@ def test_a_version_without_an_imputer_is_refused_at_registration(server, artifac
     ({"visits": 9.3e18}, "features.visits: a version takes it as a whole number from"),
     ({"plan": 3}, "features.plan: expected a string, got 3"),
     ({"age": "old"}, "features.age: expected a number, got 'old'"),
+    # valid JSON ("\\ud800") but no UTF-8 for it: onnxruntime raised, a 503 "every live
+    # version failed on this input"
+    ({"plan": "a\ud800"}, "features.plan: not valid Unicode (a lone surrogate, U+D800)"),
 ])
 def test_nulls_and_wrong_values_where_not_declared_are_a_422(server, features, message):
     body = {"features": {"age": 30.0, "income": 2.0, "visits": 1, "plan": "pro", **features}}
     for _ in range(2):  # the fast path and the same again (nothing learned from the refusal)
-        response = httpx.post(f"{server.url}/v1/deployments/mixed/predict", json=body,
-                              headers=headers(), timeout=10)
+        response = httpx.post(f"{server.url}/v1/deployments/mixed/predict",
+                              content=json.dumps(body).encode(),  # ASCII: \\ud800 escaped
+                              headers={**headers(), "Content-Type": "application/json"},
+                              timeout=10)
         assert response.status_code == 422, response.text
         assert message in response.json()["detail"]
     versions = httpx.get(f"{server.url}/v1/deployments/mixed", headers=headers(),

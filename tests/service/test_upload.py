@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from banditops.client import Client, ServiceError
+from banditops.service.endpoints import MAX_UPLOADS
 from tests.service.conftest import ADMIN_KEY, CLIENT_KEY, Server, headers, write_config
 from tests.service.models import as_features, make_rows
 from tests.service.test_http import raw_request, status_of
@@ -150,6 +152,77 @@ def test_bad_uploads_get_a_4xx_naming_the_problem(server, artifacts, files, data
     response = upload(server, files, data, key=key)
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
+
+
+def test_a_filename_keeps_no_control_or_direction_characters(server, artifacts):
+    """The filename is recorded in the "registered" event (and shown on the dashboard):
+    a NUL, an escape sequence and a right-to-left override came through as sent."""
+    model = (artifacts / "good.skops").read_bytes()
+    body = (b"--XX\r\nContent-Disposition: form-data; name=\"version\"\r\n\r\nnamed\r\n"
+            b"--XX\r\nContent-Disposition: form-data; name=\"artifact\"; filename=\""
+            + "../a\x00b\x1b[31m\u202egnp.skops".encode() + b"\"\r\n\r\n" + model
+            + b"\r\n--XX--\r\n")
+    answer, _ = raw_request(server, (
+        f"POST {UPLOAD} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
+        "Content-Type: multipart/form-data; boundary=XX\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n").encode() + body, timeout=120)
+    assert status_of(answer) == 201, answer[-300:]
+    events = httpx.get(f"{server.url}/v1/deployments/main/events", headers=headers(),
+                       params={"limit": 1000}).json()["events"]
+    registered = [e for e in events if e["kind"] == "registered" and e["version"] == "named"]
+    assert registered[0]["evidence"]["filename"] == "a_b_[31m_gnp.skops"
+
+
+def test_a_stopped_server_leaves_no_copy_of_its_models(tmp_path, artifacts, monkeypatch):
+    """uvicorn re-raises SIGTERM after a graceful stop, so ``atexit`` never ran: each stop
+    left the cache folder (a copy of every uploaded and MLflow model) in the temporary
+    folder. The shutdown removes it now."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))  # the server's tempfile.gettempdir()
+    running = Server(config_for(tmp_path, artifacts)).start()
+    try:
+        response = upload(running, {"artifact": ("m.skops",
+                                                 (artifacts / "good.skops").read_bytes())},
+                          {"version": "cached"})
+        assert response.status_code == 201, response.text
+        caches = list(temporary.glob("banditops-artifacts-*"))
+        assert len(caches) == 1 and [p.suffix for p in caches[0].iterdir()] == [".skops"]
+    finally:
+        running.stop()
+    assert running.process.returncode is not None
+    assert list(temporary.iterdir()) == []
+
+
+def test_at_most_max_uploads_are_received_at_once(server, artifacts):
+    """Each upload may hold max_upload_bytes on disk and a thread while it arrives; nothing
+    bounded how many an admin key (or a leaked one) ran at once. Past MAX_UPLOADS: 503 with
+    Retry-After, before any byte is read; room again once they end."""
+    head = (f"POST {UPLOAD} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
+            "Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 200000\r\n"
+            "\r\n--XX\r\n").encode()
+    held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(MAX_UPLOADS)]
+    try:
+        for sock in held:
+            sock.sendall(head)  # an upload under way: headers read, body trickling
+        files = {"artifact": ("m.skops", (artifacts / "good.skops").read_bytes())}
+        deadline = time.monotonic() + 60
+        while True:  # until the held ones have been admitted (a busy machine is slow)
+            refused = upload(server, files, {"version": "crowded"})
+            if refused.status_code == 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert refused.status_code == 503, refused.text
+        assert f"at most {MAX_UPLOADS} at once" in refused.json()["detail"]
+        assert refused.headers["retry-after"]
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 60
+    while (answer := upload(server, files, {"version": "after-crowd"})).status_code == 503:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.1)
+    assert answer.status_code == 201, answer.text
 
 
 def test_wrong_content_types_and_bodies(server):

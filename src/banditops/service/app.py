@@ -102,6 +102,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
             task.cancel()
         await asyncio.to_thread(workers.shutdown)
         await asyncio.to_thread(store.close)
+        await asyncio.to_thread(sources.close)  # before uvicorn re-raises SIGTERM
 
     # /docs and /redoc are served below from the package's files (docs.py), not a CDN
     app = FastAPI(title=docs.TITLE, version="1", lifespan=lifespan, docs_url=None,

@@ -35,6 +35,9 @@ COMPRESSIBLE = (".html", ".js", ".css", ".json", ".svg", ".map")
 # Files are named by the package version they ship with, so a day's caching is safe.
 CACHE = "public, max-age=86400"
 SECURITY_HEADERS = {"x-content-type-options": "nosniff"}
+# Pages have routes of their own that send their Content-Security-Policy and frame ban
+# (/dashboard); under /static/ they would be served without them (framed: clickjacking).
+PAGES = (".html",)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class Assets:
         return asset
 
     async def serve(self, path: str, request: Request) -> Response:
+        if path.lower().endswith(PAGES):
+            raise HttpError(404, "no such file (pages are served at their own routes)")
         asset = await self.get(path)
         return answer(asset, request)
 

@@ -61,6 +61,7 @@ log = logging.getLogger("banditops.service")
 
 MAX_DEPTH = 64  # JSON nesting; a request needs 3 or 4
 MAX_JSON_VALUES = 100_000  # values (keys included) in one body; a full batch needs a few 10,000
+MAX_UPLOADS = 2  # uploads received at once: disk, threads and memory stay bounded
 OFF_LOOP_BYTES = 64 * 1024  # bodies larger than this are parsed in a worker thread
 MAX_NUMBER_CHARS = 100  # a float literal longer than this is not a measurement
 MAX_INT = 2**63 - 1
@@ -294,6 +295,7 @@ class Endpoints:
         self.history_cache = History(store)
         # name -> (monotonic time, report future): shared by readers that accept an age
         self._reports: dict[str, tuple[float, asyncio.Future]] = {}
+        self.uploads = 0  # uploads being received or registered
 
     def _find(self, name: str) -> tuple[ServiceDeployment, Worker]:
         try:
@@ -438,10 +440,21 @@ class Endpoints:
 
     async def upload(self, name: str, request: Request) -> Response:
         """Register a version from an uploaded artifact (multipart/form-data: ``version``,
-        optional ``validation_score``, the file ``artifact``); answers its sha256."""
+        optional ``validation_score``, the file ``artifact``); answers its sha256. At most
+        ``MAX_UPLOADS`` at once (503 with Retry-After past that, before any byte is read)."""
+        _, worker = self._find(name)
+        if self.uploads >= MAX_UPLOADS:  # each holds up to max_upload_bytes on disk
+            raise OverloadedError(f"{self.uploads} uploads are under way; at most "
+                                  f"{MAX_UPLOADS} at once: retry when one has finished")
+        self.uploads += 1
+        try:
+            return await self._upload(name, worker, request)
+        finally:
+            self.uploads -= 1
+
+    async def _upload(self, name: str, worker: Worker, request: Request) -> Response:
         from banditops.service.uploads import receive_upload
 
-        _, worker = self._find(name)
         config, sources = self.config, self.sources
         incoming = await asyncio.to_thread(sources.temporary)
         started = time.perf_counter()

@@ -7,6 +7,13 @@ on the deployment's worker, which serves predictions). An answer is kept ``TTL_S
 arrive while it is being computed: ten dashboards refreshing every two seconds cost one query
 per two seconds, not ten.
 
+The cache does not help against a client that asks for other parameters each time (every
+``buckets`` from 1 to 360 is its own answer): each would be a query over up to a day of rows.
+So at most ``MAX_RUNNING`` answers are computed at once, in threads of their own (not the
+default executor, which parses large bodies and reads events), and at most ``MAX_WAITING``
+more wait for them; past that the answer is 503 with Retry-After (OverloadedError), so one
+client key cannot make the database or the process work without bound.
+
 Buckets end on a multiple of their width (the last one is the current, partial one), so a
 bucket keeps its edges from one refresh to the next. Per bucket and version: decisions (by the
 time they were made), feedbacks and reward sum (by the time the feedback arrived), the reward
@@ -21,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from banditops.deployment import reward_interval
+from banditops.errors import OverloadedError
 from banditops.store.history import Buckets, bucketed
 from banditops.store.sql import Store
 
@@ -31,6 +40,8 @@ TTL_SECONDS = 2.0
 MAX_ENTRIES = 256  # (deployment, minutes, buckets) answers kept at once
 MAX_MINUTES = 24 * 60
 MAX_BUCKETS = 360
+MAX_RUNNING = 2  # answers computed at once (database queries in flight)
+MAX_WAITING = 8  # more answers queued behind them; past that, 503
 INTERVAL = ("95% interval of the mean reward: Wilson score when every reward of the bucket "
             "is 0 or 1, Student t otherwise")
 
@@ -43,24 +54,32 @@ class History:
         self.store, self.ttl, self.clock = store, ttl, clock
         self._answers: dict[tuple[str, int, int], tuple[float, asyncio.Future]] = {}
         self.queries = 0  # how many were computed (tests and the benchmark read it)
+        self.pending = 0  # answers being computed or queued for a thread
+        self._threads = ThreadPoolExecutor(MAX_RUNNING, thread_name_prefix="history")
 
     async def get(self, deployment: str, minutes: int, buckets: int) -> dict[str, Any]:
         key = (deployment, minutes, buckets)
         now = time.monotonic()
         cached = self._answers.get(key)
         if cached is None or cached[0] < now:
+            if self.pending >= MAX_RUNNING + MAX_WAITING:
+                raise OverloadedError(f"{self.pending} history answers are being computed; "
+                                      "retry in a moment (or ask for parameters asked before: "
+                                      "they are shared)")
             if len(self._answers) >= MAX_ENTRIES:
                 self._answers = {k: v for k, v in self._answers.items() if v[0] >= now}
-            future = asyncio.ensure_future(asyncio.to_thread(
-                self.compute, deployment, minutes, buckets))
-            future.add_done_callback(lambda f: self._failed(key, f))
+            self.pending += 1
+            future = asyncio.get_running_loop().run_in_executor(
+                self._threads, self.compute, deployment, minutes, buckets)
+            future.add_done_callback(lambda f: self._done(key, f))
             cached = (now + self.ttl, future)
             self._answers[key] = cached
             self.queries += 1
         return await asyncio.shield(cached[1])
 
-    def _failed(self, key: tuple[str, int, int], future: asyncio.Future) -> None:
-        """A failed query is not cached: the next request tries again."""
+    def _done(self, key: tuple[str, int, int], future: asyncio.Future) -> None:
+        """A computation ended; a failed one is not cached: the next request tries again."""
+        self.pending -= 1
         if future.cancelled() or future.exception() is not None:
             entry = self._answers.get(key)
             if entry is not None and entry[1] is future:

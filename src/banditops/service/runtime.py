@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -62,6 +63,7 @@ from banditops.store.sql import Store
 
 log = logging.getLogger("banditops.service")
 TAKE_DOWN = {"rolled_back", "quarantined", "retired"}
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can say "\\ud800"; UTF-8 cannot
 FLOAT32_MAX = 3.4e38  # models that compute in float32 (trees, ONNX) fail past it
 REINSTATABLE = ("rolled_back", "quarantined")
 
@@ -462,6 +464,11 @@ class ServiceDeployment:
                                             f"{_shown(value)}")
             elif "\x00" in value:
                 raise InvalidParameterError(f"{where}.{feature}: NUL characters are not allowed")
+            elif not value.isascii() and (surrogate := LONE_SURROGATE.search(value)):
+                # valid JSON ("\ud800"), but no UTF-8 for it: an ONNX string input failed
+                raise InvalidParameterError(
+                    f"{where}.{feature}: not valid Unicode (a lone surrogate, "
+                    f"U+{ord(surrogate.group()):04X})")
         return instance
 
     def predict(self, instances: list[dict[str, Any]],

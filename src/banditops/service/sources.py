@@ -24,8 +24,8 @@ those banditops loads safely are used: ``onnx``, then ``sklearn`` saved with sko
 pickle-based ``sklearn`` formats only with ``allow_pickle``. MLflow's own loaders (pyfunc)
 never run: they import code named by the model.
 
-The cache is a folder made for this process (mode 0700) and removed at exit; files in it are
-named by their sha256 and every load checks the digest again.
+The cache is a folder made for this process (mode 0700) and removed at shutdown and at exit;
+files in it are named by their sha256 and every load checks the digest again.
 """
 
 from __future__ import annotations
@@ -89,6 +89,15 @@ class Sources:
                 self._cache = Path(tempfile.mkdtemp(prefix="banditops-artifacts-"))
                 atexit.register(shutil.rmtree, self._cache, True)
             return self._cache
+
+    def close(self) -> None:
+        """Remove the cache (the server's shutdown). ``atexit`` alone is not enough: after a
+        graceful stop on SIGTERM, uvicorn raises the signal again and the process dies of it,
+        without running ``atexit`` handlers, so every restart left a copy of every uploaded
+        and MLflow model in the temporary folder."""
+        with self._lock:
+            if self._cache is not None:
+                shutil.rmtree(self._cache, ignore_errors=True)
 
     def temporary(self, suffix: str = "") -> Path:
         """A new empty file in the cache (for an upload being received)."""

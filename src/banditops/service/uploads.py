@@ -113,6 +113,9 @@ class _Form:
 
     def _artifact(self, raw: bytes | None) -> None:
         filename = (raw or b"").decode("utf-8", "replace").replace("\\", "/").rsplit("/", 1)[-1]
+        # kept in the "registered" event and shown on the dashboard: no NUL, control or
+        # direction characters ("a\u202egnp.skops" must not read as "a...png")
+        filename = "".join(c if c.isprintable() else "_" for c in filename)
         if not filename:
             raise HttpError(422, "artifact: send the model as a file (with a filename whose "
                                  "suffix says its format: .skops or .onnx)")
