@@ -72,7 +72,8 @@ class _Stderr(logging.StreamHandler):
 
 
 def configure(level: str = "info", fmt: str = "text") -> None:
-    """Send every banditops (and uvicorn) line to stderr at ``level`` in ``fmt``."""
+    """Send banditops's lines to stderr at ``level`` in ``fmt`` (other libraries': warnings
+    and errors, everything with ``debug``)."""
     if level not in LEVELS:
         raise ValueError(f"--log-level must be one of {', '.join(LEVELS)}, got {level!r}")
     if fmt not in FORMATS:
@@ -81,7 +82,11 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    # banditops at the chosen level; other libraries' chatter (HTTP clients, MLflow) only
+    # from warnings up, unless debugging
+    wanted = logging.getLevelName(level.upper())
+    logging.getLogger("banditops").setLevel(wanted)
+    root.setLevel(wanted if wanted <= logging.DEBUG else max(wanted, logging.WARNING))
     logging.getLogger("alembic").setLevel(logging.WARNING)  # no plugin chatter at start-up
 
 
