@@ -115,8 +115,8 @@ def experiment(
     "--db postgresql+psycopg://user@db/banditops"))
 def serve(
     config: Annotated[Path | None, typer.Option(
-        help="TOML config (see banditops.service.config); without it, a demo deployment "
-        "on the census data.")] = None,
+        help="TOML config (see examples/config.toml and the README's Config reference); "
+        "without it, a demo deployment on the census data.")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
     db: Annotated[str | None, typer.Option(
@@ -127,7 +127,7 @@ def serve(
     log_format: Annotated[str, typer.Option(
         help="text (readable) or json (one object per line, for log shippers).")] = "text",
 ) -> None:
-    """Run the HTTP service (FastAPI under uvicorn); OpenAPI docs at /docs.
+    """Run the HTTP service (FastAPI under uvicorn); dashboard at /dashboard, API docs at /docs.
 
     The port is bound and the database and models are loaded before serving, so a
     mistake (config, keys, database, busy port) is one `error:` line and exit code 2."""
@@ -154,7 +154,8 @@ def serve(
             sock.close()
         fail(error if isinstance(error, BanditOpsError)
              else BanditOpsError(f"invalid configuration: {describe_errors(error.errors())}"))
-    console.print(f"banditops serving on http://{host}:{port} (docs at /docs), "
+    console.print(f"banditops serving on http://{host}:{port} (dashboard at /dashboard, "
+                  "API docs at /docs), "
                   f"database {application.state.store.safe_url}", soft_wrap=True)
     import gc
 

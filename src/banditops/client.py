@@ -103,13 +103,17 @@ class Client:
 
     # ------------------------------------------------------- admin (admin key)
     def register(self, deployment: str, version: str, artifact: str,
-                 validation_score: float | None = None) -> dict[str, Any]:
-        """A new version from an artifact in the server's artifact folders: live, or dark
-        on a deployment that releases dark (the answer's ``status`` says which)."""
+                 validation_score: float | None = None, *, timeout: float = 120.0
+                 ) -> dict[str, Any]:
+        """A new version from an artifact in the server's artifact folders (or an MLflow
+        URI): live, or dark on a deployment that releases dark (the answer's ``status`` says
+        which). ``timeout``: the server loads and checks the model in a child process, which
+        takes seconds (more on a busy machine, or for a model fetched from MLflow)."""
         body: dict[str, Any] = {"name": version, "artifact": artifact}
         if validation_score is not None:
             body["validation_score"] = validation_score
-        return self._call("POST", f"/v1/deployments/{deployment}/versions", json=body)
+        return self._call("POST", f"/v1/deployments/{deployment}/versions", json=body,
+                          timeout=timeout)
 
     def upload(self, deployment: str, version: str, path: str | Path,
                validation_score: float | None = None, *, timeout: float = 600.0

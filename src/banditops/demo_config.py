@@ -2,8 +2,10 @@
 
 Two versions (logistic regression and gradient boosting) are trained on the first 10,000
 census rows, saved as skops artifacts beside the database, and served behind Thompson
-sampling with the guardrail. API keys come from ``BANDITOPS_API_KEY`` (client) and
-``BANDITOPS_ADMIN_KEY`` (admin), or are generated and printed.
+sampling with the guardrail. API keys come from ``BANDITOPS_CLIENT_KEY`` (or
+``BANDITOPS_API_KEY``; client) and ``BANDITOPS_ADMIN_KEY`` (admin), as in
+``examples/config.toml``, or are generated and printed (a key from the environment is named,
+never printed).
 """
 
 from __future__ import annotations
@@ -17,15 +19,30 @@ from banditops.service.config import ConfigError, ServiceConfig
 TRAIN_ROWS = 10_000
 
 
-def demo_config(data_dir: Path | None, database: str, folder: Path) -> tuple[ServiceConfig,
-                                                                              dict[str, str]]:
-    """Config and the keys to show the user (scope -> key)."""
-    keys = {"client": os.environ.get("BANDITOPS_API_KEY") or secrets.token_urlsafe(24),
-            "admin": os.environ.get("BANDITOPS_ADMIN_KEY") or secrets.token_urlsafe(24)}
-    for scope, variable in (("client", "BANDITOPS_API_KEY"), ("admin", "BANDITOPS_ADMIN_KEY")):
+KEY_VARIABLES = {"client": ("BANDITOPS_CLIENT_KEY", "BANDITOPS_API_KEY"),
+                 "admin": ("BANDITOPS_ADMIN_KEY",)}
+
+
+def demo_keys() -> tuple[dict[str, str], dict[str, str]]:
+    """Each scope's key, and what to show for it: a generated key itself, a key from the
+    environment only by its variable's name (it is already known, and logs are read)."""
+    keys, shown = {}, {}
+    for scope, variables in KEY_VARIABLES.items():
+        variable = next((v for v in variables if os.environ.get(v)), None)
+        if variable is None:
+            keys[scope] = shown[scope] = secrets.token_urlsafe(24)
+            continue
+        keys[scope], shown[scope] = os.environ[variable], f"(from ${variable})"
         if len(keys[scope]) < 16:  # checked before the minutes of training
             raise ConfigError(f"environment variable {variable} must hold an API key of at "
                               "least 16 characters")
+    return keys, shown
+
+
+def demo_config(data_dir: Path | None, database: str, folder: Path) -> tuple[ServiceConfig,
+                                                                              dict[str, str]]:
+    """Config and what to show the user of its keys (scope -> key or where it came from)."""
+    keys, shown = demo_keys()
     import pandas as pd
     from skops.io import dump
 
@@ -62,4 +79,4 @@ def demo_config(data_dir: Path | None, database: str, folder: Path) -> tuple[Ser
                                   "labels": [0, 1],
                                   "features": kinds, "versions": versions}},
     })
-    return config, keys
+    return config, shown

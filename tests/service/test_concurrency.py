@@ -58,7 +58,8 @@ def test_four_replicas_keep_exact_totals(tmp_path, artifacts, postgres_url):
         # A version registered on one replica takes feedback on another at once.
         admin = httpx.post(f"{servers[0].url}/v1/deployments/main/versions",
                            json={"name": "v3", "artifact": "good2.skops"},
-                           headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+                           headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                           timeout=120)  # checked in a child process: slow on a busy machine
         assert admin.status_code == 201, admin.text
         new = next(d for d in (clients[0].predict("main", as_features(x[0]))
                                for _ in range(500)) if d["version"] == "v3")

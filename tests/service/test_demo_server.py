@@ -56,7 +56,26 @@ def test_the_demo_deployment_serves_census_requests(tmp_path, data_dir):
         assert (tmp_path / "banditops.db").exists()
         assert sorted(p.suffix for p in (tmp_path / "banditops-models").iterdir()) == \
             [".score", ".score", ".skops", ".skops"]
-        assert "client key: " + CLIENT in log.read_text()
+        shown = log.read_text()  # keys from the environment are named, never printed
+        assert "client key: (from $BANDITOPS_API_KEY)" in shown
+        assert "admin key:  (from $BANDITOPS_ADMIN_KEY)" in shown
+        assert CLIENT not in shown and ADMIN not in shown
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_demo_keys_come_from_the_examples_variables_or_are_generated(monkeypatch):
+    from banditops.demo_config import demo_keys
+
+    for variable in ("BANDITOPS_CLIENT_KEY", "BANDITOPS_API_KEY", "BANDITOPS_ADMIN_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    keys, shown = demo_keys()
+    assert keys == shown and len(set(keys.values())) == 2  # generated: shown once, to use
+    monkeypatch.setenv("BANDITOPS_API_KEY", "older-client-variable-0123")
+    monkeypatch.setenv("BANDITOPS_CLIENT_KEY", "examples-client-key-0123")
+    monkeypatch.setenv("BANDITOPS_ADMIN_KEY", "examples-admin-key-01234")
+    keys, shown = demo_keys()
+    assert keys == {"client": "examples-client-key-0123", "admin": "examples-admin-key-01234"}
+    assert shown == {"client": "(from $BANDITOPS_CLIENT_KEY)",
+                     "admin": "(from $BANDITOPS_ADMIN_KEY)"}

@@ -174,3 +174,17 @@ artifact = "{artifacts}/good.skops"
         assert "mlflow_tracking_uri" in response.json()["detail"]
     finally:
         plain.stop()
+
+
+def test_the_server_turns_mlflow_telemetry_off(monkeypatch):
+    """MLflow would report usage to its makers' servers; banditops calls only the tracking
+    store it is configured with."""
+    from mlflow.environment_variables import MLFLOW_DISABLE_TELEMETRY
+
+    from banditops.service.sources import _mlflow
+
+    for variable in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
+        monkeypatch.delenv(variable, raising=False)
+    _mlflow()
+    # MLflow's own switch (its other signals, such as running under pytest, do not count)
+    assert MLFLOW_DISABLE_TELEMETRY.get() is True

@@ -175,6 +175,9 @@ def _mlflow() -> Any:
     """The mlflow package, or a clear error naming the extra."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # not minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    # MLflow reports usage to its makers' servers by default: a model server calls no one
+    # but the tracking store it is given (an operator may set the variable to false)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         import mlflow
         import mlflow.artifacts
