@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from banditops import __version__
 from banditops.deployment import Event
 from banditops.errors import BanditOpsError, OverloadedError
 from banditops.service import docs
@@ -105,7 +106,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         await asyncio.to_thread(sources.close)  # before uvicorn re-raises SIGTERM
 
     # /docs and /redoc are served below from the package's files (docs.py), not a CDN
-    app = FastAPI(title=docs.TITLE, version="1", lifespan=lifespan, docs_url=None,
+    app = FastAPI(title=docs.TITLE, version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None)
     app.state.store = store
     app.state.deployments = deployments

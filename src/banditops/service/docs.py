@@ -315,9 +315,14 @@ def routes(config: ServiceConfig) -> dict[str, dict[str, Any]]:
 
 def _routes(config: ServiceConfig) -> dict[str, dict[str, Any]]:
     batch, size = config.max_batch, config.max_body_bytes
+    names = sorted(config.deployments)
+    first = names[0] if names else "main"
     said = {**SAID, 408: f"the request body did not arrive within "
                          f"{config.body_timeout_seconds:g} s",
-            413: f"request body over the {size:,}-byte limit"}
+            413: f"request body over the {size:,}-byte limit",
+            # this server's own deployments, as its answers name them
+            404: f"unknown deployment 'nope'; deployments: {names[:20]}",
+            503: f"deployment {first} has {config.max_queue} requests waiting; retry later"}
 
     def errors(texts: dict[int, str], examples: dict[int, str] | None = None
                ) -> dict[int | str, dict[str, Any]]:
