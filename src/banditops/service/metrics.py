@@ -38,8 +38,8 @@ class Metrics:
                             ["deployment"], registry=r)
         self.shadow_dropped = Counter(
             "banditops_shadow_dropped", "Answered requests whose shadow predictions were "
-            "dropped (shadow queue full, the shadow work failed, or the label arrived first)", ["deployment"],
-            registry=r)
+            "dropped (shadow queue full, the shadow work failed, or the label arrived first)",
+            ["deployment"], registry=r)
         self.shadow_scored = Counter(
             "banditops_shadow_scored", "Answered requests whose shadow predictions were "
             "computed and attached to their decision (scored when the label arrives)",
