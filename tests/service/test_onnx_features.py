@@ -151,6 +151,9 @@ def test_a_version_without_an_imputer_is_refused_at_registration(server, artifac
     ({"visits": 9.3e18}, "features.visits: a version takes it as a whole number from"),
     ({"plan": 3}, "features.plan: expected a string, got 3"),
     ({"age": "old"}, "features.age: expected a number, got 'old'"),
+    # finite, but past float32: the ONNX input (and tree models) would take it as inf
+    ({"age": 1e39}, "features.age: must be a finite number within float32 range "
+                    "(|x| <= 3.4e+38: tree and ONNX models compute in float32), got 1e+39"),
     # valid JSON ("\\ud800") but no UTF-8 for it: onnxruntime raised, a 503 "every live
     # version failed on this input"
     ({"plan": "a\ud800"}, "features.plan: not valid Unicode (a lone surrogate, U+D800)"),

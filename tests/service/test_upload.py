@@ -139,8 +139,13 @@ def test_the_body_limit_of_other_routes_is_unchanged(server):
      ADMIN_KEY, 422, "validation_score: expected a number from 0 to 1"),
     ({"artifact": ("m.skops", b"not a zip")}, {"version": "x6", "color": "red"}, ADMIN_KEY,
      422, "unknown form field 'color'"),
+    # named by the client's filename, not only by the sha256 its copy here is named after
     ({"artifact": ("m.skops", b"not a zip")}, {"version": "x7"}, ADMIN_KEY, 422,
-     "is not a valid skops (zip) file"),
+     f"artifact m.skops (sha256 {hashlib.sha256(b'not a zip').hexdigest()[:12]}…) is not a "
+     "valid skops (zip) file"),
+    ({"artifact": ("naive.onnx", b"not onnx")}, {"version": "x9"}, ADMIN_KEY, 422,
+     f"artifact naive.onnx (sha256 {hashlib.sha256(b'not onnx').hexdigest()[:12]}…): the "
+     "ONNX model does not parse: "),
     ({"artifact": ("m.skops", b"")}, {"version": "x8"}, ADMIN_KEY, 422, "the file is empty"),
     ({"artifact": ("m.skops", b"x")}, {"version": "v1"}, ADMIN_KEY, 409, "exists already"),
 ])
@@ -152,6 +157,59 @@ def test_bad_uploads_get_a_4xx_naming_the_problem(server, artifacts, files, data
     response = upload(server, files, data, key=key)
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
+
+
+def upload_head(length: int) -> bytes:
+    return (f"POST {UPLOAD} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
+            "Content-Type: multipart/form-data; boundary=XX\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+def part(name: str, value: bytes, filename: str | None = None) -> bytes:
+    file = f'; filename="{filename}"' if filename else ""
+    return (f'--XX\r\nContent-Disposition: form-data; name="{name}"{file}\r\n\r\n'.encode()
+            + value + b"\r\n")
+
+
+@pytest.mark.parametrize("version, status, message", [
+    ("v1", 409, b"version 'v1' exists already in deployment 'main'"),
+    ("v 1", 422, b"version: 1 to 100 letters, digits"),
+])
+def test_a_taken_or_malformed_version_is_refused_before_the_file_is_read(
+        server, version, status, message):
+    """The version field comes first: a name in use (or not a name) was refused only once
+    the whole file (up to max_upload_bytes) had arrived. Now at once, while the client has
+    sent the file's first bytes only (the server would wait ``body_timeout_seconds`` for
+    the rest, then answer 408); the connection is closed, the body being unread."""
+    start = part("version", version.encode()) + (
+        b'--XX\r\nContent-Disposition: form-data; name="artifact"; filename="big.skops"'
+        b"\r\n\r\nPK\x03\x04")
+    answer, seconds = raw_request(server, upload_head(250_000) + start, timeout=60)
+    assert status_of(answer) == status, (answer[-300:], seconds)
+    assert message in answer and b"connection: close" in answer.lower()
+
+
+def test_a_taken_version_sent_after_the_file_is_refused_once_it_has_arrived(
+        server, artifacts):
+    """The file first, then the version: refused as before, by the registration's own
+    check (which also settles two uploads racing for one name)."""
+    body = (part("artifact", (artifacts / "good.skops").read_bytes(), "m.skops")
+            + part("version", b"v1") + b"--XX--\r\n")
+    answer, _ = raw_request(server, upload_head(len(body)) + body, timeout=120)
+    assert status_of(answer) == 409, answer[-300:]
+    assert b"version 'v1' exists already" in answer
+
+
+def test_the_client_sees_the_409_of_a_big_upload_under_a_taken_name(server, tmp_path):
+    """The client's side of the early answer: the server answers and closes while the
+    client may still be sending; it must still see the 409 and its message, not a broken
+    connection. (A 50 MB file against a server taking 100 MB was checked by hand too.)"""
+    big = tmp_path / "big.skops"
+    big.write_bytes(b"\0" * (LIMIT - 2000))
+    with Client(server.url, ADMIN_KEY, timeout=60) as admin, \
+            pytest.raises(ServiceError) as error:
+        admin.upload("main", "v1", big)
+    assert error.value.status == 409 and "exists already" in error.value.message
 
 
 def test_a_filename_keeps_no_control_or_direction_characters(server, artifacts):

@@ -463,7 +463,9 @@ class Endpoints:
                 request.receive, request.headers.get("content-type", "").encode("latin-1"),
                 incoming, limit=config.max_upload_bytes,
                 idle_seconds=config.body_timeout_seconds,
-                total_seconds=config.upload_timeout_seconds, allow_pickle=config.allow_pickle)
+                total_seconds=config.upload_timeout_seconds, allow_pickle=config.allow_pickle,
+                check_version=lambda version: worker.call(
+                    lambda d: d.check_new_version(version)))
             path = await asyncio.to_thread(sources.cached, incoming, upload.sha256,
                                            upload.suffix)
         finally:

@@ -452,7 +452,9 @@ class ServiceDeployment:
                         f"{where}.{feature}: expected a number, got {_shown(value)}")
                 if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
                     raise InvalidParameterError(
-                        f"{where}.{feature}: must be a finite number, got {_shown(value)}")
+                        f"{where}.{feature}: must be a finite number within float32 range "
+                        f"(|x| <= {FLOAT32_MAX:g}: tree and ONNX models compute in float32), "
+                        f"got {_shown(value)}")
                 bounds = self.integer_features.get(feature)
                 if bounds is not None and not (float(value).is_integer()
                                                and bounds[0] <= value <= bounds[1]):
@@ -510,25 +512,37 @@ class ServiceDeployment:
         return self.register_fetched(version, artifact, self.sources.fetch(artifact),
                                      validation_score)[0]
 
+    def check_new_version(self, version: str) -> None:
+        """DuplicateArmError unless ``version`` is a name this deployment never used (as far
+        as the database says now: another replica may have taken it)."""
+        self.sync()
+        if self.deployment.has_version(version):
+            raise DuplicateArmError(f"version {version!r} exists already in deployment "
+                                    f"{self.name!r}; versions are never reused, pick a new "
+                                    "name")
+
     def register_fetched(self, version: str, artifact: str, fetched: Fetched,
                          validation_score: float | None) -> tuple[str, str]:
         """:meth:`register` for an artifact fetched already (off this worker: an upload or
         an MLflow download); the bytes of an upload or an MLflow model are stored in the
         database once they passed the checks. Returns (status, sha256)."""
         service = self.service
-        self.sync()
-        if self.deployment.has_version(version):  # before any work, and before storing bytes
-            raise DuplicateArmError(f"version {version!r} exists already in deployment "
-                                    f"{self.name!r}; versions are never reused, pick a new "
-                                    "name")
-        check_in_subprocess(fetched.path, fetched.allowed, allow_pickle=service.allow_pickle,
-                            extra_trusted=service.trusted_types,
-                            features=dict(self.config.features),
-                            labels=None if self.deployment.labels is None
-                            else list(self.deployment.labels))
-        loaded = self._load_fetched(fetched)
-        served = self._serve(loaded, version)
-        smoke_test(served, dict(self.config.features), self.deployment.labels)
+        self.check_new_version(version)  # before any work, and before storing bytes
+        try:
+            check_in_subprocess(fetched.path, fetched.allowed,
+                                allow_pickle=service.allow_pickle,
+                                extra_trusted=service.trusted_types,
+                                features=dict(self.config.features),
+                                labels=None if self.deployment.labels is None
+                                else list(self.deployment.labels))
+            loaded = self._load_fetched(fetched)
+            served = self._serve(loaded, version)
+            smoke_test(served, dict(self.config.features), self.deployment.labels)
+        except ArtifactError as error:
+            named = _named(error, fetched)
+            if named is error:
+                raise
+            raise named from None
         self.sync()
         dark = self.dark_launch and bool(self.deployment.live_versions)
         if fetched.keep:
@@ -647,3 +661,17 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
+
+
+def _named(error: ArtifactError, fetched: Fetched) -> ArtifactError:
+    """``error`` naming an uploaded artifact by the client's filename too: its copy here is
+    named by its sha256 ("4b11….onnx"), which tells the client little; a message that names
+    no artifact ("the ONNX model does not parse: ...") gets the name in front."""
+    filename = fetched.origin.get("filename")
+    if not filename:
+        return error
+    stored, message = fetched.path.name, str(error)
+    named = f"{filename} (sha256 {fetched.path.stem[:12]}…)"
+    if stored in message:
+        return type(error)(message.replace(stored, named))
+    return type(error)(f"artifact {named}: {message}")

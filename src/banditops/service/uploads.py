@@ -11,6 +11,13 @@ parsed (python-multipart), hashed and written to a file in a worker thread, so n
 big body nor a slow disk holds up other requests, and memory stays bounded whatever the
 size. The sha256 is of the artifact's bytes, computed as they arrive.
 
+A ``version`` field sent before the file (as clients do) is checked as soon as it is parsed,
+before the file is read: a name already taken is a 409 (a malformed one a 422) at once, not
+after up to ``max_upload_bytes`` have been received. Until then each chunk is parsed as it
+arrives (at most ``EAGER_BYTES`` of them), so the check comes before the next chunk is read.
+The registration checks the name again (two uploads may race for it), and so does a form
+that sends the file first.
+
 Limits on the form itself: at most ``MAX_PARTS`` parts and ``MAX_HEADER_BYTES`` of part
 headers each, text fields of at most ``MAX_FIELD_BYTES``, one artifact, no unknown fields.
 """
@@ -21,6 +28,7 @@ import asyncio
 import hashlib
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +44,7 @@ MAX_PARTS = 8
 MAX_HEADER_BYTES = 8 * 1024  # one part's headers
 MAX_FIELD_BYTES = 1024  # version, validation_score
 FLUSH_BYTES = 1 << 20  # chunks gathered before a trip to the worker thread
+EAGER_BYTES = 128 * 1024  # parsed chunk by chunk until the version is checked (fields only)
 FIELDS = ("version", "validation_score", "artifact")
 
 
@@ -62,6 +71,7 @@ class _Form:
         self.filename: str | None = None
         self.parts = 0
         self.ended = False
+        self.version_first = False  # the version field ended before the artifact began
         self._header_bytes = 0
         self._field = b""
         self._headers: dict[bytes, bytes] = {}
@@ -71,7 +81,7 @@ class _Form:
         return {"on_part_begin": self._part_begin, "on_header_field": self._header_field,
                 "on_header_value": self._header_value, "on_header_end": self._header_end,
                 "on_headers_finished": self._headers_finished, "on_part_data": self._data,
-                "on_end": self._end}
+                "on_part_end": self._part_end, "on_end": self._end}
 
     def _part_begin(self) -> None:
         self.parts += 1
@@ -142,6 +152,10 @@ class _Form:
                 raise HttpError(413, f"form field {self._name!r} is over {MAX_FIELD_BYTES:,} "
                                      "bytes")
 
+    def _part_end(self) -> None:
+        if self._name == "version" and self.filename is None:
+            self.version_first = True
+
     def _end(self) -> None:
         self.ended = True
 
@@ -165,9 +179,12 @@ def boundary_of(content_type: bytes) -> bytes:
 
 
 async def receive_upload(receive: Any, content_type: bytes, path: Path, *, limit: int,
-                         idle_seconds: float, total_seconds: float,
-                         allow_pickle: bool) -> Upload:
-    """Read the form from ``receive`` into ``path`` (see the module docstring)."""
+                         idle_seconds: float, total_seconds: float, allow_pickle: bool,
+                         check_version: Callable[[str], Awaitable[None]] | None = None
+                         ) -> Upload:
+    """Read the form from ``receive`` into ``path`` (see the module docstring).
+    ``check_version(name)`` raises if the name is taken; it is awaited once the version
+    field is parsed, if that comes before the artifact."""
     boundary = boundary_of(content_type)
     with path.open("wb") as sink:
         form = _Form(sink, allow_pickle)
@@ -179,6 +196,7 @@ async def receive_upload(receive: Any, content_type: bytes, path: Path, *, limit
         pending: list[bytes] = []
         pending_size = received = 0
         more = True
+        unchecked = check_version is not None
         while more:
             wait = min(idle_seconds, deadline - time.monotonic())
             try:
@@ -198,10 +216,14 @@ async def receive_upload(receive: Any, content_type: bytes, path: Path, *, limit
                                      "(max_upload_bytes)")
             pending.append(chunk)
             pending_size += len(chunk)
-            if pending_size >= FLUSH_BYTES or not more:
+            eager = unchecked and form.filename is None and received <= EAGER_BYTES
+            if pending_size >= FLUSH_BYTES or not more or eager:
                 data = b"".join(pending)
                 pending, pending_size = [], 0
                 await asyncio.to_thread(_write, parser, data)
+            if unchecked and form.version_first and check_version is not None:
+                unchecked = False  # before any more of the body is read
+                await check_version(_version(form))
     if not form.ended:
         raise HttpError(400, "malformed multipart body: it ends before its closing boundary")
     return _finish(form, path)
@@ -214,14 +236,20 @@ def _write(parser: MultipartParser, data: bytes) -> None:
         raise HttpError(400, f"malformed multipart body: {error}") from None
 
 
-def _finish(form: _Form, path: Path) -> Upload:
+def _version(form: _Form) -> str:
+    """The version field, checked (422 unless it is a valid name)."""
     version = form.text("version")
-    if version is None or form.filename is None:
-        missing = [n for n, v in (("version", version), ("artifact", form.filename))
-                   if v is None]
-        raise HttpError(422, f"missing form field(s) {missing}")
-    if not VERSION_NAME.fullmatch(version):
+    if version is None or not VERSION_NAME.fullmatch(version):
         raise HttpError(422, "version: 1 to 100 letters, digits, '.', '_' or '-'")
+    return version
+
+
+def _finish(form: _Form, path: Path) -> Upload:
+    missing = [n for n, v in (("version", form.text("version")), ("artifact", form.filename))
+               if v is None]
+    if missing:
+        raise HttpError(422, f"missing form field(s) {missing}")
+    version = _version(form)
     score_text = form.text("validation_score")
     score = None
     if score_text:
