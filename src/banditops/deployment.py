@@ -107,6 +107,7 @@ class VersionReport:
     shadow_learned: int = 0
     shadow_reward_sum: float = 0.0
     judgement: str | None = None  # the guardrail's, for a live version: "not judged yet"...
+    guardrail_rewards: int | None = None  # what the guardrail judges a live version on
 
 
 class ShadowWork(NamedTuple):
@@ -871,7 +872,7 @@ class Deployment:
         shares = self.policy.probabilities()
         totals = self.log.totals()
         return [self._report(v, shares.get(v.name, 0.0), totals.get(v.name) or VersionTotals(),
-                             self._judgement(v))
+                             self._judgement(v), self._guardrail_rewards(v))
                 for v in self._versions.values()]
 
     def _judgement(self, version: _Version) -> str | None:
@@ -882,9 +883,15 @@ class Deployment:
             return self.guardrail.judgement(version.name, self._live)
         return None
 
+    def _guardrail_rewards(self, version: _Version) -> int | None:
+        """The rewards the guardrail judges a live version on (it needs min_samples)."""
+        if self.guardrail is not None and version.status is Status.LIVE:
+            return self.guardrail.samples(version.name)
+        return None
+
     @staticmethod
     def _report(v: _Version, share: float, totals: VersionTotals,
-                judgement: str | None) -> VersionReport:
+                judgement: str | None, guardrail_rewards: int | None = None) -> VersionReport:
         mean = low = high = None
         if totals.feedbacks:
             mean = totals.reward_sum / totals.feedbacks
@@ -892,7 +899,8 @@ class Deployment:
                                         totals.binary)
         return VersionReport(v.name, str(v.status), share, totals.decisions, totals.feedbacks,
                              totals.expired, mean, low, high, v.validation_score, v.learned,
-                             v.learned_sum, v.shadow_learned, v.shadow_sum, judgement)
+                             v.learned_sum, v.shadow_learned, v.shadow_sum, judgement,
+                             guardrail_rewards)
 
     def events(self, since: int = 0) -> list[Event]:
         """Events with ``seq >= since``, oldest first."""

@@ -311,6 +311,12 @@ class Guardrail:
         self._since_check = 0
         return self.check(live)
 
+    def samples(self, version: str) -> int:
+        """The rewards ``version`` is judged on now (since its (re)start; the last ``window``
+        for welch and bayes): it needs ``min_samples`` of them for a verdict."""
+        window = self._windows.get(version)
+        return 0 if window is None else self._stats(window)[0]
+
     def forget(self, version: str) -> None:
         """Drop a version's rewards (it was rolled back, retired or re-registered)."""
         self._windows.pop(version, None)

@@ -11,6 +11,7 @@ or ``screenshots/`` at the repository root.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,9 +21,12 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from banditops.client import Client
+from banditops.service.docs import DeploymentState
 from tests.browser import forbid_network
 from tests.service.conftest import ADMIN_KEY, CLIENT_KEY, REPO, Server, headers, write_config
 from tests.service.models import as_features, make_rows
+from tests.service.test_shadow_service import Traffic
 
 DEPLOYMENTS = """
 [deployments.main]
@@ -45,6 +49,14 @@ policy = "thompson"
 features = FEATURES
 [[deployments.other.versions]]
 name = "solo"
+artifact = "ARTIFACTS/good.skops"
+
+[deployments.shadowed]  # a version registered here stays dark: it needs 100,000 paired rewards
+policy = "thompson"
+features = FEATURES
+release = { mode = "dark", min_samples = 100000 }
+[[deployments.shadowed.versions]]
+name = "champion"
 artifact = "ARTIFACTS/good.skops"
 """
 WAIT_MS = 90_000  # generous: two busy cores shared with other work
@@ -152,6 +164,17 @@ def test_nothing_without_a_key_and_a_client_key_sees_every_version(dashboard, se
         shown = row(page, version["name"])
         expect(shown.locator(".badge")).to_have_text(version["status"].replace("_", " "))
         expect(shown.locator(".share")).to_have_text(f"{100 * version['traffic_share']:.1f} %")
+        # "not judged yet" says what the guardrail waits for (min_samples = 40 here)
+        assert (version["judgement"], version["guardrail_rewards"]) == ("not judged yet", 0)
+        expect(shown.locator(".judgement")).to_have_text(
+            "not judged yet: 0 of 40 rewards since it went live")
+        expect(shown.locator(".judgement")).to_have_attribute(
+            "title", re.compile(r"no verdict until both have 40 of them"))
+    assert report["guardrail_min_samples"] == 40
+    # a registration's evidence is just its details; "Evidence" is for verdicts
+    registered = page.locator('#events li[data-kind="registered"]').first
+    expect(registered.locator("summary")).to_have_text(re.compile(r"^Details \(\d+ fields\)$"))
+    expect(registered.locator(".evidence-table")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('banditops.key')") == CLIENT_KEY
     expect(page.locator("#updated")).to_contain_text("s ago")
     page.screenshot(path=str(shots() / "dashboard-client-view.png"), full_page=True)
@@ -174,6 +197,7 @@ def test_a_bad_version_rollback_appears_with_its_evidence_under_load(dashboard, 
     expect(event.locator(".reason")).not_to_be_empty()
     evidence = event.locator(".evidence-table")
     expect(evidence).to_be_visible()  # opened by default for a rollback
+    expect(event.locator("summary")).to_have_text(re.compile(r"^Evidence \(\d+ fields\)$"))
     api = next(e for e in httpx.get(f"{server.url}/v1/deployments/main/events",
                                     headers=headers()).json()["events"]
                if e["kind"] == "rolled_back" and e["version"] == "bad")
@@ -184,6 +208,15 @@ def test_a_bad_version_rollback_appears_with_its_evidence_under_load(dashboard, 
     sent = load.sent
     expect(page.locator("#chart-share polyline").first).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#chart-reward polygon").first).to_be_attached(timeout=WAIT_MS)
+    # Feedback is immediate here, so its line lies on the decisions line: decisions are a
+    # wide pale band under the thin feedback line, and both show.
+    counts = page.locator("#chart-counts")
+    expect(counts.locator("g.series.total polyline").first).to_be_attached()
+    expect(counts.locator("g.series.feedback polyline").first).to_be_attached()
+    widths = [counts.locator(f"g.series.{name} polyline").first.evaluate(
+        "node => parseFloat(getComputedStyle(node).strokeWidth)")
+        for name in ("total", "feedback")]
+    assert widths[0] >= 3 * widths[1], widths
     before = page.locator("#updated").inner_text()
     expect(page.locator("#updated")).not_to_have_text(before, timeout=WAIT_MS)  # it refreshes
     deadline = time.monotonic() + 60
@@ -214,12 +247,20 @@ def test_admin_actions_are_refused_for_a_client_key_and_done_for_an_admin_key(
     expect(page.locator("#notice")).to_contain_text(
         "this API key has the client scope; this needs admin")
     expect(page.locator("#notice")).to_contain_text("403")
+    # after the 403 the page knows this key cannot act: every action button is disabled
+    buttons = page.locator("#versions button[data-action]")
+    expect(buttons.first).to_be_disabled()
+    for index in range(buttons.count()):
+        expect(buttons.nth(index)).to_be_disabled()
+        expect(buttons.nth(index)).to_have_attribute("title", re.compile("^needs an admin key"))
+    expect(page.locator("#notice")).to_contain_text("they need an admin key")
     page.screenshot(path=str(shots() / "dashboard-client-refused.png"), full_page=True)
     assert httpx.get(f"{server.url}/v1/deployments/main", headers=headers()).json()[
         "versions"][1]["status"] == "live"
 
     page.click("#logout")
     sign_in(page, server, ADMIN_KEY)
+    expect(row(page, "good2").locator('button[data-action="rollback"]')).to_be_enabled()
     act(page, "good2", "rollback", "canary <b>looked</b> odd")  # markup stays text
     expect(page.locator("#notice")).to_contain_text("good2 is now rolled back")
     newest = page.locator("#events li").first
@@ -238,6 +279,37 @@ def test_admin_actions_are_refused_for_a_client_key_and_done_for_an_admin_key(
         headers=headers()).json()["events"]]
     assert ("rolled_back", "good2", "canary <b>looked</b> odd") in kinds
     assert ("reinstated", "good2", "reinstated through the API") in kinds
+
+
+def test_a_dark_version_shows_its_paired_evidence(dashboard, server):
+    """A dark version serves nobody: its Evaluation cell shows the shadow rewards that
+    decide it, against the best live version's reward."""
+    page = dashboard
+    with Client(server.url, ADMIN_KEY, timeout=WAIT_MS / 1000) as admin:  # the load runs
+        assert admin.register("shadowed", "candidate", "bad.skops")["status"] == "dark"
+        traffic = Traffic(server, admin, "shadowed")
+        for _ in range(2):
+            traffic.round()
+        answer = admin.deployment("shadowed")
+        DeploymentState.model_validate(answer)  # the new fields are as the API docs say
+        report = {v["name"]: v for v in answer["versions"]}
+    candidate, champion = report["candidate"], report["champion"]
+    assert candidate["status"] == "dark" and candidate["shadow_rewards"] == 100
+    sign_in(page, server, CLIENT_KEY)
+    page.select_option("#deployment", "shadowed")
+    shown = row(page, "candidate")
+    expect(shown.locator(".badge")).to_have_text("dark")
+    mean, best = (page.evaluate("x => Number(x.toPrecision(3)).toString()", value)
+                  for value in (candidate["shadow_reward_mean"], champion["reward_mean"]))
+    expect(shown.locator(".judgement")).to_have_text(
+        f"evaluating: 100 paired rewards, mean {mean} vs best live {best}")
+    expect(shown.locator(".shadow")).to_have_text(f"100 · {mean}")
+    expect(row(page, "champion").locator(".shadow")).to_have_text("—")
+    # the live version's 100 served rewards, counted by the guardrail (default min_samples)
+    assert champion["guardrail_rewards"] == 100
+    expect(row(page, "champion").locator(".judgement")).to_have_text(
+        "not judged yet: 100 of 200 rewards since it went live")
+    page.screenshot(path=str(shots() / "dashboard-dark-version.png"), full_page=True)
 
 
 def test_an_unreachable_server_shows_a_banner(page, tmp_path, artifacts):

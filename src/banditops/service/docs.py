@@ -148,6 +148,11 @@ class VersionState(Answer):
     shadow_reward_mean: float | None
     judgement: Literal["evaluating", "not judged yet", "ok", "worse"] | None = Field(
         description="evaluating for a dark version; the guardrail's verdict for a live one.")
+    guardrail_rewards: int | None = Field(
+        description="Rewards the guardrail judges a live version on: those since it went "
+                    "live or was reinstated (the last `window` for welch and bayes). It is "
+                    "`not judged yet` until it and another live version have "
+                    "`guardrail_min_samples`. null: not live, or no guardrail.")
     model_calls: ModelCalls | None
 
 
@@ -165,6 +170,9 @@ class DeploymentState(Answer):
         description="How versions are scored on requests they did not answer; null: not.")
     release: Literal["live", "dark"] = Field(description="Whether a new version starts live "
                                                          "or dark.")
+    guardrail_min_samples: int | None = Field(
+        description="Rewards a live version needs before the guardrail judges it; null: "
+                    "no guardrail.")
     versions: list[VersionState]
     restored_snapshot_feedback_seq: int | None
 

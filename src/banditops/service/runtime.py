@@ -86,6 +86,7 @@ class VersionView(TypedDict):
     shadow_reward_mean: float | None
     judgement: str | None  # "evaluating" (dark); the guardrail's "not judged yet", "ok" or
     #                        "worse" (live, with a guardrail); None otherwise
+    guardrail_rewards: int | None  # rewards the guardrail judges it on (live, with one)
     model_calls: dict[str, Any] | None
 
 
@@ -98,6 +99,7 @@ class DeploymentView(TypedDict):
     labels: Any
     shadow: str | None  # the shadow mode, None without shadow scoring
     release: str  # "live" or "dark"
+    guardrail_min_samples: int | None  # rewards a live version needs to be judged
     versions: list[VersionView]
     restored_snapshot_feedback_seq: int | None
 
@@ -629,11 +631,15 @@ class ServiceDeployment:
                 validation_score=report.validation_score, learned=report.learned,
                 learned_reward_sum=report.learned_reward_sum, shadow_rewards=shadows,
                 shadow_reward_mean=report.shadow_reward_sum / shadows if shadows else None,
-                judgement=report.judgement, model_calls=timing))
+                judgement=report.judgement, guardrail_rewards=report.guardrail_rewards,
+                model_calls=timing))
         return DeploymentView(
             name=self.name, policy=self.config.policy, features=self.config.features,
             labels=self.deployment.labels, shadow=self.shadow_mode,
-            release="dark" if self.dark_launch else "live", versions=versions,
+            release="dark" if self.dark_launch else "live",
+            guardrail_min_samples=(None if self.deployment.guardrail is None
+                                   else self.deployment.guardrail.min_samples),
+            versions=versions,
             restored_snapshot_feedback_seq=self.restored_from)
 
 

@@ -23,6 +23,7 @@
     key: null, deployments: [], deployment: null, minutes: 15, generation: 0,
     timer: null, ticker: null, lastOk: null, report: null, history: null,
     events: [], nextSeq: 0, colors: new Map(), highlight: new Set(),
+    adminRefused: null, // the server's 403 detail once this key was refused an admin action
   };
 
   class ApiError extends Error {
@@ -138,6 +139,7 @@
   function signOut(message) {
     sessionStorage.removeItem(KEY);
     state.key = null;
+    state.adminRefused = null;
     state.generation += 1;
     clearTimeout(state.timer);
     clearInterval(state.ticker);
@@ -284,13 +286,18 @@
       const cell = el("td");
       cell.appendChild(el("span", "badge status-" + status, v.status.replace("_", " ")));
       row.appendChild(cell);
-      row.appendChild(el("td", "judgement", v.judgement || "—"));
+      const judged = evaluation(v, report);
+      const judgement = el("td", "judgement", judged.text);
+      if (judged.title) judgement.title = judged.title;
+      row.appendChild(judgement);
       row.appendChild(el("td", "num share", percent(v.traffic_share)));
       row.appendChild(el("td", "num", number(v.decisions)));
       row.appendChild(el("td", "num", number(v.feedbacks)));
       const reward = v.reward_mean === null ? "—" : number(v.reward_mean) + " ["
         + number(v.ci_low) + ", " + number(v.ci_high) + "]";
       row.appendChild(el("td", "num", reward));
+      row.appendChild(el("td", "num shadow", v.shadow_rewards ? number(v.shadow_rewards)
+        + " · " + number(v.shadow_reward_mean) : "—"));
       row.appendChild(el("td", "num", number(v.validation_score)));
       const actions = el("td", "actions");
       for (const action of ACTIONS[v.status] || []) {
@@ -298,12 +305,55 @@
           ACTION[action].label);
         button.type = "button";
         button.dataset.action = action;
+        if (state.adminRefused !== null) {
+          // The server refused this key an admin action (403): it has no admin scope.
+          button.disabled = true;
+          button.title = "needs an admin key: the server refused this one (" + state.adminRefused
+            + ")";
+        }
         button.addEventListener("click", () => act(action, v.name));
         actions.appendChild(button);
       }
       row.appendChild(actions);
       body.appendChild(row);
     }
+  }
+
+  /** The Evaluation cell: the verdict and the evidence behind it (text, tooltip). */
+  function evaluation(v, report) {
+    if (v.judgement === "evaluating") {
+      const live = report.versions.filter((o) => o.status === "live" && o.reward_mean !== null);
+      const best = live.length ? Math.max(...live.map((o) => o.reward_mean)) : null;
+      const title = "Released dark: it serves nobody. Its predictions on requests a live "
+        + "version answered are scored when their labels arrive (paired rewards); it is "
+        + "promoted once they show it is not worse than the live versions, rolled back if "
+        + "they show it is.";
+      if (!v.shadow_rewards) return {text: "evaluating: no paired rewards yet", title: title};
+      return {text: "evaluating: " + number(v.shadow_rewards) + " paired rewards, mean "
+        + number(v.shadow_reward_mean) + (best === null ? "" : " vs best live "
+        + number(best)), title: title};
+    }
+    if (v.judgement === "not judged yet") {
+      const need = report.guardrail_min_samples;
+      const title = "The guardrail compares each live version's rewards since it went live "
+        + "(or was reinstated) with the best live version's, and gives no verdict until both "
+        + "have " + (need === null || need === undefined ? "min_samples" : number(need))
+        + " of them: no data is never a pass.";
+      const have = v.guardrail_rewards;
+      if (have === null || have === undefined || need === null || need === undefined) {
+        return {text: "not judged yet", title: title};
+      }
+      if (have < need) {
+        return {text: "not judged yet: " + number(have) + " of " + number(need)
+          + " rewards since it went live", title: title};
+      }
+      const short = report.versions.filter((o) => o.name !== v.name && o.status === "live"
+        && o.guardrail_rewards !== null && o.guardrail_rewards < need);
+      return {text: "not judged yet: no other live version has " + number(need)
+        + " rewards to compare with" + (short.length ? " (" + short.map((o) => o.name
+        + " has " + number(o.guardrail_rewards)).join(", ") + ")" : ""), title: title};
+    }
+    return {text: v.judgement || "—", title: null};
   }
 
   // ------------------------------------------------------------- admin actions
@@ -346,8 +396,14 @@
         + ". The event is at the top of the timeline.");
       state.highlightFrom = before;
     } catch (error) {
-      notice("error", spec.label + " " + version + " refused (HTTP " + error.status + "): "
-        + error.detail);
+      let text = spec.label + " " + version + " refused (HTTP " + error.status + "): "
+        + error.detail;
+      if (error.status === 403) {
+        state.adminRefused = error.detail;
+        text += ". The action buttons are disabled: they need an admin key.";
+        if (state.report) renderVersions(state.report);
+      }
+      notice("error", text);
       return;
     }
     await refreshNow();
@@ -380,9 +436,11 @@
       const rows = flatten(event.evidence || {}, "");
       if (rows.length) {
         const details = el("details", "evidence");
-        details.open = event.kind === "rolled_back" || event.kind === "quarantined"
+        const verdict = event.kind === "rolled_back" || event.kind === "quarantined"
           || event.kind === "promoted";
-        details.appendChild(el("summary", null, "Evidence (" + rows.length + " fields)"));
+        details.open = verdict;
+        details.appendChild(el("summary", null, (verdict ? "Evidence (" : "Details (")
+          + rows.length + " fields)"));
         const table = el("table", "evidence-table");
         const body = el("tbody");
         for (const [key, value] of rows) {
@@ -446,8 +504,8 @@
     chart($("chart-counts"), $("legend-counts"), history, times, {
       max: 4 * niceStep(most / 4), format: (x) => number(x), zeroDots: false,
       empty: history.decisions.every((n) => n === 0) && history.feedbacks.every((n) => n === 0),
-      series: [
-        {name: "decisions", cls: "total", values: history.decisions,
+      series: [ // a wide pale band under a thin line: both show when feedback is immediate
+        {name: "decisions", cls: "total wide", values: history.decisions,
           tip: (i) => number(history.decisions[i]) + " decisions"},
         {name: "feedback", cls: "feedback dashed", values: history.feedbacks,
           tip: (i) => number(history.feedbacks[i]) + " feedbacks"},
