@@ -53,6 +53,17 @@ def forbid_network(page: Page, allow: str | None = None) -> list[str]:
     return aborted
 
 
+def screenshot(page: Page, name: str) -> Path:
+    """A full-page screenshot, kept to be looked at: in ``$BANDITOPS_SCREENSHOTS``, default
+    ``screenshots/`` at the repository root (git ignores it)."""
+    folder = Path(os.environ.get("BANDITOPS_SCREENSHOTS")
+                  or Path(__file__).resolve().parents[1] / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
 def image_sizes(page: Page) -> list[tuple[int, int]]:
     """(naturalWidth, naturalHeight) of every <img> once loaded: (0, 0) for a broken one."""
     page.wait_for_load_state("load")

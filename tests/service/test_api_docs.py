@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,8 +21,8 @@ from jsonschema import Draft202012Validator
 from banditops.errors import StoreError
 from banditops.service.app import create_app
 from banditops.service.config import ServiceConfig
-from tests.browser import VIEWPORT, chromium
-from tests.service.conftest import ADMIN_KEY, CLIENT_KEY, REPO, Server, write_config
+from tests.browser import forbid_network, screenshot
+from tests.service.conftest import ADMIN_KEY, CLIENT_KEY, Server, write_config
 from tests.service.models import FEATURES, as_features, make_rows
 
 DEPLOYMENTS = """
@@ -57,7 +55,6 @@ artifact = "ARTIFACTS/exploding.joblib"
 """
 X, Y = make_rows(40, seed=11)
 ONE = as_features(X[0])
-SCREENSHOTS = Path(os.environ.get("BANDITOPS_SCREENSHOTS") or REPO / "screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -343,46 +340,6 @@ def test_docs_assets_are_shipped_and_served_compressed(server):
 
 
 # ------------------------------------------------------------------ browser
-@pytest.fixture(scope="module")
-def module_browser():
-    """Chromium for this module only: Playwright's sync API keeps an event loop running
-    while it is open, which would break the ``asyncio.run`` of tests collected after this
-    module if the session-wide ``browser`` fixture were used."""
-    with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(module_browser):
-    """A fresh tab (as tests/conftest.py's ``page``); fails on a JavaScript error."""
-    context = module_browser.new_context(viewport=VIEWPORT)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def local_only(page, url: str) -> list[str]:
-    """Aborts (and lists) every request that is not for this server."""
-    aborted: list[str] = []
-
-    def abort(route) -> None:
-        aborted.append(route.request.url)
-        route.abort()
-
-    page.route(re.compile(rf"^(?!{re.escape(url)}/).*"), abort)
-    return aborted
-
-
-def screenshot(page, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / name
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
 def console_errors(page) -> list[str]:
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -390,7 +347,7 @@ def console_errors(page) -> list[str]:
 
 
 def test_swagger_ui_offline_try_it_out_predict_with_a_key(server, page):
-    aborted = local_only(page, server.url)
+    aborted = forbid_network(page, allow=server.url)
     errors = console_errors(page)
     page.goto(f"{server.url}/docs")
     page.wait_for_selector("#operations-predictions-predict", timeout=30_000)
@@ -428,7 +385,7 @@ def test_swagger_ui_offline_try_it_out_predict_with_a_key(server, page):
 
 
 def test_redoc_offline_renders_every_operation(server, page, description):
-    aborted = local_only(page, server.url)
+    aborted = forbid_network(page, allow=server.url)
     errors = console_errors(page)
     page.goto(f"{server.url}/redoc")
     page.wait_for_selector("[data-section-id^='operation/']", timeout=30_000)

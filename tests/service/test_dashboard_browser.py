@@ -10,12 +10,10 @@ or ``screenshots/`` at the repository root.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,8 +21,8 @@ from playwright.sync_api import Page, expect
 
 from banditops.client import Client
 from banditops.service.docs import DeploymentState
-from tests.browser import forbid_network
-from tests.service.conftest import ADMIN_KEY, CLIENT_KEY, REPO, Server, headers, write_config
+from tests.browser import forbid_network, screenshot
+from tests.service.conftest import ADMIN_KEY, CLIENT_KEY, Server, headers, write_config
 from tests.service.models import as_features, make_rows
 from tests.service.test_shadow_service import Traffic
 
@@ -61,12 +59,6 @@ artifact = "ARTIFACTS/good.skops"
 """
 WAIT_MS = 90_000  # generous: two busy cores shared with other work
 X, Y = make_rows(4000, seed=11)
-
-
-def shots() -> Path:
-    folder = Path(os.environ.get("BANDITOPS_SCREENSHOTS") or REPO / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +147,7 @@ def test_nothing_without_a_key_and_a_client_key_sees_every_version(dashboard, se
     expect(page.locator("#login-error")).to_contain_text("unknown API key")
     assert page.locator("#view").is_hidden()
     assert page.evaluate("sessionStorage.length") == 0
-    page.screenshot(path=str(shots() / "dashboard-login-refused.png"), full_page=True)
+    screenshot(page, "dashboard-login-refused.png")
 
     sign_in(page, server, CLIENT_KEY)
     report = httpx.get(f"{server.url}/v1/deployments/main", headers=headers()).json()
@@ -177,7 +169,7 @@ def test_nothing_without_a_key_and_a_client_key_sees_every_version(dashboard, se
     expect(registered.locator(".evidence-table")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('banditops.key')") == CLIENT_KEY
     expect(page.locator("#updated")).to_contain_text("s ago")
-    page.screenshot(path=str(shots() / "dashboard-client-view.png"), full_page=True)
+    screenshot(page, "dashboard-client-view.png")
 
     page.select_option("#deployment", "other")
     expect(row(page, "solo").locator(".badge")).to_have_text("live")
@@ -223,7 +215,7 @@ def test_a_bad_version_rollback_appears_with_its_evidence_under_load(dashboard, 
     while load.sent <= sent:  # the load really is running while the page watches
         assert time.monotonic() < deadline, "the load generator stalled"
         time.sleep(0.05)
-    page.screenshot(path=str(shots() / "dashboard-rollback-under-load.png"), full_page=True)
+    screenshot(page, "dashboard-rollback-under-load.png")
 
 
 def act(page: Page, version: str, action: str, reason: str) -> None:
@@ -254,7 +246,7 @@ def test_admin_actions_are_refused_for_a_client_key_and_done_for_an_admin_key(
         expect(buttons.nth(index)).to_be_disabled()
         expect(buttons.nth(index)).to_have_attribute("title", re.compile("^needs an admin key"))
     expect(page.locator("#notice")).to_contain_text("they need an admin key")
-    page.screenshot(path=str(shots() / "dashboard-client-refused.png"), full_page=True)
+    screenshot(page, "dashboard-client-refused.png")
     assert httpx.get(f"{server.url}/v1/deployments/main", headers=headers()).json()[
         "versions"][1]["status"] == "live"
 
@@ -268,7 +260,7 @@ def test_admin_actions_are_refused_for_a_client_key_and_done_for_an_admin_key(
     expect(newest.locator(".reason")).to_have_text("canary <b>looked</b> odd")
     expect(newest).to_have_class("event kind-rolled_back new")
     expect(row(page, "good2").locator(".badge")).to_have_text("rolled back")
-    page.screenshot(path=str(shots() / "dashboard-admin-rollback.png"), full_page=True)
+    screenshot(page, "dashboard-admin-rollback.png")
 
     act(page, "good2", "reinstate", "")
     expect(page.locator("#events li").first).to_have_attribute("data-kind", "reinstated",
@@ -309,7 +301,7 @@ def test_a_dark_version_shows_its_paired_evidence(dashboard, server):
     assert champion["guardrail_rewards"] == 100
     expect(row(page, "champion").locator(".judgement")).to_have_text(
         "not judged yet: 100 of 200 rewards since it went live")
-    page.screenshot(path=str(shots() / "dashboard-dark-version.png"), full_page=True)
+    screenshot(page, "dashboard-dark-version.png")
 
 
 def test_an_unreachable_server_shows_a_banner(page, tmp_path, artifacts):
@@ -323,7 +315,7 @@ def test_an_unreachable_server_shows_a_banner(page, tmp_path, artifacts):
         expect(page.locator("#banner")).to_contain_text("Cannot reach the server",
                                                         timeout=WAIT_MS)
         expect(row(page, "good")).to_be_visible()  # the last figures stay
-        page.screenshot(path=str(shots() / "dashboard-unreachable.png"), full_page=True)
+        screenshot(page, "dashboard-unreachable.png")
         assert aborted == []
     finally:
         other.stop()
