@@ -147,6 +147,9 @@ class ServiceDeployment:
         self.service = service
         self.store = store
         self.features = list(config.features)
+        # (name, "number" | "string", nullable): parsed once, read on every request
+        self.schema = [(name, base(kind), nullable(kind))
+                       for name, kind in config.features.items()]
         # Features some version takes as an ONNX integer input -> the range it holds:
         # requests must send whole numbers in it (grows as versions load; see _serve).
         self.integer_features: dict[str, tuple[int, int]] = {}
@@ -440,11 +443,10 @@ class ServiceDeployment:
             shown = [str(f)[:100] for f in extra[:10]]
             raise InvalidParameterError(f"{where}: unknown feature(s) {shown}; this deployment "
                                         f"takes {self.features}")
-        for feature, declared in self.config.features.items():
+        for feature, kind, may_be_null in self.schema:
             value = instance[feature]
-            kind = base(declared)
             if value is None:
-                if not nullable(declared):
+                if not may_be_null:
                     raise InvalidParameterError(
                         f"{where}.{feature}: expected a {kind}, got None (the feature is "
                         "not nullable)")
