@@ -25,6 +25,7 @@ from banditops.ope import (
 from banditops.ope.estimators import dr, ips, snips, switch_dr
 from banditops.ope.logfile import live_json
 from banditops.ope.reward_model import windowed_means
+from banditops.policies import Policy
 from banditops.rewards import accuracy
 from banditops.simulation.ope_check import (
     LOGGERS,
@@ -308,6 +309,54 @@ def test_the_target_learns_a_reward_only_once_its_feedback_has_arrived():
     # feedback stamped at a decision's time counts after it, so from row 51 on it is b.
     assert path.dist[:3, b].tolist() == [0.0, 1.0, 0.0]
     assert (path.dist[2:51, b] == 0).all() and (path.dist[51:, b] == 1).all()
+
+
+class CityRouter(Policy):
+    """A stand-in contextual policy (the real ones take a context the same way): the first
+    version for requests from city x, an even split elsewhere."""
+
+    contextual = True
+
+    def select(self, context=None):
+        return self.choose(context)[0]
+
+    def choose(self, context=None):
+        shares = self.probabilities(context)
+        return max(shares, key=shares.get), max(shares.values())
+
+    def probabilities(self, context=None):
+        if context is not None and context.get("city") == "x":
+            return {n: float(i == 0) for i, n in enumerate(self.arms)}
+        return dict.fromkeys(self.arms, 1 / len(self.arms))
+
+    def update(self, name, reward, context=None):
+        self._require_arm(name)
+
+    def observe(self, name, reward, context=None):
+        self._require_arm(name)
+
+    def _stats_state(self):
+        return {}
+
+    def _load_stats(self, stats):
+        return None
+
+
+def test_a_contextual_target_gets_each_rows_features_as_a_mapping():
+    from banditops.ope.evaluate import target_path
+
+    log = validate_log(sample_frame())
+    path = target_path(log, CityRouter())
+    first = path.versions.index("NA")  # sample_frame's versions are "NA" and "v2"
+    cities = log.frame["feature:city"].tolist()
+    assert [row[first] for row in path.dist] == [1.0 if c == "x" else 0.5 for c in cities]
+    router = CityRouter()
+    seen = []
+    original = router.probabilities
+    router.probabilities = lambda context=None: seen.append(context) or original(context)
+    target_path(log, router)
+    assert seen[::2] == log.contexts()  # once for the distribution, once in choose()
+    assert seen[0] == {"age": 30, "city": "x"} and seen[4] == {"age": 52, "city": None}
 
 
 # ------------------------------------------------------------------ the replay's logs
