@@ -101,37 +101,40 @@ def record_replay(stream: Stream, strategy: Strategy, seed: int) -> RecordedRun:
     index = {v.name: i for i, v in enumerate(stream.versions)}
     releases = {v.row: i for i, v in enumerate(stream.versions)}
     rows = n - stream.start
-    dist = np.zeros((rows, len(stream.versions)))
-    served = np.empty(rows, dtype=np.int64)
-    propensity = np.empty(rows)
+    shares: list[dict[str, float]] = []
+    served: list[str] = []
+    propensity: list[float] = []
     live_text: list[str] = []
     text, previous = "", None
     in_flight: list[tuple[str, int]] = []
     first = 0
     predict, feedback = deployment.predict, deployment.feedback
-    for position, row in enumerate(range(stream.start, n)):
+    for row in range(stream.start, n):
         if row in releases:
             clock[0] = row
             r = releases[row]
             _release(deployment, stream, r, _RowModel(stream.predictions[r]))
-        policy = deployment.policy
-        for name, share in policy.probabilities().items():
-            if share:
-                dist[position, index[name]] = share
+        shares.append(deployment.policy.probabilities())
         live = deployment.live_versions
         if live != previous:
             text, previous = live_json(live), live
         live_text.append(text)
         decision = predict(row)
-        served[position] = index[decision.version]
-        propensity[position] = decision.propensity
+        served.append(decision.version)
+        propensity.append(decision.propensity)
         in_flight.append((decision.id, row))
         if len(in_flight) - first > delay:
             decision_id, labelled = in_flight[first]
             first += 1
             clock[0] = row
             feedback(decision_id, labels[labelled])
-    return RecordedRun(strategy.name, seed, served, propensity, dist, live_text)
+    dist = np.zeros((rows, len(stream.versions)))
+    for position, row_shares in enumerate(shares):
+        for name, share in row_shares.items():
+            if share:
+                dist[position, index[name]] = share
+    return RecordedRun(strategy.name, seed, np.array([index[v] for v in served]),
+                       np.array(propensity), dist, live_text)
 
 
 def replay_log(stream: Stream, run: RecordedRun, *, features: bool = False) -> DecisionLogFrame:
@@ -180,8 +183,10 @@ def _estimates_row(base: dict[str, Any], found: list[Estimate], truth: float,
 
 def check_seed(stream: Stream, seed: int, *, learning: bool,
                targets: list[str] = TARGETS, loggers: list[str] | None = None,
-               own: dict[str, RecordedRun] | None = None) -> list[dict[str, Any]]:
-    """Every (logger, target, mode, estimator) row of one stream and seed."""
+               own: dict[str, RecordedRun] | None = None, frozen: bool = True
+               ) -> list[dict[str, Any]]:
+    """Every (logger, target, mode, estimator) row of one stream and seed: the ``frozen``
+    mode when ``frozen``, the ``learning`` mode when ``learning``."""
     own = dict(own or {})
     names = [v.name for v in stream.versions]
     for target in targets:
@@ -199,8 +204,10 @@ def check_seed(stream: Stream, seed: int, *, learning: bool,
             base = {"dataset": stream.dataset, "scenario": stream.scenario, "seed": seed,
                     "logger": logger, "target": target, "logged_mean": logged,
                     "realised": own[target].realised_value(stream)}
-            frozen, _ = estimate_path(log, TargetPath(own[target].dist, names), q_hat=q_hat)
-            results += _estimates_row({**base, "mode": "frozen"}, frozen, truth, None)
+            if frozen:
+                found, _ = estimate_path(log, TargetPath(own[target].dist, names),
+                                         q_hat=q_hat)
+                results += _estimates_row({**base, "mode": "frozen"}, found, truth, None)
             if learning:
                 setup = STRATEGIES[target].build(seed, margin=stream.settings.guardrail_margin)
                 path = target_path(log, setup.policy, guardrail=setup.guardrail)
@@ -217,15 +224,16 @@ def fixed_runs(stream: Stream, targets: list[str] = TARGETS) -> dict[str, Record
 
 
 # ------------------------------------------------------------------ the run
-CheckTask = tuple[tuple[str, str], int, bool]  # stream key, seed, with the learning walks
+CheckTask = tuple[tuple[str, str], int, str]  # stream key, seed, mode
 
 
 def _check_task(task: CheckTask) -> list[dict[str, Any]]:
     from banditops.simulation.experiment import _STREAMS
 
-    key, seed, learning = task
+    key, seed, mode = task
     stream, own = _STREAMS[key]
-    return check_seed(stream, seed, learning=learning, own=own)
+    return check_seed(stream, seed, learning=mode == "learning", frozen=mode == "frozen",
+                      own=own)
 
 
 @dataclass
@@ -239,9 +247,11 @@ class CheckResult:
 
 
 def run_check(datasets: list, *, scenarios: list[str] | None = None, seeds: int = 100,
-              learning_seeds: int = 10, workers: int = 2,
-              progress: Progress | None = None) -> CheckResult:
-    """Build every stream once, then check every seed (module docstring)."""
+              learning_seeds: int = 10, workers: int = 2, progress: Progress | None = None,
+              checkpoint: Callable[[pd.DataFrame], None] | None = None) -> CheckResult:
+    """Build every stream once, then check every seed in the frozen mode, then the first
+    ``learning_seeds`` in the learning mode (module docstring). ``checkpoint`` receives the
+    frozen runs before the learning phase starts (so a long run keeps them if stopped)."""
     from banditops.simulation.experiment import (
         LocalEngine,
         Skipped,
@@ -260,10 +270,16 @@ def run_check(datasets: list, *, scenarios: list[str] | None = None, seeds: int 
     seconds["training (wall)"] = seconds_since(started)
     started = time.perf_counter()
     payload = {key: (stream, fixed_runs(stream)) for key, stream in streams.items()}
-    tasks: list[CheckTask] = [(key, seed, seed < learning_seeds)
-                              for seed in range(seeds) for key in streams]
-    outputs = _map(_check_task, tasks, workers, payload, "checking", progress)
-    seconds["checking (wall)"] = seconds_since(started)
+    tasks: list[CheckTask] = [(key, seed, "frozen") for seed in range(seeds) for key in streams]
+    outputs = _map(_check_task, tasks, workers, payload, "frozen", progress)
+    seconds["frozen (wall)"] = seconds_since(started)
+    if checkpoint is not None:
+        checkpoint(pd.DataFrame([row for rows in outputs for row in rows]))
+    started = time.perf_counter()
+    tasks = [(key, seed, "learning") for seed in range(learning_seeds) for key in streams]
+    if tasks:
+        outputs += _map(_check_task, tasks, workers, payload, "learning", progress)
+    seconds["learning (wall)"] = seconds_since(started)
     runs = pd.DataFrame([row for rows in outputs for row in rows])
     return CheckResult(runs, summarise(runs), by_target(runs), seconds, skipped, streams)
 

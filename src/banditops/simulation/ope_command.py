@@ -42,8 +42,12 @@ def run_check_command(*, datasets: list[str] | None, scenarios: list[str] | None
     console.print(f"Checking off-policy evaluation: loggers {', '.join(LOGGERS)}; targets "
                   f"{', '.join(TARGETS)}; {seeds} seeds (the learning walks on the first "
                   f"{learning_seeds}).", soft_wrap=True)
+    def checkpoint(runs: pd.DataFrame) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        runs.to_csv(out / "ope_runs_frozen.csv", index=False)
+
     options = {"seeds": seeds, "learning_seeds": learning_seeds, "workers": workers,
-               "scenarios": scenarios}
+               "scenarios": scenarios, "checkpoint": checkpoint}
     if console.is_terminal:
         with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as bar:
