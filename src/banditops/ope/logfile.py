@@ -97,7 +97,7 @@ class DecisionLogFrame:
         """Versions live at each decision: the ``live`` column, else every version served
         so far that the log still serves later (first serve to last serve)."""
         if self.has_live:
-            return [tuple(json.loads(text)) for text in self.frame["live"]]
+            return _parse_live(self.frame["live"])  # type: ignore[return-value]
         versions = self.frame["version"].tolist()
         first: dict[str, int] = {}
         last: dict[str, int] = {}
@@ -240,14 +240,27 @@ def _validate(frame: pd.DataFrame, source: str) -> DecisionLogFrame:
     return DecisionLogFrame(frame, source)
 
 
+def _parse_live(texts: pd.Series) -> list[tuple[str, ...] | None]:
+    """Each row's live list (None where it is not a JSON list of names); a text is parsed
+    once however many rows repeat it."""
+    parsed: dict[Any, tuple[str, ...] | None] = {}
+    result = []
+    for text in texts:
+        if text not in parsed:
+            try:
+                names = json.loads(text) if isinstance(text, str) else None
+            except ValueError:
+                names = None
+            ok = isinstance(names, list) and all(isinstance(n, str) and n for n in names)
+            parsed[text] = tuple(names) if ok else None  # type: ignore[arg-type]
+        result.append(parsed[text])
+    return result
+
+
 def _check_live(live: pd.Series, versions: pd.Series) -> None:
-    for row, (text, served) in enumerate(zip(live, versions, strict=True)):
-        try:
-            names = json.loads(text) if isinstance(text, str) else None
-        except ValueError:
-            names = None
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            raise _fail("live", [row], f"{text!r} is not a JSON list of version names")
+    for row, (names, served) in enumerate(zip(_parse_live(live), versions, strict=True)):
+        if names is None:
+            raise _fail("live", [row], f"{live.iloc[row]!r} is not a JSON list of version names")
         if served not in names:
             raise _fail("live", [row], f"the served version {served!r} is not in it")
 
