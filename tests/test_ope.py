@@ -457,3 +457,19 @@ def test_evaluate_mistakes_are_one_error_line(tmp_path, args, message):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert message in lines[0]
+
+
+def test_evaluate_check_summarises_saved_runs_against_the_goals(tmp_path):
+    rows = pd.DataFrame(check_seed(toy_stream(), 2, learning=True, targets=["latest", "ucb1"]))
+    rows.to_csv(tmp_path / "runs.csv", index=False)
+    result = runner.invoke(app, ["evaluate-check", "--from-runs", str(tmp_path / "runs.csv"),
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "learning-path bias" in result.output
+    summary = pd.read_csv(tmp_path / "out" / "ope_summary.csv")
+    assert len(summary) == 3 * 2 * 4  # loggers x modes x estimators
+    verdicts = json.loads((tmp_path / "out" / "ope_summary.json").read_text())["verdicts"]
+    assert set(verdicts) == {"frozen", "learning"} and set(verdicts["frozen"]) == set(LOGGERS)
+    bad = runner.invoke(app, ["evaluate-check", "--from-runs", str(tmp_path / "none.csv"),
+                              "--out", str(tmp_path / "out")])
+    assert bad.exit_code == 2 and bad.output.startswith("error: --from-runs")

@@ -172,6 +172,9 @@ def evaluate_check(
     export_logs: Annotated[bool, typer.Option(
         help="Also write seed 0's decision log of every logger and stream (Parquet, with "
         "features) under OUT/logs.")] = False,
+    from_runs: Annotated[Path | None, typer.Option(
+        help="Replay nothing: the table and outputs again from a run's ope_runs.csv (or its "
+        "ope_runs_frozen.csv checkpoint).")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Validate the off-policy estimators in the replay: log traffic under uniform and
@@ -182,7 +185,8 @@ def evaluate_check(
     try:
         run_check_command(datasets=dataset, scenarios=scenario, seeds=seeds,
                           learning_seeds=learning_seeds, workers=workers, out=out, rows=rows,
-                          data_dir=data_dir, export_logs=export_logs, console=console)
+                          data_dir=data_dir, export_logs=export_logs, console=console,
+                          from_runs=from_runs)
     except BanditOpsError as error:
         fail(error)
 

@@ -20,19 +20,43 @@ from banditops.simulation.ope_check import (
     LOGGERS,
     TARGETS,
     CheckResult,
+    by_target,
     export_sample_logs,
     goal_met,
     run_check,
+    summarise,
     write_check,
 )
 from banditops.simulation.settings import default_settings
 
 
+def summarise_runs(path: Path, out: Path, console: Console) -> CheckResult:
+    """The table and outputs again from a run's ``ope_runs.csv`` (or its frozen checkpoint)."""
+    if not path.is_file():
+        raise InvalidParameterError(f"--from-runs {path}: no such file")
+    runs = pd.read_csv(path)
+    missing = {"logger", "mode", "estimator", "target", "covered", "relative_error"} - set(
+        runs.columns)
+    if missing:
+        raise InvalidParameterError(f"--from-runs {path}: not an evaluate-check runs file "
+                                    f"(no {', '.join(sorted(missing))})")
+    result = CheckResult(runs, summarise(runs), by_target(runs), {}, {}, {})
+    print_check(result, console)
+    meta = {"from_runs": str(path), "verdicts": {mode: goal_met(result.summary, mode)
+                                                 for mode in result.summary["mode"].unique()}}
+    paths = write_check(runs, result.summary, result.targets, meta, out)
+    console.print(f"Wrote {escape(', '.join(str(p) for p in paths))}", soft_wrap=True)
+    return result
+
+
 def run_check_command(*, datasets: list[str] | None, scenarios: list[str] | None, seeds: int,
                       learning_seeds: int, workers: int, out: Path, rows: int | None,
-                      data_dir: Path | None, export_logs: bool, console: Console
-                      ) -> CheckResult:
+                      data_dir: Path | None, export_logs: bool, console: Console,
+                      from_runs: Path | None = None) -> CheckResult:
     started = time.perf_counter()
+    if from_runs is not None:
+        _check_out(out)
+        return summarise_runs(from_runs, out, console)
     if learning_seeds < 0 or learning_seeds > seeds:
         raise InvalidParameterError(
             f"--learning-seeds must be between 0 and --seeds ({seeds}), got {learning_seeds}")
