@@ -172,6 +172,8 @@ def evaluate_check(
     export_logs: Annotated[bool, typer.Option(
         help="Also write seed 0's decision log of every logger and stream (Parquet, with "
         "features) under OUT/logs.")] = False,
+    frozen: Annotated[bool, typer.Option(
+        help="--no-frozen: only the learning walks (on --learning-seeds seeds).")] = True,
     from_runs: Annotated[Path | None, typer.Option(
         help="Replay nothing: the table and outputs again from a run's ope_runs.csv (or its "
         "ope_runs_frozen.csv checkpoint).")] = None,
@@ -186,7 +188,7 @@ def evaluate_check(
         run_check_command(datasets=dataset, scenarios=scenario, seeds=seeds,
                           learning_seeds=learning_seeds, workers=workers, out=out, rows=rows,
                           data_dir=data_dir, export_logs=export_logs, console=console,
-                          from_runs=from_runs)
+                          from_runs=from_runs, frozen=frozen)
     except BanditOpsError as error:
         fail(error)
 

@@ -248,7 +248,8 @@ class CheckResult:
 
 def run_check(datasets: list, *, scenarios: list[str] | None = None, seeds: int = 100,
               learning_seeds: int = 10, workers: int = 2, progress: Progress | None = None,
-              checkpoint: Callable[[pd.DataFrame], None] | None = None) -> CheckResult:
+              checkpoint: Callable[[pd.DataFrame], None] | None = None,
+              frozen: bool = True) -> CheckResult:
     """Build every stream once, then check every seed in the frozen mode, then the first
     ``learning_seeds`` in the learning mode (module docstring). ``checkpoint`` receives the
     frozen runs before the learning phase starts (so a long run keeps them if stopped)."""
@@ -270,10 +271,11 @@ def run_check(datasets: list, *, scenarios: list[str] | None = None, seeds: int 
     seconds["training (wall)"] = seconds_since(started)
     started = time.perf_counter()
     payload = {key: (stream, fixed_runs(stream)) for key, stream in streams.items()}
-    tasks: list[CheckTask] = [(key, seed, "frozen") for seed in range(seeds) for key in streams]
-    outputs = _map(_check_task, tasks, workers, payload, "frozen", progress)
+    tasks: list[CheckTask] = [(key, seed, "frozen") for seed in range(seeds if frozen else 0)
+                              for key in streams]
+    outputs = _map(_check_task, tasks, workers, payload, "frozen", progress) if tasks else []
     seconds["frozen (wall)"] = seconds_since(started)
-    if checkpoint is not None:
+    if checkpoint is not None and outputs:
         checkpoint(pd.DataFrame([row for rows in outputs for row in rows]))
     started = time.perf_counter()
     tasks = [(key, seed, "learning") for seed in range(learning_seeds) for key in streams]

@@ -52,7 +52,7 @@ def summarise_runs(path: Path, out: Path, console: Console) -> CheckResult:
 def run_check_command(*, datasets: list[str] | None, scenarios: list[str] | None, seeds: int,
                       learning_seeds: int, workers: int, out: Path, rows: int | None,
                       data_dir: Path | None, export_logs: bool, console: Console,
-                      from_runs: Path | None = None) -> CheckResult:
+                      from_runs: Path | None = None, frozen: bool = True) -> CheckResult:
     started = time.perf_counter()
     if from_runs is not None:
         _check_out(out)
@@ -71,7 +71,7 @@ def run_check_command(*, datasets: list[str] | None, scenarios: list[str] | None
         runs.to_csv(out / "ope_runs_frozen.csv", index=False)
 
     options = {"seeds": seeds, "learning_seeds": learning_seeds, "workers": workers,
-               "scenarios": scenarios, "checkpoint": checkpoint}
+               "scenarios": scenarios, "checkpoint": checkpoint, "frozen": frozen}
     if console.is_terminal:
         with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as bar:
