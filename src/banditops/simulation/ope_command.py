@@ -34,7 +34,7 @@ def summarise_runs(path: Path, out: Path, console: Console) -> CheckResult:
     """The table and outputs again from a run's ``ope_runs.csv`` (or its frozen checkpoint)."""
     if not path.is_file():
         raise InvalidParameterError(f"--from-runs {path}: no such file")
-    runs = pd.read_csv(path)
+    runs = pd.read_csv(path, low_memory=False)
     missing = {"logger", "mode", "estimator", "target", "covered", "relative_error"} - set(
         runs.columns)
     if missing:
