@@ -191,6 +191,8 @@ class Policy(ABC):
     #: False for a policy that never draws from its generator: its choices are a function of
     #: the arms and rewards alone, so its seed changes nothing (replays run it once).
     uses_randomness: ClassVar[bool] = True
+    #: True for a :class:`ContextualPolicy`: its decisions take the request's features.
+    contextual: ClassVar[bool] = False
     _registry: ClassVar[dict[str, type[Policy]]] = {}
     p: Any  # an instance of Params: the policy's validated, immutable parameters
 
@@ -481,3 +483,47 @@ class IndexPolicy(Policy):
 
     def choose(self) -> tuple[str, float]:
         return self.select(), 1.0  # deterministic: the chosen arm always had probability 1
+
+
+class ContextualPolicy(Policy):
+    """A policy that routes on the request's features (its *context*).
+
+    The context is a mapping of features (encoded by the policy's
+    :class:`~banditops.context.ContextEncoder`, whose ``dimension`` and ``features`` are
+    parameters of every contextual policy) or an already-encoded vector. The decision
+    methods take it: ``select(context)``, ``probabilities(context)``, ``choose(context)``;
+    ``update`` and ``observe`` take the context of the request the reward was earned on
+    (None when it is unknown, e.g. a decision logged before the policy was contextual: then
+    only the arm's overall statistics learn). A :class:`~banditops.Deployment` keeps each
+    decision's context in its log until the feedback comes.
+    """
+
+    contextual: ClassVar[bool] = True
+    encoder: Any  # a banditops.context.ContextEncoder
+
+    @abstractmethod
+    def select(self, context: Any = None) -> str:  # type: ignore[override]
+        """Name of the arm that serves a request with this context."""
+
+    @abstractmethod
+    def probabilities(self, context: Any = None) -> dict[str, float]:  # type: ignore[override]
+        """Chance that each live arm is chosen for a request with this context."""
+
+    @abstractmethod
+    def update(self, name: str, reward: float,  # type: ignore[override]
+               context: Any = None) -> None:
+        """Learn from a reward arm ``name`` earned on a request with this context."""
+
+    @abstractmethod
+    def observe(self, name: str, reward: float,  # type: ignore[override]
+                context: Any = None) -> None:
+        """A side observation (shadow reward) on a request with this context."""
+
+    def propensity(self, name: str, context: Any = None) -> float:  # type: ignore[override]
+        self._require_arm(name)
+        return self.probabilities(context)[name]
+
+    def choose(self, context: Any = None) -> tuple[str, float]:  # type: ignore[override]
+        probabilities = self.probabilities(context)
+        name = self.select(context)
+        return name, probabilities[name]
