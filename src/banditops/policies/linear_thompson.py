@@ -11,7 +11,8 @@ whole parameter vector, is what makes the propensity exact: the scores are indep
 normals, so the chance arm ``a`` is chosen is the chance its normal is the largest,
 integrated numerically (:func:`~banditops.policies.maxprob.normal_max_probability`), with no
 sampling and no smoothing floor. ``v`` scales exploration: the paper's theoretical value
-grows with the dimension and is far too cautious in practice; 0.1-0.5 suits rewards in [0, 1].
+grows with the dimension and is far too cautious in practice; on the replays (rewards in
+[0, 1], 64 slots) 0.05 did best with bandit feedback, 0.02 with shadow scoring.
 
 Which features it routes on and how they are encoded: :class:`~banditops.context.ContextEncoder`
 (``dimension`` slots, ``features``: the names used, default every feature that comes; numbers
@@ -52,7 +53,7 @@ class LinearThompsonParams:
 
     dimension: int = 64
     features: tuple[str, ...] = ()
-    v: float = 0.2
+    v: float = 0.05
     ridge: float = 1.0
     gamma: float = 1.0
     prior_mean: float = 0.5

@@ -40,7 +40,7 @@ class LinUCBParams:
 
     dimension: int = 64
     features: tuple[str, ...] = ()
-    c: float = 0.2
+    c: float = 0.1
     ridge: float = 1.0
     gamma: float = 1.0
     prior_mean: float = 0.5
