@@ -747,9 +747,9 @@ class Deployment:
     def catch_up(self) -> int:
         """Learn the rewards other writers of a shared log stored since the last call."""
         rows = self.log.catch_up()
-        for name, reward, shadow_rewards in rows:
-            self._learn_decision(name, validate_reward(reward), tuple(
-                (n, validate_reward(r)) for n, r in shadow_rewards))
+        for row in rows:
+            self._learn_decision(row.version, validate_reward(row.reward), tuple(
+                (n, validate_reward(r)) for n, r in row.shadow_rewards))
         return len(rows)
 
     def _learn_decision(self, served: str, reward: float,
