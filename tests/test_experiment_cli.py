@@ -328,6 +328,6 @@ def test_version_and_an_example_in_every_help():
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"banditops {version('banditops')}"
-    for command in ("demo", "experiment", "serve"):
+    for command in ("demo", "experiment", "serve", "evaluate", "evaluate-check"):
         text = " ".join(CliRunner().invoke(app, [command, "--help"]).output.split())
         assert f"banditops {command} " in text.split("Example", 1)[1], command
