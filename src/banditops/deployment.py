@@ -747,7 +747,7 @@ class Deployment:
     def catch_up(self) -> int:
         """Learn the rewards other writers of a shared log stored since the last call."""
         rows = self.log.catch_up()
-        for name, reward, shadow_rewards in rows:
+        for name, reward, shadow_rewards, *_ in rows:
             self._learn_decision(name, validate_reward(reward), tuple(
                 (n, validate_reward(r)) for n, r in shadow_rewards))
         return len(rows)
