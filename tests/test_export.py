@@ -166,3 +166,46 @@ def test_export_log_writes_a_whole_file_named_by_its_format(store, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["log.parquet", "other.csv"]  # no partial
     with pytest.raises(InvalidParameterError, match=r"\.parquet or \.csv"):
         format_of(out / "log.json")
+
+
+def test_the_export_log_command_reads_the_database_directly(tmp_path):
+    from typer.testing import CliRunner
+
+    from banditops.cli import app
+
+    url = f"sqlite:///{tmp_path / 'service.db'}"
+    store = Store(url)
+    store.migrate()
+    _log_decisions(store)
+    store.close()
+    runner = CliRunner()
+
+    def run(*args: str):
+        result = runner.invoke(app, ["export-log", "--db", url, *args])
+        assert "Traceback" not in result.output
+        return result, " ".join(result.output.split())
+
+    result, said = run("--deployment", "main", "--out", str(tmp_path / "main.parquet"))
+    assert result.exit_code == 0, said
+    assert "13 decisions of main written to" in said and "3 features" in said
+    assert list(pd.read_parquet(tmp_path / "main.parquet")["decision_id"])[-1] == "nocontext"
+    result, said = run("--deployment", "main", "--out", str(tmp_path / "m.csv"), "--since",
+                       "1001", "--limit", "2")
+    assert result.exit_code == 0 and "the range holds more" in said, said
+    assert list(pd.read_csv(tmp_path / "m.csv")["decision_id"]) == ["d04", "d05"]
+    for args, message in [
+            (["--out", str(tmp_path / "x.json")], "written as .parquet or .csv"),
+            (["--out", str(tmp_path / "x.csv"), "--since", "5", "--until", "1"],
+             "since (5) is after until (1)"),
+            (["--out", str(tmp_path / "no" / "x.csv")], "No such file or directory")]:
+        result, said = run("--deployment", "main", *args)
+        assert result.exit_code == 2 and "error:" in said and message in said, said
+    (tmp_path / "empty.db").touch()
+    result = runner.invoke(app, ["export-log", "--db", f"sqlite:///{tmp_path / 'empty.db'}",
+                                 "--deployment", "main", "--out", str(tmp_path / "e.csv")])
+    assert result.exit_code == 2 and "schema revision none, not 0007" in " ".join(
+        result.output.split())
+    result = runner.invoke(app, ["export-log", "--db", "mysql://u:secret@h/db",
+                                 "--deployment", "main", "--out", str(tmp_path / "e.csv")])
+    assert result.exit_code == 2 and "secret" not in result.output
+    assert not (tmp_path / "e.csv").exists() and not (tmp_path / "x.csv").exists()

@@ -192,6 +192,19 @@ class Store:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
+    def revision(self) -> tuple[str | None, str]:
+        """(the schema's Alembic revision, or None for an empty database; the newest one
+        this banditops knows): a reader that does not migrate checks them first."""
+        from alembic.script import ScriptDirectory
+
+        location = resources.files("banditops.store") / "migrations"
+        head = ScriptDirectory(str(location)).get_current_head() or ""
+        with self._guard("reading the schema revision"), self.engine.connect() as connection:
+            if not self.engine.dialect.has_table(connection, "alembic_version"):
+                return None, head
+            found = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+        return (None if found is None else str(found[0])), head
+
     def ping(self) -> bool:
         try:
             with self.engine.connect() as connection:
