@@ -174,6 +174,10 @@ class DeploymentState(Answer):
     guardrail_min_samples: int | None = Field(
         description="Rewards a live version needs before the guardrail judges it; null: "
                     "no guardrail.")
+    contextual: bool = Field(description="Whether the policy routes each request on its "
+                                         "features.")
+    log_features: bool = Field(description="Whether each decision's features are kept in "
+                                           "the decision log (for off-policy evaluation).")
     versions: list[VersionState]
     restored_snapshot_feedback_seq: int | None
 

@@ -100,6 +100,8 @@ class DeploymentView(TypedDict):
     shadow: str | None  # the shadow mode, None without shadow scoring
     release: str  # "live" or "dark"
     guardrail_min_samples: int | None  # rewards a live version needs to be judged
+    contextual: bool  # the policy routes on each request's features
+    log_features: bool  # decisions keep their features in the log
     versions: list[VersionView]
     restored_snapshot_feedback_seq: int | None
 
@@ -172,7 +174,7 @@ class ServiceDeployment:
         self.deployment = Deployment(policy, config.reward_function(), guardrail,
                                      labels=config.label_classes(), log=self.log,
                                      shadow=shadow, release=config.release_params(),
-                                     defer_shadows=True)
+                                     defer_shadows=True, log_context=config.log_features)
         self._remote = False  # applying another replica's change: don't write it back
         self._since_snapshot = 0
         self._unloadable: dict[str, str] = {}  # version -> why this replica cannot load it
@@ -641,6 +643,8 @@ class ServiceDeployment:
             release="dark" if self.dark_launch else "live",
             guardrail_min_samples=(None if self.deployment.guardrail is None
                                    else self.deployment.guardrail.min_samples),
+            contextual=self.deployment.policy.contextual,
+            log_features=self.deployment.log_context,
             versions=versions,
             restored_snapshot_feedback_seq=self.restored_from)
 
