@@ -37,9 +37,10 @@ def _read(data: bytes, fmt: str) -> pd.DataFrame:
         io.BytesIO(data), dtype={"decision_id": str, "version": str})
 
 
-def _register(store: Store, name: str, when: float, *, dark: bool = False) -> None:
+def _register(store: Store, name: str, when: float, *, dark: bool = False,
+              score: float | None = None) -> None:
     """A version row and its "registered" event at ``when`` (as the service writes them)."""
-    store.add_version("main", name, f"/models/{name}.skops", None, "0" * 64,
+    store.add_version("main", name, f"/models/{name}.skops", score, "0" * 64,
                       status="dark" if dark else "live")
     store.add_event("main", when, "registered", name, "from the config file",
                     {"status": "dark" if dark else "live"})
@@ -81,8 +82,8 @@ def test_a_version_without_a_registered_event_is_live_from_its_row(store):
 def _log_decisions(store: Store) -> None:
     """12 decisions of 'main' (4 of each timestamp: batches share one), with features,
     feedback on the even ones, shadow rewards on some; 3 of another deployment."""
-    _register(store, "v1", 0.0)
-    _register(store, "v2", 0.0)
+    _register(store, "v1", 0.0, score=0.75)
+    _register(store, "v2", 0.0, score=0.5)
     log = store.log("main", 10.0**12)
     batch = []
     for i in range(12):
@@ -111,8 +112,8 @@ def test_the_export_holds_every_decision_once_with_its_columns(store, fmt):
     assert plan.shadow_versions == ("v2",)  # v1's shadow predictions have no reward yet
     frame = _read(b"".join(export_bytes(store, plan, fmt, chunk_rows=3)), fmt)
     assert list(frame.columns) == ["decision_id", "time", "version", "propensity", "reward",
-                                   "live", "feature:age", "feature:job", "feature:vip",
-                                   "reward:v2"]
+                                   "feedback_time", "live", "validation_score", "feature:age",
+                                   "feature:job", "feature:vip", "reward:v2"]
     assert list(frame["decision_id"]) == [f"d{i:02d}" for i in range(12)] + ["nocontext"]
     assert frame["time"].tolist() == [1000.0 + i // 4 for i in range(12)] + [2000.0]
     assert frame["propensity"].tolist() == pytest.approx([0.25 + i / 100 for i in range(12)]
@@ -120,6 +121,11 @@ def test_the_export_holds_every_decision_once_with_its_columns(store, fmt):
     rewards = frame["reward"].tolist()
     assert rewards[0:12:2] == pytest.approx([1.0 - i / 100 for i in range(0, 12, 2)])
     assert all(pd.isna(r) for r in rewards[1::2])
+    # stored at 1000.0 by a replica whose clock is behind: never before the decision
+    assert frame["feedback_time"].tolist()[0:12:2] == [1000.0, 1000.0, 1001.0, 1001.0,
+                                                        1002.0, 1002.0]
+    assert frame["feedback_time"].isna().tolist()[1:13:2] == [True] * 6
+    assert frame["validation_score"].tolist()[:2] == [0.75, 0.5]  # v1's, then v2's
     assert frame["live"].map(json.loads).tolist() == [["v1", "v2"]] * 13
     assert frame["feature:age"].tolist()[:12] == list(range(12))
     assert pd.isna(frame["feature:age"].iloc[12])
@@ -142,8 +148,8 @@ def test_limit_since_and_until_choose_the_rows(store):
     empty = plan_export(store, "main", since=5000.0)
     assert empty.rows == 0 and empty.features == {}
     frame = _read(b"".join(export_bytes(store, empty, "parquet")), "parquet")
-    assert len(frame) == 0 and list(frame.columns)[:6] == ["decision_id", "time", "version",
-                                                            "propensity", "reward", "live"]
+    assert len(frame) == 0 and list(frame.columns)[:7] == [
+        "decision_id", "time", "version", "propensity", "reward", "feedback_time", "live"]
     assert plan_export(store, "nobody").rows == 0
     with pytest.raises(InvalidParameterError, match=r"since .* is after until"):
         plan_export(store, "main", since=2.0, until=1.0)

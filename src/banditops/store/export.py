@@ -9,7 +9,12 @@ One row per decision, oldest first, in the decision-log file format of
 ``version``         the version that served it
 ``propensity``      the chance the policy gave that version (the logged one, exact)
 ``reward``          the reward its feedback earned; empty when none came (yet)
+``feedback_time``   when that feedback arrived (Unix seconds; at least ``time``: the
+                    replica that stored it may have a clock a little behind); empty
+                    without feedback
 ``live``            JSON list of the versions live when it was made (see below)
+``validation_score`` the served version's offline validation score (only when a version
+                    of the deployment has one)
 ``feature:<name>``  each request feature, from the logged context (``log_features``, or a
                     contextual policy); absent when no decision in the range has one
 ``reward:<v>``      the reward version ``v``'s shadow prediction earned on the same label
@@ -55,7 +60,8 @@ from banditops.store.schema import decisions, events, feedback, shadows, version
 from banditops.store.sql import Store
 
 CHUNK_ROWS = 5_000  # decisions per query and per Parquet row group
-BASE_COLUMNS = ("decision_id", "time", "version", "propensity", "reward", "live")
+BASE_COLUMNS = ("decision_id", "time", "version", "propensity", "reward", "feedback_time",
+                "live")
 FEATURE_PREFIX, REWARD_PREFIX = "feature:", "reward:"
 FORMATS = ("parquet", "csv")
 Format = Literal["parquet", "csv"]
@@ -160,10 +166,12 @@ class ExportPlan:
     truncated: bool  # whether [since, until) holds more than ``limit``
     features: dict[str, str]  # name -> "number" | "string" | "boolean"
     shadow_versions: tuple[str, ...]
+    scores: dict[str, float]  # validation scores of the deployment's versions (if any)
 
     @property
     def columns(self) -> list[str]:
-        return [*BASE_COLUMNS, *(FEATURE_PREFIX + name for name in self.features),
+        return [*BASE_COLUMNS, *(["validation_score"] if self.scores else []),
+                *(FEATURE_PREFIX + name for name in self.features),
                 *(REWARD_PREFIX + name for name in self.shadow_versions)]
 
 
@@ -219,9 +227,13 @@ def plan_export(store: Store, deployment: str, *, since: float | None = None,
             select(shadows.c.version).distinct()
             .join(kept_sub, kept_sub.c.id == shadows.c.decision_id)
             .where(shadows.c.reward.is_not(None))).scalars().all()
+        scores = {name: float(score) for name, score in connection.execute(
+            select(versions.c.name, versions.c.validation_score)
+            .where(versions.c.deployment == deployment,
+                   versions.c.validation_score.is_not(None)))}
     features = {name: _kind(kinds) for name, kinds in sorted(types.items())}
     return ExportPlan(deployment, since, until, limit, int(rows), bool(truncated), features,
-                      tuple(sorted(shadowed)))
+                      tuple(sorted(shadowed)), scores)
 
 
 def _kind(kinds: set[str]) -> str:
@@ -239,7 +251,8 @@ def export_frames(store: Store, plan: ExportPlan, *, chunk_rows: int = CHUNK_ROW
     timeline = live_timeline(store, plan.deployment)
     conditions = _in_range(plan.deployment, plan.since, plan.until)
     query = (select(decisions.c.id, decisions.c.created_at, decisions.c.version,
-                    decisions.c.propensity, decisions.c.context, feedback.c.reward)
+                    decisions.c.propensity, decisions.c.context, feedback.c.reward,
+                    feedback.c.created_at.label("feedback_time"))
              .select_from(decisions)
              .outerjoin(feedback, feedback.c.decision_id == decisions.c.id)
              .order_by(decisions.c.created_at, decisions.c.id))
@@ -278,8 +291,14 @@ def _frame(rows: list[Any], rewards: dict[tuple[str, str], float], plan: ExportP
         "version": [row.version for row in rows],
         "propensity": [float(row.propensity) for row in rows],
         "reward": [nan if row.reward is None else float(row.reward) for row in rows],
+        # never before its decision: another replica's clock may run a little behind
+        "feedback_time": [nan if row.feedback_time is None
+                          else max(float(row.feedback_time), float(row.created_at))
+                          for row in rows],
         "live": [timeline.at(row.created_at, row.version) for row in rows],
     }
+    if plan.scores:
+        columns["validation_score"] = [plan.scores.get(row.version, nan) for row in rows]
     contexts = [row.context if isinstance(row.context, dict) else {} for row in rows]
     for name, kind in plan.features.items():
         values = [context.get(name) for context in contexts]
@@ -330,7 +349,9 @@ def _arrow_schema(plan: ExportPlan) -> Any:
     kinds = {"number": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}
     return pa.schema(
         [("decision_id", pa.string()), ("time", pa.float64()), ("version", pa.string()),
-         ("propensity", pa.float64()), ("reward", pa.float64()), ("live", pa.string())]
+         ("propensity", pa.float64()), ("reward", pa.float64()),
+         ("feedback_time", pa.float64()), ("live", pa.string())]
+        + ([("validation_score", pa.float64())] if plan.scores else [])
         + [(FEATURE_PREFIX + name, kinds[kind]) for name, kind in plan.features.items()]
         + [(REWARD_PREFIX + name, pa.float64()) for name in plan.shadow_versions])
 
