@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy import Text, and_, func, or_, select, true, type_coerce
 
 from banditops.errors import InvalidParameterError
 from banditops.store.schema import decisions, events, feedback, shadows, versions
@@ -251,7 +251,9 @@ def export_frames(store: Store, plan: ExportPlan, *, chunk_rows: int = CHUNK_ROW
     timeline = live_timeline(store, plan.deployment)
     conditions = _in_range(plan.deployment, plan.since, plan.until)
     query = (select(decisions.c.id, decisions.c.created_at, decisions.c.version,
-                    decisions.c.propensity, decisions.c.context, feedback.c.reward,
+                    decisions.c.propensity,
+                    type_coerce(decisions.c.context, Text).label("context"),  # parsed below
+                    feedback.c.reward,
                     feedback.c.created_at.label("feedback_time"))
              .select_from(decisions)
              .outerjoin(feedback, feedback.c.decision_id == decisions.c.id)
@@ -299,21 +301,33 @@ def _frame(rows: list[Any], rewards: dict[tuple[str, str], float], plan: ExportP
     }
     if plan.scores:
         columns["validation_score"] = [plan.scores.get(row.version, nan) for row in rows]
-    contexts = [row.context if isinstance(row.context, dict) else {} for row in rows]
-    for name, kind in plan.features.items():
-        values = [context.get(name) for context in contexts]
-        if kind == "number":
-            columns[FEATURE_PREFIX + name] = [nan if v is None else float(v) for v in values]
-        elif kind == "boolean":
-            columns[FEATURE_PREFIX + name] = pd.array(values, dtype="boolean")
-        else:
-            columns[FEATURE_PREFIX + name] = pd.array(
-                [None if v is None else v if isinstance(v, str) else json.dumps(v)
-                 for v in values], dtype="string")
+    if plan.features:
+        names = list(plan.features)
+        features = pd.DataFrame.from_records(_contexts(rows), columns=names)
+        for name, kind in plan.features.items():
+            values = features[name]
+            if kind == "number":
+                columns[FEATURE_PREFIX + name] = values.astype(float).to_numpy()
+            elif kind == "boolean":
+                columns[FEATURE_PREFIX + name] = pd.array(values.tolist(), dtype="boolean")
+            else:
+                columns[FEATURE_PREFIX + name] = pd.array(
+                    [None if v is None or v != v else v if isinstance(v, str)
+                     else json.dumps(v) for v in values.tolist()], dtype="string")
     for version in plan.shadow_versions:
         columns[REWARD_PREFIX + version] = [rewards.get((row.id, version), nan)
                                             for row in rows]
     return pd.DataFrame(columns, columns=plan.columns)
+
+
+def _contexts(rows: list[Any]) -> list[dict[str, Any]]:
+    """Each row's context as a dict ({} without one): SQLite hands the JSON text, parsed
+    here in one call per chunk; PostgreSQL's driver hands it parsed already."""
+    texts = [row.context for row in rows]
+    if any(isinstance(t, str) for t in texts):
+        texts = json.loads("[" + ",".join(t if isinstance(t, str) else "null"
+                                          for t in texts) + "]")
+    return [t if isinstance(t, dict) else {} for t in texts]
 
 
 # ---------------------------------------------------------------------- writing
