@@ -30,6 +30,7 @@ from banditops.policies import (
     Policy,
     SlidingWindowUCB,
     ThompsonSampling,
+    Uniform,
     ValidationChampion,
     make_policy,
     parse_policy_params,
@@ -56,6 +57,7 @@ FACTORIES: dict[str, Callable[[int], Policy]] = {
     "follow-the-leader": lambda s: FollowTheLeader(seed=s),
     "follow-the-leader-small": lambda s: FollowTheLeader(window=150, min_rewards=5,
                                                          cold_start_retry=20, seed=s),
+    "uniform": lambda s: Uniform(seed=s),
 }
 BANDITS = ["epsilon-greedy", "ucb1", "thompson", "gaussian-thompson", "sliding-window-ucb",
            "discounted-thompson"]

@@ -3,8 +3,9 @@
 The study's six strategies — :class:`Latest`, :class:`ValidationChampion`, :class:`ABTest`,
 :class:`EpsilonGreedy`, :class:`UCB1`, :class:`ThompsonSampling` — and, for drifting
 production data, :class:`SlidingWindowUCB` and :class:`DiscountedThompsonSampling`, plus
-:class:`GaussianThompsonSampling`, and :class:`FollowTheLeader` for full information (shadow
-scoring). All share the :class:`Policy` interface; each has a
+:class:`GaussianThompsonSampling`, :class:`FollowTheLeader` for full information (shadow
+scoring), and :class:`Uniform` (propensity exactly 1/k: the logging policy of off-policy
+evaluation). All share the :class:`Policy` interface; each has a
 frozen, validated parameter dataclass (``EpsilonGreedyParams``, ...; ``Policy.Params``).
 """
 
@@ -30,6 +31,7 @@ from banditops.policies.thompson import (
     ThompsonSampling,
 )
 from banditops.policies.ucb import UCB1, SlidingWindowUCB, SlidingWindowUCBParams, UCB1Params
+from banditops.policies.uniform import Uniform
 
 __all__ = [
     "UCB1",
@@ -51,6 +53,7 @@ __all__ = [
     "ThompsonParams",
     "ThompsonSampling",
     "UCB1Params",
+    "Uniform",
     "ValidationChampion",
     "make_policy",
     "parse_policy_params",

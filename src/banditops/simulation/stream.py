@@ -77,6 +77,7 @@ class Stream:
     segment: str | None = None  # concept drift: the rows whose labels change ...
     drift_at: int | None = None  # ... from this row on
     faulty_every: int | None = None  # faulty-release: every this-many-th release is broken
+    features: pd.DataFrame | None = None  # the rows' features, in stream order (decision logs)
 
     @property
     def n(self) -> int:
@@ -127,7 +128,8 @@ def stream_from_releases(dataset: str, scenario: str | Scenario, description: st
                                     release.validation_score, release.faulty,
                                     float(np.mean(rewards[index, release.row:end]))))
     facts = ({"driver": scenario.driver, "segment": scenario.segment,
-              "drift_at": scenario.drift_at, "faulty_every": scenario.faulty_every}
+              "drift_at": scenario.drift_at, "faulty_every": scenario.faulty_every,
+              "features": scenario.features}
              if isinstance(scenario, Scenario) else {})
     name = scenario.name if isinstance(scenario, Scenario) else scenario
     return Stream(dataset, name, description, settings, labels, versions, predictions,
