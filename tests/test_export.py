@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from banditops.errors import InvalidParameterError
+from banditops.ope.logfile import read_log
 from banditops.store.export import (
     export_bytes,
     export_log,
@@ -104,7 +105,7 @@ def _log_decisions(store: Store) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_the_export_holds_every_decision_once_with_its_columns(store, fmt):
+def test_the_export_holds_every_decision_once_with_its_columns(store, fmt, tmp_path):
     _log_decisions(store)
     plan = plan_export(store, "main")
     assert (plan.rows, plan.truncated) == (13, False)
@@ -134,6 +135,13 @@ def test_the_export_holds_every_decision_once_with_its_columns(store, fmt):
     assert frame["feature:vip"].tolist()[:3] == [True, False, True]
     shadow = frame["reward:v2"].tolist()  # scored with the even decisions' feedback
     assert shadow[0:6:2] == [0.5, 0.5, 0.5] and all(pd.isna(v) for v in shadow[1::2] + shadow[6:])
+    path = tmp_path / f"log.{fmt}"  # and banditops evaluate reads it as it is
+    path.write_bytes(b"".join(export_bytes(store, plan, fmt)))
+    log = read_log(path)
+    assert (len(log), log.features, log.shadow_versions) == (13, ["age", "job", "vip"], ["v2"])
+    assert log.live_sets[0] == ("v1", "v2") and log.validation_scores() == {"v1": 0.75,
+                                                                            "v2": 0.5}
+    assert log.contexts()[1] == {"age": 1.0, "job": "clerk", "vip": False}
 
 
 def test_limit_since_and_until_choose_the_rows(store):

@@ -102,10 +102,10 @@ class LiveTimeline:
                 live.discard(version)
             names = sorted(live, key=lambda n: (rank.get(n, len(rank)), n))
             if self.times and self.times[-1] == when:  # same instant: the last state holds
-                self.lists[-1], self.sets[-1] = json.dumps(names), frozenset(names)
+                self.lists[-1], self.sets[-1] = _names(names), frozenset(names)
             else:
                 self.times.append(when)
-                self.lists.append(json.dumps(names))
+                self.lists.append(_names(names))
                 self.sets.append(frozenset(names))
         self._rank = rank
 
@@ -116,7 +116,11 @@ class LiveTimeline:
             return self.lists[index]
         names = set(self.sets[index]) if index >= 0 else set()
         names.add(served)
-        return json.dumps(sorted(names, key=lambda n: (self._rank.get(n, len(self._rank)), n)))
+        return _names(sorted(names, key=lambda n: (self._rank.get(n, len(self._rank)), n)))
+
+
+def _names(names: list[str]) -> str:
+    return json.dumps(names, separators=(",", ":"))  # as banditops.ope.logfile.live_json
 
 
 def live_timeline(store: Store, deployment: str) -> LiveTimeline:
