@@ -25,6 +25,7 @@ Not thread-safe: the HTTP layer calls one ServiceDeployment from one worker thre
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -336,8 +337,18 @@ class ServiceDeployment:
         self.restored_from = int(state["log"].get("high_water", 0))
 
     def snapshot(self) -> None:
-        """Store what this replica has learned and how far it has read the feedback log."""
-        self.store.save_snapshot(self.name, json_safe(self.deployment.learning_state()))
+        """Store what this replica has learned and how far it has read the feedback log.
+
+        Runs on the deployment's worker (the state must be taken between two requests), so
+        it is encoded once, by the C encoder: a learning state is plain JSON by contract, and
+        only one that is not (a numpy scalar, a NaN) takes the slower :func:`json_safe`
+        walk, which costs ten times more on a contextual policy's matrices."""
+        state = self.deployment.learning_state()
+        try:
+            encoded = json.dumps(state, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError):
+            encoded = json.dumps(json_safe(state), separators=(",", ":"))
+        self.store.save_snapshot(self.name, encoded)
         self._since_snapshot = 0
 
     def _learned(self, count: int) -> None:

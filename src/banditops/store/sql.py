@@ -30,7 +30,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy import (
+    JSON,
+    TypeDecorator,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
@@ -64,6 +74,16 @@ from banditops.store.schema import (
 )
 
 ARTIFACT_CHUNK_BYTES = 1 << 20  # one row of artifact_chunks
+
+
+class _RawJson(TypeDecorator):
+    """JSON text bound as it is (encoded once by the caller, not again by SQLAlchemy)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Any) -> Any:
+        return None
 MIGRATION_LOCK = 724_007  # PostgreSQL advisory lock id: one replica migrates at a time
 GAP_SECONDS = 30.0  # how long a skipped feedback sequence number is looked for again
 
@@ -365,10 +385,12 @@ class Store:
             return "changed"
 
     # ---------------------------------------------------------- snapshots
-    def save_snapshot(self, deployment: str, state: dict[str, Any]) -> None:
-        """Upsert what a replica has learned (the state holds its log position)."""
+    def save_snapshot(self, deployment: str, state: dict[str, Any] | str) -> None:
+        """Upsert what a replica has learned (the state holds its log position); ``state``
+        may come encoded as JSON text already (then it is stored as it is)."""
+        stored: Any = state if not isinstance(state, str) else type_coerce(state, _RawJson())
         values = {"deployment": deployment, "taken_at": time.time(), "high_water": 0,
-                  "applied": {}, "state": state}
+                  "applied": {}, "state": stored}
         statement = self.insert(policy_snapshots).values(**values)
         statement = statement.on_conflict_do_update(
             index_elements=["deployment"],
