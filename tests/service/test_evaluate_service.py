@@ -71,9 +71,15 @@ def test_the_estimate_of_the_policy_that_ran_covers_its_observed_mean_reward(
             http.post("/v1/deployments/other/predict", json={"features": as_features(x[0])})
             exported = http.get("/v1/deployments/main/decisions/export",
                                 headers=headers(ADMIN_KEY))
+            other = http.get("/v1/deployments/other/decisions/export",
+                             params={"format": "csv"}, headers=headers(ADMIN_KEY))
     finally:
         server.stop()
     assert exported.status_code == 200, exported.text
+    assert exported.headers["x-banditops-rows"] == "480"
+    assert exported.headers["content-disposition"] == (
+        'attachment; filename="main-decisions.parquet"')
+    assert len(pd.read_csv(io.StringIO(other.text))) == 1  # its own decision, none of main's
     log = pd.read_parquet(io.BytesIO(exported.content))
     path = tmp_path / "main.parquet"
     path.write_bytes(exported.content)
@@ -111,3 +117,36 @@ def test_the_estimate_of_the_policy_that_ran_covers_its_observed_mean_reward(
         assert abs(found["value"] - observed) < 0.005 and found["ess"] > 470, (name, found)
     for name in ("dr", "switch-dr"):  # the reward model's term moves them a little
         assert abs(estimates[name]["value"] - observed) < 0.02, (name, estimates[name])
+
+
+def test_at_most_two_exports_stream_at_once(tmp_path):
+    """A third export while two stream is a 503 (OverloadedError, with Retry-After); a slot
+    is free again once an export has been read to its end."""
+    import asyncio
+
+    import pytest
+
+    from banditops.errors import OverloadedError
+    from banditops.service.exports import Exports
+    from banditops.store.log import LoggedDecision
+    from banditops.store.sql import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    store.migrate()
+    store.log("main", 1e9).record([LoggedDecision(f"d{i}", "v1", 0, 1.0, 100.0 + i)
+                                   for i in range(3)])
+    exports = Exports(store)
+
+    async def go() -> bytes:
+        first = await exports.answer("main", "csv", None, None, 10)
+        await exports.answer("main", "parquet", None, None, 10)
+        with pytest.raises(OverloadedError, match="at most 2 at once"):
+            await exports.answer("main", "csv", None, None, 10)
+        body = b"".join([piece async for piece in first.body_iterator])
+        third = await exports.answer("main", "csv", 101.0, None, 10)
+        assert third.headers["x-banditops-rows"] == "2"
+        return body
+
+    body = asyncio.run(go())
+    assert body.decode().splitlines()[1].startswith("d0,100.0,v1,1.0,,,")
+    store.close()
