@@ -194,6 +194,8 @@ BAD_VALUES = {
     "sigma2": [0.0, -1, None], "propensity_samples": [0, 1.5], "propensity_refresh": [0, "1"],
     "min_samples": [0, 2.5, True], "alpha": [0.0, 1.0], "split": [0, 1], "test": ["chi2", None],
     "min_rewards": [0, 2.5, True, None],
+    "dimension": [1, 4097, 2.5, True, None], "features": ["age", ["a", "a"], [""], [3], None],
+    "v": [0.0, -1, 1e4, None], "ridge": [0.0, -1, None], "prior_mean": [-0.1, 1.5, None],
 }
 
 

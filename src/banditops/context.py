@@ -41,7 +41,7 @@ MAX_DIMENSION = 4096
 SQUASH_CAP = 30.0
 
 
-def _check_dimension(dimension: object) -> int:
+def check_dimension(dimension: object) -> int:
     if isinstance(dimension, bool) or not isinstance(dimension, int) \
             or not 2 <= dimension <= MAX_DIMENSION:
         raise InvalidParameterError(
@@ -58,10 +58,9 @@ def check_features(features: object) -> tuple[str, ...]:
     for name in names:
         if not isinstance(name, str) or not name or len(name) > 200:
             raise InvalidParameterError(
-                f"each feature name must be a non-empty string of at most 200 characters, "
-                f"got {name!r}")
+                f"features must be non-empty strings of at most 200 characters, got {name!r}")
     if len(set(names)) != len(names):
-        raise InvalidParameterError(f"features lists a name twice: {list(names)}")
+        raise InvalidParameterError(f"features must not name a feature twice: {list(names)}")
     return names
 
 
@@ -107,7 +106,7 @@ class ContextEncoder:
     __slots__ = ("dimension", "features")
 
     def __init__(self, dimension: int = 64, features: Sequence[str] = ()) -> None:
-        self.dimension = _check_dimension(dimension)
+        self.dimension = check_dimension(dimension)
         self.features = check_features(features)
 
     def slot(self, key: str) -> int:
