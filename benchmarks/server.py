@@ -28,7 +28,8 @@ Features logged (issue 12), same run: two banditops servers of the scikit-learn 
 with ``log_features = true`` (each decision's ten features kept as JSON in the decisions table,
 for off-policy evaluation) and one without, measured alternately, paced and at full load.
 Reported: p50/p99, throughput, their ratios (goals: p99 <= 1.10x, throughput >= 0.90x) and the
-database bytes per decision of each.
+database bytes per decision of each; and, for reference, a third server routing with linear
+Thompson sampling on those features (contextual, so they are logged).
 
 Shadow scoring (issue 9), same run: two more banditops servers with three versions of the
 scikit-learn model, one with ``shadow = { mode = "all" }`` (every answered request has the two
@@ -129,7 +130,7 @@ def write_artifacts(folder: Path) -> None:
 
 def write_config(folder: Path, fmt: str, name: str | None = None,
                  versions: tuple[str, ...] = ("v1", "v2"), shadow: str | None = None,
-                 log_features: bool = False) -> Path:
+                 log_features: bool = False, policy: str = "thompson") -> Path:
     name = name or f"bench-{fmt}"
     features = ", ".join(f'{f} = "number"' for f in FEATURES)
     path = folder / f"{name}.toml"
@@ -140,7 +141,7 @@ artifact_dirs = ["{folder}"]
 key = "{KEY}"
 scope = "client"
 [deployments.bench]
-policy = "thompson"
+policy = "{policy}"
 features = {{{features}}}
 log_features = {str(log_features).lower()}
 {f'shadow = {{ mode = "{shadow}" }}' if shadow else ""}
@@ -372,15 +373,19 @@ def measure_features(folder: Path, body: bytes, args: argparse.Namespace
     (``log_features = true``: JSON in decisions.context) and without, measured alternately
     (two versions, skops, Thompson sampling); and the database bytes per decision of each."""
     configs = {"off": write_config(folder, "skops", "bench-features-off"),
-               "on": write_config(folder, "skops", "bench-features-on", log_features=True)}
+               "on": write_config(folder, "skops", "bench-features-on", log_features=True),
+               "contextual": write_config(folder, "skops", "bench-features-contextual",
+                                          log_features=True, policy="linear-thompson")}
     ports = {target: free_port() for target in configs}
     figures = {target: Figures() for target in configs}
     with banditops_server(folder, "skops", ports["off"], configs["off"]), \
-            banditops_server(folder, "skops", ports["on"], configs["on"]):
+            banditops_server(folder, "skops", ports["on"], configs["on"]), \
+            banditops_server(folder, "skops", ports["contextual"], configs["contextual"]):
         for target in configs:
             paced(ports[target], BANDITOPS_PATH, body, args.warmup)
         for round_ in range(args.rounds):
-            order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
+            order = (("off", "on", "contextual") if round_ % 2 == 0
+                     else ("contextual", "on", "off"))
             for target in order:
                 figures[target].latencies.append(
                     paced(ports[target], BANDITOPS_PATH, body, args.seconds))
@@ -472,8 +477,11 @@ def report_features(console: Console, figures: dict[str, Figures],
     table.add_row("[bold]on / off[/bold]", f"x{on.p50 / off.p50:.2f}",
                   f"x{on.p99 / off.p99:.2f}", f"x{on.rate / off.rate:.2f}",
                   f"x{sizes['on'] / sizes['off']:.2f}")
+    ctx = figures["contextual"]
+    table.add_row("linear-thompson (contextual), for reference", f"{ctx.p50:.3f}",
+                  f"{ctx.p99:.3f}", f"{ctx.rate:,.0f}", f"{sizes['contextual']:,.0f}")
     console.print(table)
-    for name, f in (("off", off), ("on", on)):
+    for name, f in (("off", off), ("on", on), ("contextual", ctx)):
         console.print(f"  per round, features {name}: p99 "
                       f"{', '.join(f'{np.percentile(t, 99) * 1e3:.2f}' for t in f.latencies)}"
                       f" ms; predictions/s {', '.join(f'{r:,.0f}' for r in f.rates)}")
