@@ -53,7 +53,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from sqlalchemy import Text, and_, func, or_, select, true, type_coerce
+from sqlalchemy import String, Text, any_, bindparam, cast, func, or_, select, true
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from banditops.errors import InvalidParameterError
 from banditops.store.schema import decisions, events, feedback, shadows, versions
@@ -256,51 +257,63 @@ def export_frames(store: Store, plan: ExportPlan, *, chunk_rows: int = CHUNK_ROW
     conditions = _in_range(plan.deployment, plan.since, plan.until)
     query = (select(decisions.c.id, decisions.c.created_at, decisions.c.version,
                     decisions.c.propensity,
-                    type_coerce(decisions.c.context, Text).label("context"),  # parsed below
-                    feedback.c.reward,
-                    feedback.c.created_at.label("feedback_time"))
-             .select_from(decisions)
-             .outerjoin(feedback, feedback.c.decision_id == decisions.c.id)
+                    cast(decisions.c.context, Text).label("context"))  # parsed below
              .order_by(decisions.c.created_at, decisions.c.id))
     left = plan.rows
     after: tuple[float, str] | None = None
+    postgres = store.dialect == "postgresql"
     while left > 0:
         where = list(conditions)
-        if after is not None:
-            where.append(or_(decisions.c.created_at > after[0],
-                             and_(decisions.c.created_at == after[0],
-                                  decisions.c.id > after[1])))
+        if after is not None:  # the bound first, so the index's range starts there
+            where += [decisions.c.created_at >= after[0],
+                      or_(decisions.c.created_at > after[0], decisions.c.id > after[1])]
         size = min(chunk_rows, left)
         with store._guard("exporting decisions"), store.engine.connect() as connection:
             rows = connection.execute(query.where(*where).limit(size)).all()
+            ids = [row.id for row in rows]
+            # by primary key, per chunk: a join would let the planner scan all feedback
+            closed = {decision_id: (reward, created_at) for decision_id, reward, created_at
+                      in connection.execute(
+                          select(feedback.c.decision_id, feedback.c.reward,
+                                 feedback.c.created_at)
+                          .where(_among(feedback.c.decision_id, ids, postgres)))} if ids else {}
             rewards: dict[tuple[str, str], float] = {}
-            if rows and plan.shadow_versions:
-                ids = [row.id for row in rows]
+            if ids and plan.shadow_versions:
                 for decision_id, version, reward in connection.execute(
                         select(shadows.c.decision_id, shadows.c.version, shadows.c.reward)
-                        .where(shadows.c.decision_id.in_(ids),
+                        .where(_among(shadows.c.decision_id, ids, postgres),
                                shadows.c.reward.is_not(None))):
                     rewards[(decision_id, version)] = reward
         if not rows:
             return
         left -= len(rows)
         after = (rows[-1].created_at, rows[-1].id)
-        yield _frame(rows, rewards, plan, timeline)
+        yield _frame(rows, closed, rewards, plan, timeline)
 
 
-def _frame(rows: list[Any], rewards: dict[tuple[str, str], float], plan: ExportPlan,
+def _among(column: Any, ids: list[str], postgres: bool) -> Any:
+    """``column IN ids``: one array parameter on PostgreSQL (5,000 parameters cost psycopg
+    more than the query), a list on SQLite."""
+    if postgres:
+        return column == any_(bindparam("ids", ids, type_=ARRAY(String)))
+    return column.in_(ids)
+
+
+def _frame(rows: list[Any], closed: dict[str, tuple[float, float]],
+           rewards: dict[tuple[str, str], float], plan: ExportPlan,
            timeline: LiveTimeline) -> pd.DataFrame:
     nan = math.nan
+    none = (nan, nan)
+    feedbacks = [closed.get(row.id, none) for row in rows]
     columns: dict[str, Any] = {
         "decision_id": [row.id for row in rows],
         "time": [float(row.created_at) for row in rows],
         "version": [row.version for row in rows],
         "propensity": [float(row.propensity) for row in rows],
-        "reward": [nan if row.reward is None else float(row.reward) for row in rows],
+        "reward": [float(reward) for reward, _ in feedbacks],
         # never before its decision: another replica's clock may run a little behind
-        "feedback_time": [nan if row.feedback_time is None
-                          else max(float(row.feedback_time), float(row.created_at))
-                          for row in rows],
+        "feedback_time": [max(float(when), float(row.created_at)) if when == when else nan
+                          for row, (_, when) in zip(rows, feedbacks, strict=True)],
         "live": [timeline.at(row.created_at, row.version) for row in rows],
     }
     if plan.scores:
@@ -325,8 +338,8 @@ def _frame(rows: list[Any], rewards: dict[tuple[str, str], float], plan: ExportP
 
 
 def _contexts(rows: list[Any]) -> list[dict[str, Any]]:
-    """Each row's context as a dict ({} without one): SQLite hands the JSON text, parsed
-    here in one call per chunk; PostgreSQL's driver hands it parsed already."""
+    """Each row's context as a dict ({} without one), from its JSON text (cast to text in
+    the query, so the driver does not parse it row by row): one parse per chunk."""
     texts = [row.context for row in rows]
     if any(isinstance(t, str) for t in texts):
         texts = json.loads("[" + ",".join(t if isinstance(t, str) else "null"
