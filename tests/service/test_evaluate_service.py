@@ -150,3 +150,52 @@ def test_at_most_two_exports_stream_at_once(tmp_path):
     body = asyncio.run(go())
     assert body.decode().splitlines()[1].startswith("d0,100.0,v1,1.0,,,")
     store.close()
+
+
+def test_the_exported_live_versions_follow_the_servers_releases_and_take_downs(
+        tmp_path, artifacts):
+    """Registered from the file, registered dark through the API, promoted, rolled back,
+    reinstated, retired: each decision's ``live`` list is what was live when it was made,
+    from the events the server stored (dark versions serve nobody, so they are not live)."""
+    config = write_config(tmp_path, artifacts, f"""
+[deployments.main]
+features = FEATURES
+release = {{ mode = "dark" }}
+guardrail = false
+[[deployments.main.versions]]
+name = "good"
+artifact = "{artifacts}/good.skops"
+[[deployments.main.versions]]
+name = "bad"
+artifact = "{artifacts}/bad.skops"
+""")
+    server = Server(config).start()
+    x, _ = make_rows(5, seed=3)
+    phases: list[tuple[list[str], list[str]]] = []  # (decision ids, live then)
+    versions = "/v1/deployments/main/versions"
+    steps = [(None, ["good", "bad"]),
+             (("POST", versions, {"name": "v3", "artifact": "good2.skops"}), ["good", "bad"]),
+             (("POST", f"{versions}/v3/promote", None), ["good", "bad", "v3"]),
+             (("POST", f"{versions}/bad/rollback", None), ["good", "v3"]),
+             (("POST", f"{versions}/bad/reinstate", None), ["good", "bad", "v3"]),
+             (("DELETE", f"{versions}/good", None), ["bad", "v3"])]
+    try:
+        with httpx.Client(base_url=server.url, headers=headers(), timeout=30) as http:
+            for change, live in steps:
+                if change is not None:
+                    method, path, body = change
+                    answer = http.request(method, path, json=body, headers=headers(ADMIN_KEY))
+                    assert answer.status_code in (200, 201), answer.text
+                ids = [http.post("/v1/deployments/main/predict",
+                                 json={"features": as_features(row)}).json()["decision_id"]
+                       for row in x]
+                phases.append((ids, live))
+            exported = http.get("/v1/deployments/main/decisions/export",
+                                params={"format": "csv"}, headers=headers(ADMIN_KEY))
+    finally:
+        server.stop()
+    log = pd.read_csv(io.StringIO(exported.text)).set_index("decision_id")
+    assert len(log) == 30
+    for ids, live in phases:
+        assert [json.loads(log.loc[i, "live"]) for i in ids] == [live] * len(ids), live
+        assert set(log.loc[ids, "version"]) <= set(live)
