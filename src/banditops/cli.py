@@ -252,6 +252,55 @@ def serve(
     server.run(sockets=[sock])
 
 
+@app.command("export-log", epilog=(
+    "Examples: banditops export-log --db sqlite:///banditops.db --deployment main "
+    "--out main.parquet  |  banditops export-log --db postgresql+psycopg://user@db/banditops "
+    "--deployment main --out june.csv --since 1748736000 --until 1751328000"))
+def export_log(
+    db: Annotated[str, typer.Option(help="The service's database URL (read only).")],
+    deployment: Annotated[str, typer.Option(help="The deployment whose decisions to write.")],
+    out: Annotated[Path, typer.Option(help="The file: .parquet or .csv.")],
+    since: Annotated[float | None, typer.Option(
+        help="Decisions made at or after this Unix time.")] = None,
+    until: Annotated[float | None, typer.Option(
+        help="Decisions made before this Unix time.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        min=1, help="At most this many decisions, oldest first (default: all).")] = None,
+) -> None:
+    """Write a deployment's decision log, read from the service's database, as a file for
+    `banditops evaluate` (the same file as GET /v1/deployments/{name}/decisions/export)."""
+    import time
+
+    from banditops.service.config import check_database_url
+    from banditops.store.export import export_log as write_log
+    from banditops.store.export import format_of
+    from banditops.store.sql import Store
+
+    started = time.perf_counter()
+    store = None
+    try:
+        check_database_url(db)
+        format_of(out)
+        store = Store(db)
+        found, head = store.revision()
+        if found != head:
+            raise BanditOpsError(
+                f"database {store.safe_url} has schema revision {found or 'none'}, not "
+                f"{head}: it is not a banditops database, or one of another banditops "
+                "version (start this version's service on it once: it migrates)")
+        plan = write_log(store, deployment, out, since=since, until=until, limit=limit)
+    except (BanditOpsError, OSError) as error:
+        fail(error)
+    finally:
+        if store is not None:
+            store.close()
+    more = " (the range holds more: raise --limit)" if plan.truncated else ""
+    console.print(f"{plan.rows:,} decisions of {deployment} written to {out} "
+                  f"({out.stat().st_size:,} bytes, {len(plan.features)} features, "
+                  f"{time.perf_counter() - started:.1f} s){more}", soft_wrap=True,
+                  markup=False)
+
+
 def _serve_config(config: Path | None, db: str | None, data_dir: Path | None):
     from banditops.service.config import check_database_url, load_config
 
