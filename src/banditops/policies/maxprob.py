@@ -9,11 +9,11 @@ independent:
 (the chosen arm's score written as ``mean_i + sd_i z``). The integrand is smooth but turns
 step-like where another arm's sd is small next to ``sd_i``; it is integrated by composite
 Gauss-Legendre quadrature (8 points a panel) on panels cut at each other arm's transition
-(its centre and 1.5, 3, 5 and 8 of its widths either side) and at every other unit of ``z``, on
-``z`` in [-9, 9] (outside it ``phi`` holds less than 1e-18), from where every other arm's
-``Phi`` exceeds 1e-15 on. An arm with sd 0 is a point
-mass: its probability is the chance that every other score is below its mean; point masses
-tied at the same value share it equally.
+(its centre and 1.5, 3, 5 and 8 of its widths either side) and at every other unit of
+``z``, on ``z`` in [-9, 9] (outside it ``phi`` holds less than 1e-18), from where every
+other arm's ``Phi`` exceeds 1e-15 on. An arm with sd 0 is a point mass: its probability is
+the chance that every other score is below its mean; of point masses tied at the same value
+the first wins (as a policy keeping the first largest draw).
 
 Accurate to about 1e-12 against adaptive integration (tests/test_linear_policies.py); no
 sampling, no smoothing floor.
@@ -53,16 +53,15 @@ def _check(mean: object, sd: object) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _point_mass(i: int, mean: np.ndarray, sd: np.ndarray) -> float:
-    """P(arm i, a point mass at mean[i], is the largest); ties among point masses share."""
+    """P(arm i, a point mass at mean[i], is the largest); a tie between point masses goes
+    to the first (as a policy that keeps the first largest draw)."""
     m = mean[i]
-    others = np.arange(len(mean)) != i
-    spread = others & (sd > 0)
-    fixed = others & (sd == 0)
-    if (mean[fixed] > m).any():
+    index = np.arange(len(mean))
+    spread = (index != i) & (sd > 0)
+    fixed = (index != i) & (sd == 0)
+    if (mean[fixed] > m).any() or (mean[fixed & (index < i)] == m).any():
         return 0.0
-    ties = int((mean[fixed] == m).sum())
-    below = float(np.prod(ndtr((m - mean[spread]) / sd[spread]))) if spread.any() else 1.0
-    return below / (1 + ties)
+    return float(np.prod(ndtr((m - mean[spread]) / sd[spread]))) if spread.any() else 1.0
 
 
 def normal_max_probability(i: int, mean: object, sd: object) -> float:
