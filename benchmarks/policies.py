@@ -258,15 +258,17 @@ def time_choose_update(make: Callable[[], object], k: int, n: int, batch: int) -
 def propensity_table(n: int) -> Table:
     """Exact propensities against the cached Monte Carlo baseline, measured in turns."""
     table = Table(title=f"Thompson choose + update per decision, {n:,} decisions: exact "
-                        "propensities vs cached Monte Carlo (best of 3, in turns)")
-    for column in ("policy", "arms", "pattern", "exact µs", "Monte Carlo µs", "exact / MC"):
+                        "propensities vs cached Monte Carlo (best of 3, in turns)",
+                  caption="replay: a reward after every decision; service: 100 decisions, "
+                          "then their 100 rewards")
+    for column in ("policy", "arms", "pattern", "exact µs", "MC µs", "exact / MC"):
         table.add_column(column, justify="left" if column in ("policy", "pattern") else "right")
     pairs = [("thompson", ThompsonSampling, _MonteCarloThompson),
              ("discounted-thompson", DiscountedThompsonSampling, _MonteCarloDiscounted),
              ("gaussian-thompson", GaussianThompsonSampling, _MonteCarloGaussian)]
     for name, exact, baseline in pairs:
         for k in (2, 3, 4):
-            for pattern, batch in (("replay (1 per reward)", 1), ("service (batches of 100)", 100)):
+            for pattern, batch in (("replay", 1), ("service", 100)):
                 ours, theirs = [], []
                 for _ in range(3):
                     ours.append(time_choose_update(lambda e=exact: e(seed=0), k, n, batch))

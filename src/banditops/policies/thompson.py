@@ -26,7 +26,6 @@ import numpy as np
 
 from banditops.policies import maxprob
 from banditops.policies.base import Policy, check_number, set_checked
-from banditops.policies.maxprob import FLOOR
 from banditops.rewards import validate_reward
 
 _FIRST_BATCH = 16  # a posterior that stays put this long is worth drawing from in batches
@@ -152,13 +151,13 @@ class _PosteriorSampling(Policy):
         """``select`` and the exact probability it had: only the chosen arm's is computed.
 
         An arm whose probability underflows (below 2.2e-308) but was served nonetheless is
-        logged with :data:`~banditops.policies.maxprob.FLOOR`, never 0.
+        logged with :data:`~banditops.policies.maxprob.FLOOR` (2.2e-308), never 0.
         """
         name = self.select()
         value = self._known.get(name)
         if value is None:
             value = self._known[name] = self._exact(list(self._arms).index(name))
-        return name, value if value > 0.0 else FLOOR
+        return name, maxprob.chosen_probability(value)
 
     def observe(self, name: str, reward: float) -> None:
         """Exactly :meth:`update`: a posterior does not care who chose the arm."""
