@@ -40,8 +40,8 @@ seed, so every run starts from nothing.
   (:class:`~banditops.context.ContextEncoder`), each with bandit feedback and ``[shadow]``.
   Forgetting with gamma 0.999 (per arm, a half-life of ~700 rewards): on these replays,
   with every request shadow-scored, it added 0.003-0.005 of reward on the concept-drift
-  rows and changed the others by less than 0.003; gamma 0.99 forgot too fast (0.001-0.02
-  less everywhere). Exploration (v 0.05, c 0.1 with bandit feedback; 0.02 and 0 with
+  rows and changed the others by at most 0.004 either way; gamma 0.99 forgot too fast
+  (0.001-0.026 less in every row). Exploration (v 0.05, c 0.1 with bandit feedback; 0.02 and 0 with
   shadows) was chosen on these replays (seed 0) among v 0.02-0.2 and c 0-0.2. Request
   granularity only (a chunk-granularity run leaves them out, and says so).
 
