@@ -192,6 +192,12 @@ BAD_VALUES = {
     "sigma2": [0.0, -1, None], "propensity_samples": [0, 1.5], "propensity_refresh": [0, "1"],
     "min_samples": [0, 2.5, True], "alpha": [0.0, 1.0], "split": [0, 1], "test": ["chi2", None],
     "min_rewards": [0, 2.5, True, None],
+    # the tree policies (contextual)
+    "dimension": [1, 5000, 2.5, True, None], "features": ["age", 3, None],
+    "refit_every": [0, 1.5, None], "max_depth": [0, 7, 2.5, True],
+    "min_samples_leaf": [0, -1, 2.5], "min_impurity_decrease": [-0.1, 1.5, "x"],
+    "holdout": [0.0, 0.95, "x"], "split_z": [-1, 11, None], "leaf_window": [0, 2.5, None],
+    "switch_z": [-1, "x"], "leader_window": [0, None], "propensity_floor": [0.0, 1.5, None],
 }
 
 

@@ -4,7 +4,8 @@ The study's six strategies — :class:`Latest`, :class:`ValidationChampion`, :cl
 :class:`EpsilonGreedy`, :class:`UCB1`, :class:`ThompsonSampling` — and, for drifting
 production data, :class:`SlidingWindowUCB` and :class:`DiscountedThompsonSampling`, plus
 :class:`GaussianThompsonSampling`, and :class:`FollowTheLeader` for full information (shadow
-scoring). All share the :class:`Policy` interface; each has a
+scoring); the contextual :class:`TreeLeader` and :class:`TreeThompson` route each request by
+a learned partition of its features. All share the :class:`Policy` interface; each has a
 frozen, validated parameter dataclass (``EpsilonGreedyParams``, ...; ``Policy.Params``).
 """
 
@@ -29,6 +30,7 @@ from banditops.policies.thompson import (
     ThompsonParams,
     ThompsonSampling,
 )
+from banditops.policies.tree import TreeLeader, TreeLeaderParams, TreeThompson, TreeThompsonParams
 from banditops.policies.ucb import UCB1, SlidingWindowUCB, SlidingWindowUCBParams, UCB1Params
 
 __all__ = [
@@ -50,6 +52,10 @@ __all__ = [
     "SlidingWindowUCBParams",
     "ThompsonParams",
     "ThompsonSampling",
+    "TreeLeader",
+    "TreeLeaderParams",
+    "TreeThompson",
+    "TreeThompsonParams",
     "UCB1Params",
     "ValidationChampion",
     "make_policy",
