@@ -5,7 +5,10 @@ Run: ``make bench`` (or ``.venv/bin/python benchmarks/policies.py [--quick]``).
 Each measurement is select + update with 5 Bernoulli arms (rewards drawn in advance, so all
 libraries do the same work), best of several repeats. Machines here are shared and noisy,
 so the figures that matter are the ratios, measured side by side. Also reports the
-overhead of ``Deployment.predict`` + ``feedback`` per request, net of the model's own time.
+overhead of ``Deployment.predict`` + ``feedback`` per request, net of the model's own time,
+and the per-request cost of the contextual policies (choose + update on a request of 14
+features, as a mapping the policy encodes and as a vector encoded beforehand, as the replay
+passes it), as a ratio to Thompson sampling's choose + update in the same run.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import random
 import time
 from collections.abc import Callable
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from banditops import Deployment
+from banditops.context import ContextEncoder
 from banditops.policies import (
     UCB1,
     ABTest,
@@ -26,6 +31,8 @@ from banditops.policies import (
     EpsilonGreedy,
     FollowTheLeader,
     Latest,
+    LinearThompsonSampling,
+    LinUCB,
     SlidingWindowUCB,
     ThompsonSampling,
     ValidationChampion,
@@ -113,6 +120,38 @@ def deployment_overhead(make: Callable[[], object], n: int) -> tuple[float, floa
     return best_of(3, routed), best_of(3, direct)
 
 
+def requests(n: int) -> list[dict[str, object]]:
+    """Adult-like requests: 6 numbers and 8 categories (14 features)."""
+    rng = random.Random(1)
+    jobs = ["clerk", "chef", "sales", "tech", "admin", "farming", "repair", "other"]
+    return [{"age": rng.randint(17, 90), "fnlwgt": rng.randint(10_000, 1_500_000),
+             "education-num": rng.randint(1, 16), "capital-gain": rng.choice([0, 0, 0, 5178]),
+             "capital-loss": 0, "hours-per-week": rng.randint(1, 99),
+             **{f"cat{i}": rng.choice(jobs[: 2 + i]) for i in range(8)}} for _ in range(n)]
+
+
+def time_contextual(make: Callable[[], object], contexts: list, table: list[list[float]]
+                    ) -> float:
+    """choose(context) + update(name, reward, context) per request (a context-free policy:
+    choose() + update())."""
+    def run() -> float:
+        policy = make()
+        for i in range(ARMS):
+            policy.add_arm(str(i))
+        choose, update = policy.choose, policy.update
+        contextual = policy.contextual
+        start = time.perf_counter()
+        for i, context in enumerate(contexts):
+            if contextual:
+                arm, _ = choose(context)
+                update(arm, table[i][int(arm)], context)
+            else:
+                arm, _ = choose()
+                update(arm, table[i][int(arm)])
+        return (time.perf_counter() - start) / len(contexts)
+    return best_of(3, run)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer decisions (a smoke run)")
@@ -168,6 +207,27 @@ def main() -> None:
         overhead.add_row(name, f"{routed * 1e6:.2f}", f"{direct * 1e6:.2f}",
                          f"{(routed - direct) * 1e6:.2f}")
     console.print(overhead)
+
+    n_context = n // 5
+    mappings = requests(n_context)
+    vectors = list(ContextEncoder(64).encode_frame(pd.DataFrame(mappings)))
+    contextual = Table(title=f"contextual policies: choose + update per request, {ARMS} arms, "
+                             "14 features, dimension 64 (best of 3)")
+    for column in ("policy", "mapping µs", "encoded µs", "x Thompson (mapping)",
+                   "x Thompson (encoded)"):
+        contextual.add_column(column, justify="right" if column != "policy" else "left")
+    baseline = time_contextual(lambda: ThompsonSampling(seed=0), mappings, table)
+    contextual.add_row("thompson (context-free)", f"{baseline * 1e6:.2f}", "", "1.0x", "")
+    for name, make in (("linear-thompson", lambda: LinearThompsonSampling(seed=0)),
+                       ("linucb", lambda: LinUCB()),
+                       ("linear-thompson, gamma 0.999",
+                        lambda: LinearThompsonSampling(gamma=0.999, seed=0)),
+                       ("linucb, gamma 0.999", lambda: LinUCB(gamma=0.999))):
+        raw = time_contextual(make, mappings, table)
+        encoded = time_contextual(make, vectors, table)
+        contextual.add_row(name, f"{raw * 1e6:.2f}", f"{encoded * 1e6:.2f}",
+                           f"{raw / baseline:.1f}x", f"{encoded / baseline:.1f}x")
+    console.print(contextual)
 
 
 if __name__ == "__main__":

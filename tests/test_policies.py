@@ -30,6 +30,7 @@ from banditops.policies import (
     Policy,
     SlidingWindowUCB,
     ThompsonSampling,
+    Uniform,
     ValidationChampion,
     make_policy,
     parse_policy_params,
@@ -56,6 +57,7 @@ FACTORIES: dict[str, Callable[[int], Policy]] = {
     "follow-the-leader": lambda s: FollowTheLeader(seed=s),
     "follow-the-leader-small": lambda s: FollowTheLeader(window=150, min_rewards=5,
                                                          cold_start_retry=20, seed=s),
+    "uniform": lambda s: Uniform(seed=s),
 }
 BANDITS = ["epsilon-greedy", "ucb1", "thompson", "gaussian-thompson", "sliding-window-ucb",
            "discounted-thompson"]
@@ -192,8 +194,9 @@ BAD_VALUES = {
     "sigma2": [0.0, -1, None], "propensity_samples": [0, 1.5], "propensity_refresh": [0, "1"],
     "min_samples": [0, 2.5, True], "alpha": [0.0, 1.0], "split": [0, 1], "test": ["chi2", None],
     "min_rewards": [0, 2.5, True, None],
+    "dimension": [1, 4097, 2.5, True, None], "features": ["age", ["a", "a"], [""], [3], None],
+    "v": [0.0, -1, 1e4, None], "ridge": [0.0, -1, None], "prior_mean": [-0.1, 1.5, None],
     # the tree policies (contextual)
-    "dimension": [1, 5000, 2.5, True, None], "features": ["age", 3, None],
     "refit_every": [0, 1.5, None], "max_depth": [0, 7, 2.5, True],
     "min_samples_leaf": [0, -1, 2.5], "min_impurity_decrease": [-0.1, 1.5, "x"],
     "holdout": [0.0, 0.95, "x"], "split_z": [-1, 11, None], "leaf_window": [0, 2.5, None],

@@ -41,7 +41,7 @@ MAX_DIMENSION = 4096
 SQUASH_CAP = 30.0
 
 
-def _check_dimension(dimension: object) -> int:
+def check_dimension(dimension: object) -> int:
     if isinstance(dimension, bool) or not isinstance(dimension, int) \
             or not 2 <= dimension <= MAX_DIMENSION:
         raise InvalidParameterError(
@@ -58,10 +58,9 @@ def check_features(features: object) -> tuple[str, ...]:
     for name in names:
         if not isinstance(name, str) or not name or len(name) > 200:
             raise InvalidParameterError(
-                f"each feature name must be a non-empty string of at most 200 characters, "
-                f"got {name!r}")
+                f"features must be non-empty strings of at most 200 characters, got {name!r}")
     if len(set(names)) != len(names):
-        raise InvalidParameterError(f"features lists a name twice: {list(names)}")
+        raise InvalidParameterError(f"features must not name a feature twice: {list(names)}")
     return names
 
 
@@ -71,7 +70,21 @@ def _slot(key: str, dimension: int) -> int:
 
 
 def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """None, NaN of any float type, pandas' NA and NaT."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float | np.floating) and math.isnan(value)
+
+
+def _entry(name: str, value: Any, dimension: int) -> tuple[int, float]:
+    """(slot, amount) that one feature adds to the vector (see the module)."""
+    if _is_null(value):
+        return _slot(f"{name}=null", dimension), 1.0
+    if isinstance(value, bool | str | np.bool_):
+        return _slot(f"{name}={value}", dimension), 1.0
+    if isinstance(value, int | float | np.integer | np.floating):
+        return _slot(name, dimension), _squash(float(value))
+    return _slot(f"{name}={value}", dimension), 1.0
 
 
 def _squash(x: float) -> float:
@@ -93,7 +106,7 @@ class ContextEncoder:
     __slots__ = ("dimension", "features")
 
     def __init__(self, dimension: int = 64, features: Sequence[str] = ()) -> None:
-        self.dimension = _check_dimension(dimension)
+        self.dimension = check_dimension(dimension)
         self.features = check_features(features)
 
     def slot(self, key: str) -> int:
@@ -117,14 +130,8 @@ class ContextEncoder:
         vector[0] = 1.0
         dimension = self.dimension
         for name, value in self._items(context):
-            if _is_null(value):
-                vector[_slot(f"{name}=null", dimension)] += 1.0
-            elif isinstance(value, bool | str | np.bool_):
-                vector[_slot(f"{name}={value}", dimension)] += 1.0
-            elif isinstance(value, int | float | np.integer | np.floating):
-                vector[_slot(name, dimension)] += _squash(float(value))
-            else:
-                vector[_slot(f"{name}={value}", dimension)] += 1.0
+            slot, amount = _entry(name, value, dimension)
+            vector[slot] += amount
         return vector
 
     def check_vector(self, vector: np.ndarray) -> np.ndarray:
@@ -149,7 +156,7 @@ class ContextEncoder:
             numeric = (pd.api.types.is_numeric_dtype(column)
                        and not pd.api.types.is_bool_dtype(column))
             if numeric:
-                values = column.to_numpy(dtype=float)
+                values = column.to_numpy(dtype=float, na_value=np.nan)
                 null = np.isnan(values)
                 with np.errstate(invalid="ignore"):
                     squashed = np.sign(values) * np.minimum(np.log1p(np.abs(values)),
@@ -157,10 +164,15 @@ class ContextEncoder:
                 out[~null, _slot(name, self.dimension)] += squashed[~null]
                 out[null, _slot(f"{name}=null", self.dimension)] += 1.0
                 continue
+            # Text, categories, booleans, or a mix (an object column may hold numbers too:
+            # each distinct value is encoded as encode() would encode it).
             codes, uniques = pd.factorize(column, use_na_sentinel=True)
-            slots = np.array([_slot(f"{name}={value}", self.dimension) for value in uniques]
-                             + [_slot(f"{name}=null", self.dimension)], dtype=np.int64)
-            np.add.at(out, (rows, slots[codes]), 1.0)  # code -1 (null) picks the last slot
+            entries = [_entry(name, value, self.dimension) for value in uniques]
+            entries.append((_slot(f"{name}=null", self.dimension), 1.0))
+            slots = np.array([slot for slot, _ in entries], dtype=np.int64)
+            amounts = np.array([amount for _, amount in entries])
+            # code -1 (null) picks the last entry
+            np.add.at(out, (rows, slots[codes]), amounts[codes])
         return out
 
     def params(self) -> dict[str, Any]:

@@ -69,7 +69,7 @@ from banditops.rewards import validate_reward
 
 try:  # exact Thompson propensities (issue 12); see _beta_max_probability below
     from banditops.policies.maxprob import beta_max_probability
-except ModuleNotFoundError:  # pragma: no cover - until the maxprob module lands
+except ImportError:  # pragma: no cover - until H1's maxprob module (with Betas) lands
     beta_max_probability = None  # type: ignore[assignment]
 
 MAX_DEPTH = 6
