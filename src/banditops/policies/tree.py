@@ -119,14 +119,14 @@ class TreeLeaderParams:
     dimension: int = 256
     features: tuple[str, ...] = ()
     window: int = 4000
-    refit_every: int = 500
+    refit_every: int = 250
     max_depth: int = 2
     min_samples_leaf: int = 300
     min_impurity_decrease: float = 0.0
     holdout: float = 0.25
     split_z: float = 0.0
     leaf_window: int = 500
-    switch_z: float = 1.0
+    switch_z: float = 1.5
     leader_window: int = 1000
     min_rewards: int = 30
     cold_start_retry: int = 100
@@ -150,7 +150,7 @@ class TreeThompsonParams:
     dimension: int = 256
     features: tuple[str, ...] = ()
     window: int = 4000
-    refit_every: int = 500
+    refit_every: int = 250
     max_depth: int = 2
     min_samples_leaf: int = 300
     min_impurity_decrease: float = 0.0
@@ -210,6 +210,29 @@ class TreeArrays:
             go_left = X[rows[inner], feature[at]] <= threshold[at]
             node[inner] = np.where(go_left, left[at], right[at])
 
+    @classmethod
+    def from_fitted(cls, fitted: Any, keep: np.ndarray, used: np.ndarray) -> TreeArrays:
+        """A scikit-learn ``tree_`` cut below the nodes whose ``keep`` is false, renumbered
+        depth first (scikit-learn's own order, so an uncut tree keeps its node ids), its
+        features mapped through ``used`` (the columns it was fitted on)."""
+        tree = cls([], [], [], [])
+
+        def copy(node: int) -> int:
+            index = len(tree.left)
+            tree.left.append(-1)
+            tree.right.append(-1)
+            tree.feature.append(-1)
+            tree.threshold.append(0.0)
+            if keep[node]:
+                tree.feature[index] = int(used[fitted.feature[node]])
+                tree.threshold[index] = float(fitted.threshold[node])
+                tree.left[index] = copy(int(fitted.children_left[node]))
+                tree.right[index] = copy(int(fitted.children_right[node]))
+            return index
+
+        copy(0)
+        return tree
+
     def state(self) -> dict[str, Any]:
         return {"left": list(self.left), "right": list(self.right),
                 "feature": list(self.feature), "threshold": list(self.threshold)}
@@ -250,24 +273,7 @@ def fit_tree(X: np.ndarray, targets: np.ndarray, values: np.ndarray, p: Any) -> 
     model.fit(X[:fit_rows, used], targets[:fit_rows])
     fitted = model.tree_
     keep = _prune(fitted, model.apply(X[fit_rows:, used]), values[fit_rows:], p.split_z)
-    # Compact the kept nodes (pre-order), mapping features back to encoder slots.
-    tree = TreeArrays([], [], [], [])
-
-    def copy(node: int) -> int:
-        index = len(tree.left)
-        tree.left.append(-1)
-        tree.right.append(-1)
-        tree.feature.append(-1)
-        tree.threshold.append(0.0)
-        if keep[node]:
-            tree.feature[index] = int(used[fitted.feature[node]])
-            tree.threshold[index] = float(fitted.threshold[node])
-            tree.left[index] = copy(int(fitted.children_left[node]))
-            tree.right[index] = copy(int(fitted.children_right[node]))
-        return index
-
-    copy(0)
-    return tree
+    return TreeArrays.from_fitted(fitted, keep, used)
 
 
 def _prune(fitted: Any, held_leaves: np.ndarray, values: np.ndarray, z: float) -> np.ndarray:
@@ -320,8 +326,9 @@ def _decode_b64(text: str, dtype: Any, count: int) -> np.ndarray:
 
 class _Window:
     """The last ``size`` labelled requests: contexts (float32), a reward column per arm (NaN
-    where unknown), the leaf of each row, and for bandit feedback who served it and with
-    what propensity. A ring buffer; ``order()`` gives the slots oldest first."""
+    where unknown), the leaf of each row, who served it (its reward came by ``update``) and
+    with what propensity (kept by TreeThompson). A ring buffer; ``order()`` gives the slots
+    oldest first."""
 
     def __init__(self, size: int, dimension: int) -> None:
         self.size = size
@@ -358,6 +365,7 @@ class _Window:
 
     def state(self, columns: dict[str, int], bandit: bool) -> dict[str, Any]:
         slots = self.order()
+        position = {col: i for i, col in enumerate(columns.values())}
         X = self.X[slots]
         rows, cols = np.nonzero(X)
         state = {
@@ -367,10 +375,11 @@ class _Window:
             "nonzero_values": _encode_b64(X[rows, cols].astype(np.float32)),
             "rewards": {name: _encode_b64(self.R[slots, col]) for name, col in columns.items()},
             "leaf": _encode_b64(self.leaf[slots].astype(np.int32)),
+            # who served each row, as the arm's position in ``columns`` (-1: no served reward)
+            "served": _encode_b64(np.array([position.get(int(c), -1)
+                                            for c in self.served[slots]], dtype=np.int32)),
         }
         if bandit:
-            names = {col: name for name, col in columns.items()}
-            state["served"] = [names.get(int(c)) for c in self.served[slots]]
             state["propensity"] = _encode_b64(self.propensity[slots])
         return state
 
@@ -397,11 +406,11 @@ class _Window:
                 raise ValueError(f"rewards of {name!r} outside [0, 1]")
             self.R[slots, col] = column
         self.leaf[slots] = _decode_b64(state["leaf"], np.int32, count)
+        served = _decode_b64(state["served"], np.int32, count)
+        if ((served < -1) | (served >= len(columns))).any():
+            raise ValueError("a row served by an arm the policy does not have")
+        self.served[slots] = np.array([-1, *columns.values()], dtype=np.int64)[served + 1]
         if bandit:
-            served = state["served"]
-            if len(served) != count:
-                raise ValueError("served list of the wrong length")
-            self.served[slots] = [-1 if s is None else columns[s] for s in served]
             self.propensity[slots] = _decode_b64(state["propensity"], np.float64, count)
 
 
@@ -467,25 +476,30 @@ class _TreePolicy(ContextualPolicy):
         return self._tree.leaf(self._vector(context))
 
     # ------------------------------------------------------------------ rows
-    def _learn(self, name: str, reward: float, context: Any, *, served: bool) -> None:
-        """A reward for arm ``name`` on a request with ``context``: into its row. A served
-        reward (``update``) starts a new request's row; a side observation joins the row
-        being assembled when it has the same context and no reward of ``name`` yet."""
+    def _learn(self, name: str, reward: float, context: Any, *, served: bool) -> int:
+        """A reward for arm ``name`` on a request with ``context``: into its row, which is
+        the row being assembled when it has the same context, no reward of ``name`` yet and,
+        for a served reward (``update``), no served reward yet; else a new row. Returns the
+        row's slot (-1: no context, nothing stored)."""
         col = self._cols.get(name)
         if col is None:
             self._require_arm(name)
-            return
+            return -1
         if context is None:
-            return
+            return -1
         window = self._window
         slot = self._pending
-        if served or not (slot >= 0 and np.isnan(window.R[slot, col])
+        if not (slot >= 0 and np.isnan(window.R[slot, col])
+                and not (served and window.served[slot] >= 0)
                 and (context is self._pending_context
                      or np.array_equal(window.X[slot],
                                        self._vector(context).astype(np.float32)))):
             slot = self._new_row(context)
         window.R[slot, col] = reward
+        if served:
+            window.served[slot] = col
         self._stats_reward(slot, col, reward)
+        return slot
 
     def _new_row(self, context: Any) -> int:
         x32 = self._vector(context).astype(np.float32)
@@ -708,10 +722,10 @@ class TreeLeader(_TreePolicy):
     uses_randomness = False
 
     def __init__(self, *, dimension: int = 256, features: tuple[str, ...] | list[str] = (),
-                 window: int = 4000, refit_every: int = 500, max_depth: int = 2,
+                 window: int = 4000, refit_every: int = 250, max_depth: int = 2,
                  min_samples_leaf: int = 300, min_impurity_decrease: float = 0.0,
                  holdout: float = 0.25, split_z: float = 0.0, leaf_window: int = 500,
-                 switch_z: float = 1.0, leader_window: int = 1000, min_rewards: int = 30,
+                 switch_z: float = 1.5, leader_window: int = 1000, min_rewards: int = 30,
                  cold_start_retry: int = 100, seed: int | None = None) -> None:
         params = TreeLeaderParams(dimension, features, window, refit_every, max_depth,
                                   min_samples_leaf, min_impurity_decrease, holdout, split_z,
@@ -928,7 +942,7 @@ class TreeThompson(_TreePolicy):
     _bandit = True
 
     def __init__(self, *, dimension: int = 256, features: tuple[str, ...] | list[str] = (),
-                 window: int = 4000, refit_every: int = 500, max_depth: int = 2,
+                 window: int = 4000, refit_every: int = 250, max_depth: int = 2,
                  min_samples_leaf: int = 300, min_impurity_decrease: float = 0.0,
                  holdout: float = 0.25, split_z: float = 0.0, leaf_window: int = 500,
                  propensity_floor: float = 0.05, seed: int | None = None) -> None:
@@ -1081,15 +1095,11 @@ class TreeThompson(_TreePolicy):
 
     def update(self, name: str, reward: float, context: Any = None) -> None:
         reward = validate_reward(reward)
-        self._learn(name, reward, context, served=True)
-        if context is None:
+        slot = self._learn(name, reward, context, served=True)
+        if slot >= 0:
+            self._window.propensity[slot] = self._recall(self._window.X[slot], name)
+        elif context is None:
             self._global_reward(name, reward)
-        else:
-            slot = self._pending
-            col = self._cols[name]
-            if self._window.served[slot] == -1:
-                self._window.served[slot] = col
-                self._window.propensity[slot] = self._recall(self._window.X[slot], name)
 
     def observe(self, name: str, reward: float, context: Any = None) -> None:
         """A shadow reward: joins the leaf's posterior and the row (not the served arm)."""
@@ -1141,26 +1151,28 @@ def _max_probability(i: int, alpha: list[float], beta: list[float]) -> float:
 
 
 def _beta_max_probability(i: int, alpha: list[float], beta: list[float]) -> float:
-    """Integral of f_i(x) prod_{j != i} F_j(x) over [0, 1], by adaptive quadrature split at
-    the posteriors' bulks (a stand-in until banditops.policies.maxprob lands)."""
-    from scipy import integrate, stats
+    """Integral of f_i(x) prod_{j != i} F_j(x) dx by composite Gauss-Legendre (20 nodes per
+    panel, panels of a quarter of the narrowest posterior's standard deviation, over where
+    the maximum can be): a stand-in for banditops.policies.maxprob's until it lands."""
+    from scipy import special, stats
 
-    others = [stats.beta(a, b) for j, (a, b) in enumerate(zip(alpha, beta, strict=True))
-              if j != i]
-    mine = stats.beta(alpha[i], beta[i])
-
-    def integrand(x: float) -> float:
-        value = mine.pdf(x)
-        for other in others:
-            value *= other.cdf(x)
-        return value
-
-    low, high = mine.ppf(1e-13), mine.isf(1e-13)
-    points = sorted({float(mine.mean())} | {float(o.mean()) for o in others
-                                            if low < o.mean() < high})
-    value, _ = integrate.quad(integrand, low, high, points=points or None, limit=500,
-                              epsabs=1e-13, epsrel=1e-11)
-    return min(max(float(value), 0.0), 1.0)
+    a, b = np.asarray(alpha, dtype=float), np.asarray(beta, dtype=float)
+    low = float(np.max(special.betaincinv(a, b, 1e-15)))  # below it some arm beats x
+    high = float(special.betaincinv(a[i], b[i], 1.0 - 1e-15))
+    if high <= low:
+        return 0.0
+    sd = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
+    panels = int(min(max(math.ceil((high - low) / (0.25 * sd.min())), 4), 4000))
+    nodes, weights = np.polynomial.legendre.leggauss(20)
+    edges = np.linspace(low, high, panels + 1)
+    half = (edges[1:] - edges[:-1])[:, None] / 2.0
+    x = ((edges[:-1] + edges[1:])[:, None] / 2.0 + half * nodes[None, :]).ravel()
+    w = (half * weights[None, :]).ravel()
+    value = stats.beta.pdf(x, a[i], b[i])
+    for j in range(len(a)):
+        if j != i:
+            value = value * special.betainc(a[j], b[j], x)
+    return min(max(float(np.dot(w, value)), 0.0), 1.0)
 
 
 __all__ = ["TreeArrays", "TreeLeader", "TreeLeaderParams", "TreeThompson",
