@@ -201,6 +201,7 @@ BAD_VALUES = {
     "min_samples_leaf": [0, -1, 2.5], "min_impurity_decrease": [-0.1, 1.5, "x"],
     "holdout": [0.0, 0.95, "x"], "split_z": [-1, 11, None], "leaf_window": [0, 2.5, None],
     "switch_z": [-1, "x"], "leader_window": [0, None], "propensity_floor": [0.0, 1.5, None],
+    "prior_weight_tree": [],
 }
 
 

@@ -157,10 +157,13 @@ class TreeThompsonParams:
     holdout: float = 0.25
     split_z: float = 0.0
     leaf_window: int = 500
+    prior_weight: float = 20.0
     propensity_floor: float = 0.05
 
     def __post_init__(self) -> None:
         _check_tree_params(self)
+        set_checked(self, "prior_weight", check_number("prior_weight", self.prior_weight,
+                                                       low=0.0, high=1e6))
         set_checked(self, "propensity_floor", check_number(
             "propensity_floor", self.propensity_floor, low=0.0, high=1.0, low_open=True))
 
@@ -945,14 +948,18 @@ class TreeThompson(_TreePolicy):
                  window: int = 4000, refit_every: int = 250, max_depth: int = 2,
                  min_samples_leaf: int = 300, min_impurity_decrease: float = 0.0,
                  holdout: float = 0.25, split_z: float = 0.0, leaf_window: int = 500,
-                 propensity_floor: float = 0.05, seed: int | None = None) -> None:
+                 prior_weight: float = 20.0, propensity_floor: float = 0.05,
+                 seed: int | None = None) -> None:
         params = TreeThompsonParams(dimension, features, window, refit_every,
                                     max_depth, min_samples_leaf, min_impurity_decrease,
-                                    holdout, split_z, leaf_window, propensity_floor)
+                                    holdout, split_z, leaf_window, prior_weight,
+                                    propensity_floor)
         self._leaves: dict[int, _ArmWindows] = {0: _ArmWindows()}
         self._memory: OrderedDict[int, list[list[Any]]] = OrderedDict()
         self._memory_size = 0
-        self._pooled: dict[str, tuple[float, float]] = {}  # rewards without a context
+        # Each arm's last ``window`` rewards, whatever the context (or none): the prior.
+        self._global: dict[str, deque[float]] = {}
+        self._global_sum: dict[str, float] = {}
         super().__init__(params, seed=seed)
 
     def _stats_add_arm(self, col: int) -> None:
@@ -963,8 +970,13 @@ class TreeThompson(_TreePolicy):
         for stats in self._leaves.values():
             stats.drop(col)
 
+    def _on_add(self, name: str) -> None:
+        self._global[name] = deque()
+        self._global_sum[name] = 0.0
+        super()._on_add(name)
+
     def _on_remove(self, name: str) -> None:
-        self._pooled.pop(name, None)
+        del self._global[name], self._global_sum[name]
         super()._on_remove(name)
 
     def _stats_reward(self, slot: int, col: int, reward: float) -> None:
@@ -1010,29 +1022,36 @@ class TreeThompson(_TreePolicy):
 
     # ------------------------------------------------------------- decisions
     def _global_reward(self, name: str, reward: float) -> None:
-        """A reward without a context: it counts in every leaf's evidence for ``name``
-        through the pooled counts (what requests without a context are routed by)."""
-        n, s = self._pooled.get(name, (0.0, 0.0))
-        self._pooled[name] = (n + 1.0, s + reward)
+        """Any reward of ``name``: into its last ``window`` rewards (the prior)."""
+        rewards = self._global[name]
+        rewards.append(reward)
+        total = self._global_sum[name] + reward
+        if len(rewards) > self.p.window:
+            total -= rewards.popleft()
+        self._global_sum[name] = total if total > 0.0 else 0.0
 
     def _posteriors(self, context: Any) -> tuple[list[str], list[float], list[float]]:
-        """Beta parameters of every live arm in the request's leaf (in arm order). Without
-        a context: the evidence of every leaf pooled, and the context-free rewards."""
+        """Beta parameters of every live arm in the request's leaf (in arm order): the
+        arm's recent mean over all requests, worth ``prior_weight`` rewards (or as many as it
+        has), and its last ``leaf_window`` rewards in the leaf. Without a context: its last
+        ``window`` rewards."""
         names = list(self._arms)
         alpha, beta = [], []
         if context is None:
             for name in names:
-                col = self._cols[name]
-                n, s = self._pooled.get(name, (0.0, 0.0))
-                for stats in self._leaves.values():
-                    n, s = n + stats.n.get(col, 0.0), s + stats.s.get(col, 0.0)
+                n, s = float(len(self._global[name])), self._global_sum[name]
                 alpha.append(1.0 + s)
                 beta.append(1.0 + max(n - s, 0.0))
             return names, alpha, beta
         stats = self._leaves[self._leaf(context)]
+        weight = self.p.prior_weight
         for name in names:
             col = self._cols[name]
             n, s = stats.n.get(col, 0.0), stats.s.get(col, 0.0)
+            count = len(self._global[name])
+            if count and weight > 0.0:  # never worth more rewards than the arm has
+                prior = min(weight, float(count))
+                n, s = n + prior, s + prior * self._global_sum[name] / count
             alpha.append(1.0 + s)
             beta.append(1.0 + max(n - s, 0.0))
         return names, alpha, beta
@@ -1098,15 +1117,13 @@ class TreeThompson(_TreePolicy):
         slot = self._learn(name, reward, context, served=True)
         if slot >= 0:
             self._window.propensity[slot] = self._recall(self._window.X[slot], name)
-        elif context is None:
-            self._global_reward(name, reward)
+        self._global_reward(name, reward)
 
     def observe(self, name: str, reward: float, context: Any = None) -> None:
         """A shadow reward: joins the leaf's posterior and the row (not the served arm)."""
         reward = validate_reward(reward)
         self._learn(name, reward, context, served=False)
-        if context is None:
-            self._global_reward(name, reward)
+        self._global_reward(name, reward)
 
     # ---------------------------------------------------------------- state
     def _stats_state(self) -> dict[str, Any]:
@@ -1116,7 +1133,8 @@ class TreeThompson(_TreePolicy):
                                        for col in stats.n}
                            for leaf, stats in self._leaves.items()}
         state["memory"] = [[key, entries] for key, entries in self._memory.items()]
-        state["pooled"] = {name: list(v) for name, v in self._pooled.items()}
+        state["global"] = {name: [_encode_b64(np.array(self._global[name], dtype=float)),
+                                  self._global_sum[name]] for name in self._arms}
         return state
 
     def _load_stats(self, stats: dict[str, Any]) -> None:
@@ -1132,8 +1150,14 @@ class TreeThompson(_TreePolicy):
                     raise ValueError(f"leaf {leaf}: {name!r} counts {n} rewards, its window "
                                      f"holds {len(target.rows.get(col, ()))}")
                 target.n[col], target.s[col] = float(n), float(s)
-        self._pooled = {str(name): (float(n), float(s))
-                        for name, (n, s) in stats["pooled"].items() if name in self._arms}
+        for name in self._arms:
+            encoded, total = stats["global"][name]
+            count = len(base64.b64decode(encoded)) // 8
+            rewards = _decode_b64(encoded, np.float64, count)
+            if count > self.p.window or ((rewards < 0.0) | (rewards > 1.0)).any():
+                raise ValueError(f"{name!r}: {count} rewards, or some outside [0, 1]")
+            self._global[name] = deque(rewards.tolist())
+            self._global_sum[name] = float(total)
         self._memory = OrderedDict()
         self._memory_size = 0
         for key, entries in stats["memory"]:
