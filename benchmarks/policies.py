@@ -1,6 +1,8 @@
 """Per-decision cost of banditops policies against River's and MABWiser's, in the same run.
 
 Run: ``make bench`` (or ``.venv/bin/python benchmarks/policies.py [--quick]``).
+``--propensities-only`` runs only the table of exact Thompson propensities against the
+cached Monte Carlo estimate they replaced), ``--trees`` only the learned partitions' table.
 
 Each measurement is select + update with 5 Bernoulli arms (rewards drawn in advance, so all
 libraries do the same work), best of several repeats. Machines here are shared and noisy,
@@ -14,6 +16,13 @@ is best for one age band (so their trees split): the decision alone (choose), an
 learning per labelled request (update, plus an observe per other arm with full information),
 refits included, against follow-the-leader's (full information) and Thompson sampling's
 (bandit feedback) in the same run; and one refit on a full window.
+
+Also, exact Thompson propensities (:mod:`banditops.policies.maxprob`) against the Monte Carlo
+estimate they replaced (2,000 joint draws, smoothed, cached and refreshed after the larger of
+50 rewards and 5% of all rewards; the discounted variant every 50), kept here only as the
+baseline: ``choose`` + ``update`` per decision with 2, 3 and 4 arms, in the replay's pattern
+(every decision followed by a reward) and the service's (batches of decisions between their
+rewards).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import random
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
@@ -35,6 +45,7 @@ from banditops.policies import (
     DiscountedThompsonSampling,
     EpsilonGreedy,
     FollowTheLeader,
+    GaussianThompsonSampling,
     Latest,
     LinearThompsonSampling,
     LinUCB,
@@ -157,6 +168,120 @@ def time_contextual(make: Callable[[], object], contexts: list, table: list[list
                 update(arm, table[i][int(arm)])
         return (time.perf_counter() - start) / len(contexts)
     return best_of(3, run)
+# ------------------------------------------- exact propensities against cached Monte Carlo
+class _MonteCarloPropensities:
+    """The propensities Thompson sampling logged before they were exact (the baseline only):
+    ``samples`` joint posterior draws, smoothed as (wins + 0.5) / (draws + 0.5 k), cached
+    and refreshed after ``refresh`` rewards (converging posteriors: after the larger of that
+    and 5% of all rewards so far) or any change of the arm set. Mixed into each policy, so
+    drawing, selecting and updating are the very same code as the exact policy's."""
+
+    samples = 2000
+    refresh = 50
+    converges = True
+    _arms: dict[str, object]
+    _updates: int
+    seed: int | None
+
+    def _changed(self) -> None:
+        cached = getattr(self, "_mc", None)
+        seen = getattr(self, "_mc_seen", 0)
+        self._mc_seen = self._updates
+        if cached is None:
+            return
+        if self._updates == seen:  # an arm was added or removed
+            self._mc = None
+            return
+        age = self._updates - self._mc_at
+        if age >= self.refresh and (not self.converges or age * 20 >= self._mc_at):
+            self._mc = None
+
+    def _draw_matrix(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def probabilities(self) -> dict[str, float]:
+        if getattr(self, "_mc", None) is None:
+            names = list(self._arms)
+            rng = np.random.default_rng([self.seed or 0, self._updates])
+            winners = self._draw_matrix(self.samples, rng).argmax(axis=0)
+            wins = np.bincount(winners, minlength=len(names))
+            smoothed = (wins + 0.5) / (self.samples + 0.5 * len(names))
+            self._mc = dict(zip(names, smoothed.tolist(), strict=True))
+            self._mc_at = self._updates
+        return self._mc
+
+    def propensity(self, name: str) -> float:
+        return self.probabilities()[name]
+
+    def choose(self) -> tuple[str, float]:
+        name = self.select()  # type: ignore[attr-defined]
+        return name, self.probabilities()[name]
+
+
+class _MonteCarloThompson(_MonteCarloPropensities, ThompsonSampling):
+    def _draw_matrix(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        alpha = np.fromiter(self._alpha.values(), float, len(self._alpha))
+        beta = np.fromiter(self._beta.values(), float, len(self._beta))
+        return rng.beta(alpha[:, None], beta[:, None], (len(alpha), size))
+
+
+class _MonteCarloDiscounted(_MonteCarloPropensities, DiscountedThompsonSampling):
+    converges = False
+
+    def _draw_matrix(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        alpha = 1.0 + np.fromiter(self._successes.values(), float, len(self._successes))
+        beta = 1.0 + np.fromiter(self._failures.values(), float, len(self._failures))
+        return rng.beta(alpha[:, None], beta[:, None], (len(alpha), size))
+
+
+class _MonteCarloGaussian(_MonteCarloPropensities, GaussianThompsonSampling):
+    def _draw_matrix(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        counts = np.fromiter(self._counts.values(), float, len(self._counts))
+        sums = np.fromiter(self._sums.values(), float, len(self._sums))
+        return rng.normal((sums / counts)[:, None], np.sqrt(self.p.sigma2 / counts)[:, None],
+                          (len(counts), size))
+
+
+# Model versions a few points of accuracy apart: all stay in contention for a long time.
+VERSION_MEANS = [0.80, 0.82, 0.83, 0.84]
+
+
+def time_choose_update(make: Callable[[], object], k: int, n: int, batch: int) -> float:
+    """Seconds per decision: ``choose`` for ``batch`` requests, then their rewards."""
+    rng = random.Random(1)
+    outcomes = [[float(rng.random() < m) for m in VERSION_MEANS[:k]] for _ in range(n)]
+    policy = make()
+    for i in range(k):
+        policy.add_arm(str(i))
+    choose, update = policy.choose, policy.update
+    start = time.perf_counter()
+    for first in range(0, n, batch):
+        chosen = [choose()[0] for _ in range(batch)]
+        for row, arm in enumerate(chosen, first):
+            update(arm, outcomes[row][int(arm)])
+    return (time.perf_counter() - start) / n
+
+
+def propensity_table(n: int) -> Table:
+    """Exact propensities against the cached Monte Carlo baseline, measured in turns."""
+    table = Table(title=f"Thompson choose + update per decision, {n:,} decisions: exact "
+                        "propensities vs cached Monte Carlo (best of 3, in turns)")
+    for column in ("policy", "arms", "pattern", "exact µs", "Monte Carlo µs", "exact / MC"):
+        table.add_column(column, justify="left" if column in ("policy", "pattern") else "right")
+    pairs = [("thompson", ThompsonSampling, _MonteCarloThompson),
+             ("discounted-thompson", DiscountedThompsonSampling, _MonteCarloDiscounted),
+             ("gaussian-thompson", GaussianThompsonSampling, _MonteCarloGaussian)]
+    for name, exact, baseline in pairs:
+        for k in (2, 3, 4):
+            for pattern, batch in (("replay (1 per reward)", 1), ("service (batches of 100)", 100)):
+                ours, theirs = [], []
+                for _ in range(3):
+                    ours.append(time_choose_update(lambda e=exact: e(seed=0), k, n, batch))
+                    theirs.append(time_choose_update(lambda b=baseline: b(seed=0), k, n, batch))
+                mine, old = min(ours), min(theirs)
+                table.add_row(name, str(k), pattern, f"{mine * 1e6:.2f}", f"{old * 1e6:.2f}",
+                              f"{mine / old:.2f}x")
+    return table
 
 
 def banded_rewards(contexts: list[dict[str, object]]) -> list[list[float]]:
@@ -223,6 +348,8 @@ def time_refit(contexts: list, table: list[list[float]]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer decisions (a smoke run)")
+    parser.add_argument("--propensities-only", action="store_true",
+                        help="only the exact vs Monte Carlo propensity table")
     parser.add_argument("--trees", action="store_true",
                         help="only the learned partitions' table")
     args = parser.parse_args()
@@ -230,6 +357,9 @@ def main() -> None:
     n_mab = 200 if args.quick else 1_000
     table = rewards(n)
     console = Console()
+    if args.propensities_only:
+        console.print(propensity_table(n // 5))
+        return
 
     if args.trees:
         tree_table(n, console)
@@ -280,6 +410,7 @@ def main() -> None:
         overhead.add_row(name, f"{routed * 1e6:.2f}", f"{direct * 1e6:.2f}",
                          f"{(routed - direct) * 1e6:.2f}")
     console.print(overhead)
+    console.print(propensity_table(n // 5))
 
     n_context = n // 5
     mappings = requests(n_context)

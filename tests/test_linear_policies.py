@@ -126,7 +126,8 @@ def test_normal_max_probabilities_are_exact_on_random_posteriors():
     # Point masses and step-like arms: exact values known in closed form.
     assert normal_max_probabilities([0.0, 1.0], [0.0, 1.0]).tolist() == pytest.approx(
         [ndtr(-1.0), ndtr(1.0)], abs=1e-10)
-    assert normal_max_probabilities([0.0, 0.0, -1.0], [0.0, 0.0, 0.0]).tolist() == [0.5, 0.5, 0]
+    # Tied point masses: the first wins, as the policy keeps the first largest draw.
+    assert normal_max_probabilities([0.0, 0.0, -1.0], [0.0, 0.0, 0.0]).tolist() == [1, 0, 0]
     assert normal_max_probabilities([0.5, 0.6], [1e-9, 1.0]) == pytest.approx(
         [ndtr(-0.1), ndtr(0.1)], abs=1e-9)
     with pytest.raises(InvalidParameterError):

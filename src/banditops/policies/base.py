@@ -54,6 +54,7 @@ import dataclasses
 import functools
 import math
 import random
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -417,6 +418,8 @@ def parse_policy_params(name: str, params: dict[str, Any]) -> Any:
     """Validate ``params`` (without ``seed``) for policy ``name``; return its Params object.
 
     Unknown names and bad values raise :class:`InvalidParameterError` naming the field.
+    Names in the Params class's ``DEPRECATED`` mapping (name -> why) are accepted with a
+    ``DeprecationWarning`` and dropped, so old configs and saved states still load.
 
     >>> parse_policy_params("ucb1", {"c": 0.5})
     UCB1Params(c=0.5, prior_weight=0.0, cold_start_retry=100)
@@ -430,12 +433,16 @@ def parse_policy_params(name: str, params: dict[str, Any]) -> Any:
         raise InvalidParameterError(
             f"parameters of policy {name!r} must be a mapping, got {type(params).__name__}")
     known = [f.name for f in dataclasses.fields(cls)]
+    deprecated: dict[str, str] = getattr(cls, "DEPRECATED", {})
     for field in params:
-        if field not in known:
+        if field in deprecated:
+            warnings.warn(f"policy {name!r}: parameter {field!r} is deprecated and ignored; "
+                          f"{deprecated[field]}", DeprecationWarning, stacklevel=2)
+        elif field not in known:
             raise InvalidParameterError(
                 f"bad parameters for policy {name!r}: unknown parameter {field!r}; "
                 f"known: {', '.join(known) or 'none'}")
-    return cls(**params)
+    return cls(**{k: v for k, v in params.items() if k not in deprecated})
 
 
 def make_policy(name: str, /, **params: Any) -> Policy:

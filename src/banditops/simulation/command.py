@@ -329,10 +329,11 @@ def print_results(result: ExperimentResult, console: Console) -> None:
                       "traffic to faulty versions; rb delay: requests each faulty version "
                       "served; rollbacks (false alarms): versions taken down (of them, healthy "
                       "ones); switches: how often the version serving most of a chunk "
-                      "changes; cost/1,000: cost of 1,000 requests in false alarms; [shadow] "
+                      "changes; cost/1,000: cost of 1,000 requests in false alarms; \\[shadow] "
                       "strategies (magenta on a terminal) learn from shadow "
                       "scoring, valid only when the label does not depend on the served "
-                      "prediction; means over seeds")
+                      "prediction; contextual strategies (green) route on the request's "
+                      "features; means over seeds")
         cost = bool(group["cost_per_1000"].notna().any())
         for column in ("strategy", "reward ±95% CI", "calls", "regret", "gap", "faulty",
                        "rb delay",
