@@ -65,12 +65,8 @@ from banditops.policies.base import (
     set_checked,
 )
 from banditops.policies.leader import FollowTheLeader
+from banditops.policies.maxprob import beta_max_probability, chosen_probability
 from banditops.rewards import validate_reward
-
-try:  # exact Thompson propensities (issue 12); see _beta_max_probability below
-    from banditops.policies.maxprob import beta_max_probability
-except ImportError:  # pragma: no cover - until H1's maxprob module (with Betas) lands
-    beta_max_probability = None  # type: ignore[assignment]
 
 MAX_DEPTH = 6
 MAX_WINDOW = 100_000
@@ -1085,7 +1081,7 @@ class TreeThompson(_TreePolicy):
         self._require_any_arm()
         names, alpha, beta = self._posteriors(context)
         i = self._draw(alpha, beta)
-        propensity = _max_probability(i, alpha, beta)
+        propensity = chosen_probability(_max_probability(i, alpha, beta))
         if context is not None:
             self._remember(self._vector(context), names[i], propensity)
         return names[i], propensity
@@ -1166,37 +1162,8 @@ class TreeThompson(_TreePolicy):
 
 
 def _max_probability(i: int, alpha: list[float], beta: list[float]) -> float:
-    """The chance that Beta draw ``i`` is the largest of independent Betas."""
-    if len(alpha) == 1:
-        return 1.0
-    if beta_max_probability is not None:
-        return float(beta_max_probability(i, alpha, beta))
-    return _beta_max_probability(i, alpha, beta)  # pragma: no cover
-
-
-def _beta_max_probability(i: int, alpha: list[float], beta: list[float]) -> float:
-    """Integral of f_i(x) prod_{j != i} F_j(x) dx by composite Gauss-Legendre (20 nodes per
-    panel, panels of a quarter of the narrowest posterior's standard deviation, over where
-    the maximum can be): a stand-in for banditops.policies.maxprob's until it lands."""
-    from scipy import special, stats
-
-    a, b = np.asarray(alpha, dtype=float), np.asarray(beta, dtype=float)
-    low = float(np.max(special.betaincinv(a, b, 1e-15)))  # below it some arm beats x
-    high = float(special.betaincinv(a[i], b[i], 1.0 - 1e-15))
-    if high <= low:
-        return 0.0
-    sd = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
-    panels = int(min(max(math.ceil((high - low) / (0.25 * sd.min())), 4), 4000))
-    nodes, weights = np.polynomial.legendre.leggauss(20)
-    edges = np.linspace(low, high, panels + 1)
-    half = (edges[1:] - edges[:-1])[:, None] / 2.0
-    x = ((edges[:-1] + edges[1:])[:, None] / 2.0 + half * nodes[None, :]).ravel()
-    w = (half * weights[None, :]).ravel()
-    value = stats.beta.pdf(x, a[i], b[i])
-    for j in range(len(a)):
-        if j != i:
-            value = value * special.betainc(a[j], b[j], x)
-    return min(max(float(np.dot(w, value)), 0.0), 1.0)
+    """The chance that Beta draw ``i`` is the largest of independent Betas (exact)."""
+    return 1.0 if len(alpha) == 1 else float(beta_max_probability(i, alpha, beta))
 
 
 __all__ = ["TreeArrays", "TreeLeader", "TreeLeaderParams", "TreeThompson",
