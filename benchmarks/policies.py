@@ -1,8 +1,8 @@
 """Per-decision cost of banditops policies against River's and MABWiser's, in the same run.
 
 Run: ``make bench`` (or ``.venv/bin/python benchmarks/policies.py [--quick]``).
-``--propensities-only`` runs only the last table (exact Thompson propensities against the
-cached Monte Carlo estimate they replaced).
+``--propensities-only`` runs only the table of exact Thompson propensities against the
+cached Monte Carlo estimate they replaced), ``--trees`` only the learned partitions' table.
 
 Each measurement is select + update with 5 Bernoulli arms (rewards drawn in advance, so all
 libraries do the same work), best of several repeats. Machines here are shared and noisy,
@@ -10,9 +10,14 @@ so the figures that matter are the ratios, measured side by side. Also reports t
 overhead of ``Deployment.predict`` + ``feedback`` per request, net of the model's own time,
 and the per-request cost of the contextual policies (choose + update on a request of 14
 features, as a mapping the policy encodes and as a vector encoded beforehand, as the replay
-passes it), as a ratio to Thompson sampling's choose + update in the same run.
+passes it), as a ratio to Thompson sampling's choose + update in the same run. The learned
+partitions (``tree-leader``, ``tree-thompson``) are timed apart, on requests where each arm
+is best for one age band (so their trees split): the decision alone (choose), and the
+learning per labelled request (update, plus an observe per other arm with full information),
+refits included, against follow-the-leader's (full information) and Thompson sampling's
+(bandit feedback) in the same run; and one refit on a full window.
 
-Last, exact Thompson propensities (:mod:`banditops.policies.maxprob`) against the Monte Carlo
+Also, exact Thompson propensities (:mod:`banditops.policies.maxprob`) against the Monte Carlo
 estimate they replaced (2,000 joint draws, smoothed, cached and refreshed after the larger of
 50 rewards and 5% of all rewards; the discounted variant every 50), kept here only as the
 baseline: ``choose`` + ``update`` per decision with 2, 3 and 4 arms, in the replay's pattern
@@ -46,6 +51,8 @@ from banditops.policies import (
     LinUCB,
     SlidingWindowUCB,
     ThompsonSampling,
+    TreeLeader,
+    TreeThompson,
     ValidationChampion,
 )
 
@@ -279,11 +286,74 @@ def propensity_table(n: int) -> Table:
     return table
 
 
+def banded_rewards(contexts: list[dict[str, object]]) -> list[list[float]]:
+    """Each arm best (0.8 against 0.5) for one age band of 15 years: a segment rule."""
+    rng = random.Random(2)
+    return [[float(rng.random() < (0.8 if int(c["age"]) // 15 % ARMS == k else 0.5))  # type: ignore[call-overload]
+             for k in range(ARMS)] for c in contexts]
+
+
+def time_tree(make: Callable[[], object], contexts: list, table: list[list[float]],
+              full: bool) -> tuple[float, float, int]:
+    """(seconds per choose, seconds per labelled request's learning, refits): each request
+    is chosen, then learned at once: the served arm's reward by update and, with ``full``
+    information, every other arm's by observe (as shadow scoring gives them)."""
+    def run() -> tuple[float, float, int]:
+        policy = make()
+        for i in range(ARMS):
+            policy.add_arm(str(i))
+        contextual = policy.contextual
+        choose, update, observe = policy.choose, policy.update, policy.observe
+        deciding = learning = 0.0
+        clock = time.perf_counter
+        for i, context in enumerate(contexts):
+            start = clock()
+            arm, _ = choose(context) if contextual else choose()
+            middle = clock()
+            rewards = table[i]
+            if contextual:
+                update(arm, rewards[int(arm)], context)
+                if full:
+                    for other in range(ARMS):
+                        if str(other) != arm:
+                            observe(str(other), rewards[other], context)
+            else:
+                update(arm, rewards[int(arm)])
+                if full:
+                    for other in range(ARMS):
+                        if str(other) != arm:
+                            observe(str(other), rewards[other])
+            deciding += middle - start
+            learning += clock() - middle
+        refits = getattr(policy, "refits", 0)
+        return deciding / len(contexts), learning / len(contexts), refits
+    runs = [run() for _ in range(3)]
+    return min(r[0] for r in runs), min(r[1] for r in runs), runs[0][2]
+
+
+def time_refit(contexts: list, table: list[list[float]]) -> float:
+    """One refit of a tree-leader whose window (4,000 requests) is full."""
+    policy = TreeLeader(refit_every=10**9)
+    for i in range(ARMS):
+        policy.add_arm(str(i))
+    for context, rewards in zip(contexts[:4000], table, strict=False):
+        policy.update("0", rewards[0], context)
+        for other in range(1, ARMS):
+            policy.observe(str(other), rewards[other], context)
+    def once() -> float:
+        start = time.perf_counter()
+        policy._refit()
+        return time.perf_counter() - start
+    return best_of(3, once)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer decisions (a smoke run)")
     parser.add_argument("--propensities-only", action="store_true",
                         help="only the exact vs Monte Carlo propensity table")
+    parser.add_argument("--trees", action="store_true",
+                        help="only the learned partitions' table")
     args = parser.parse_args()
     n = 5_000 if args.quick else 50_000
     n_mab = 200 if args.quick else 1_000
@@ -293,6 +363,9 @@ def main() -> None:
         console.print(propensity_table(n // 5))
         return
 
+    if args.trees:
+        tree_table(n, console)
+        return
     try:
         from mabwiser.mab import LearningPolicy
         from river import bandit, proba
@@ -361,6 +434,34 @@ def main() -> None:
         contextual.add_row(name, f"{raw * 1e6:.2f}", f"{encoded * 1e6:.2f}",
                            f"{raw / baseline:.1f}x", f"{encoded / baseline:.1f}x")
     console.print(contextual)
+    tree_table(n, console)
+
+
+def tree_table(n: int, console: Console) -> None:
+    """The learned partitions against their context-free baselines (module docstring)."""
+    tree_requests = requests(max(n // 5, 5000))
+    tree_vectors = list(ContextEncoder(256).encode_frame(pd.DataFrame(tree_requests)))
+    banded = banded_rewards(tree_requests)
+    trees = Table(title=f"learned partitions: per request, {ARMS} arms, 14 features encoded in "
+                        f"256 slots, {len(tree_vectors):,} requests (best of 3)")
+    for column in ("policy", "feedback", "choose µs", "x baseline", "learn µs", "x baseline",
+                   "refits"):
+        trees.add_column(column, justify="right" if column != "policy" else "left")
+    for name, make, full, baseline_name, baseline in (
+            ("tree-leader", lambda: TreeLeader(), True, "follow-the-leader",
+             lambda: FollowTheLeader(window=1000)),
+            ("tree-thompson", lambda: TreeThompson(seed=0), False, "thompson",
+             lambda: ThompsonSampling(seed=0))):
+        base_choose, base_learn, _ = time_tree(baseline, tree_vectors, banded, full)
+        choose, learn, refits = time_tree(make, tree_vectors, banded, full)
+        feedback = "full (shadow)" if full else "bandit"
+        trees.add_row(baseline_name, feedback, f"{base_choose * 1e6:.2f}", "1.0x",
+                      f"{base_learn * 1e6:.2f}", "1.0x", "")
+        trees.add_row(name, feedback, f"{choose * 1e6:.2f}", f"{choose / base_choose:.1f}x",
+                      f"{learn * 1e6:.2f}", f"{learn / base_learn:.1f}x", str(refits))
+    console.print(trees)
+    console.print(f"one tree-leader refit on a full window (4,000 requests): "
+                  f"{time_refit(tree_vectors, banded) * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -186,6 +186,12 @@ BAD_VALUES = {
     "min_rewards": [0, 2.5, True, None],
     "dimension": [1, 4097, 2.5, True, None], "features": ["age", ["a", "a"], [""], [3], None],
     "v": [0.0, -1, 1e4, None], "ridge": [0.0, -1, None], "prior_mean": [-0.1, 1.5, None],
+    # the tree policies (contextual)
+    "refit_every": [0, 1.5, None], "max_depth": [0, 7, 2.5, True],
+    "min_samples_leaf": [0, -1, 2.5], "min_impurity_decrease": [-0.1, 1.5, "x"],
+    "holdout": [0.0, 0.95, "x"], "split_z": [-1, 11, None], "leaf_window": [0, 2.5, None],
+    "switch_z": [-1, "x"], "leader_window": [0, None], "propensity_floor": [0.0, 1.5, None],
+    "prior_weight_tree": [],
 }
 
 

@@ -5,9 +5,10 @@ The study's six strategies — :class:`Latest`, :class:`ValidationChampion`, :cl
 production data, :class:`SlidingWindowUCB` and :class:`DiscountedThompsonSampling`, plus
 :class:`GaussianThompsonSampling`, :class:`FollowTheLeader` for full information (shadow
 scoring), :class:`Uniform` (propensity exactly 1/k: the logging policy of off-policy
-evaluation), and the linear contextual bandits :class:`LinearThompsonSampling` and
-:class:`LinUCB`, which route on each request's features (:class:`ContextualPolicy`). All
-share the :class:`Policy` interface; each has a
+evaluation), the linear contextual bandits :class:`LinearThompsonSampling` and
+:class:`LinUCB`, and the learned partitions :class:`TreeLeader` and :class:`TreeThompson`
+(a shallow tree with a leader or Thompson sampling per leaf), which route on each request's
+features (:class:`ContextualPolicy`). All share the :class:`Policy` interface; each has a
 frozen, validated parameter dataclass (``EpsilonGreedyParams``, ...; ``Policy.Params``).
 """
 
@@ -35,6 +36,7 @@ from banditops.policies.thompson import (
     ThompsonParams,
     ThompsonSampling,
 )
+from banditops.policies.tree import TreeLeader, TreeLeaderParams, TreeThompson, TreeThompsonParams
 from banditops.policies.ucb import UCB1, SlidingWindowUCB, SlidingWindowUCBParams, UCB1Params
 from banditops.policies.uniform import Uniform
 
@@ -62,6 +64,10 @@ __all__ = [
     "SlidingWindowUCBParams",
     "ThompsonParams",
     "ThompsonSampling",
+    "TreeLeader",
+    "TreeLeaderParams",
+    "TreeThompson",
+    "TreeThompsonParams",
     "UCB1Params",
     "Uniform",
     "ValidationChampion",

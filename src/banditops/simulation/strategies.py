@@ -172,6 +172,10 @@ _SHADOWED = [
     ("thompson", "thompson", {}),
 ]
 
+# The learned partitions' settings, chosen on these replays (see the module docstring).
+TREE_LEADER: dict[str, Any] = {}
+TREE_THOMPSON: dict[str, Any] = {}
+
 # Contextual routing (issue 12): policies that route each request on its features (the
 # replay passes each row's encoded features as the context; request granularity only).
 # Another contextual strategy joins the comparison with one row here: (strategy name,
@@ -182,6 +186,10 @@ CONTEXTUAL: list[tuple[str, str, dict[str, Any], ShadowParams | None]] = [
     # Full information: nothing needs exploring (LinUCB with c = 0 is greedy ridge regression).
     ("linear-thompson[shadow]", "linear-thompson", {"v": 0.02, "gamma": 0.999}, SHADOW_ALL),
     ("linucb[shadow]", "linucb", {"c": 0.0, "gamma": 0.999}, SHADOW_ALL),
+    # Learned partitions (banditops.policies.tree): a shallow tree on the versions' reward
+    # differences, a leader (full information) or Thompson sampling (bandit feedback) per leaf.
+    ("tree-leader[shadow]", "tree-leader", TREE_LEADER, SHADOW_ALL),
+    ("tree-thompson", "tree-thompson", TREE_THOMPSON, None),
 ]
 
 _BANDITS = [
