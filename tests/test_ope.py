@@ -433,6 +433,17 @@ def test_evaluate_prints_every_estimator(tmp_path):
     assert found["feedbacks"] == 2000
 
 
+def test_evaluate_says_when_the_targets_guardrail_rolled_back_nothing(tmp_path):
+    same = write_log(uniform_log({"a": 0.7, "b": 0.7}).frame, tmp_path / "same.parquet")
+    result = run(str(same), "--policy", "thompson", "--guardrail", "margin=0.05")
+    assert "the target's guardrail rolled back nothing" in result.output, result.output
+    assert "rolled back nothing" not in run(str(same), "--policy", "thompson").output
+    apart = write_log(uniform_log({"a": 0.1, "b": 0.9}).frame, tmp_path / "apart.parquet")
+    result = run(str(apart), "--policy", "thompson", "--guardrail", "min_samples=30")
+    assert "the target's guardrail rolled back a" in result.output, result.output
+    assert "rolled back nothing" not in result.output
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["nowhere.parquet"], "no such file"),
     (["LOG", "--policy", "nonsense"], "unknown policy 'nonsense'"),
