@@ -484,3 +484,12 @@ def test_evaluate_check_summarises_saved_runs_against_the_goals(tmp_path):
     bad = runner.invoke(app, ["evaluate-check", "--from-runs", str(tmp_path / "none.csv"),
                               "--out", str(tmp_path / "out")])
     assert bad.exit_code == 2 and bad.output.startswith("error: --from-runs")
+
+
+def test_evaluate_check_says_how_many_rows_it_needs_before_training(data_dir, tmp_path):
+    result = runner.invoke(app, ["evaluate-check", "--dataset", "adult", "--rows", "1000",
+                                 "--seeds", "1", "--out", str(tmp_path / "out"),
+                                 "--data-dir", str(data_dir)])
+    assert result.exit_code == 2, result.output
+    assert "error: --rows 1,000 is too few for adult" in result.output
+    assert "(--rows 4,000;" in result.output and "training" not in result.output

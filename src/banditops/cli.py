@@ -161,17 +161,18 @@ def evaluate_check(
     scenario: Annotated[list[str] | None, typer.Option(
         help="Scenarios (repeatable; default: all).")] = None,
     seeds: Annotated[int, typer.Option(min=1, max=1000, help="Seeds per stream.")] = 100,
-    learning_seeds: Annotated[int, typer.Option(
+    learning_seeds: Annotated[int | None, typer.Option(
         min=0, help="Seeds (the first ones) on which the targets also learn from the log, "
-        "as banditops evaluate does (a replay per target and logger each).")] = 10,
+        "as banditops evaluate does (a replay per target and logger each); default: 10, "
+        "or --seeds if fewer.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the CSV and JSON results.")
                    ] = Path("results/ope"),
     rows: Annotated[int | None, typer.Option(
         min=1000, help="Only the first ROWS rows of each dataset (quick runs).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes to use.")] = 2,
     export_logs: Annotated[bool, typer.Option(
-        help="Also write seed 0's decision log of every logger and stream (Parquet, with "
-        "features) under OUT/logs.")] = False,
+        "--export-logs", help="Also write seed 0's decision log of every logger and stream "
+        "(Parquet, with features) under OUT/logs.")] = False,
     from_runs: Annotated[Path | None, typer.Option(
         help="Replay nothing: the table and outputs again from a run's ope_runs.csv (or its "
         "ope_runs_frozen.csv checkpoint).")] = None,

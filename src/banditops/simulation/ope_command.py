@@ -49,20 +49,32 @@ def summarise_runs(path: Path, out: Path, console: Console) -> CheckResult:
     return result
 
 
+DEFAULT_LEARNING_SEEDS = 10  # a replay per target and logger each: the costly mode
+
+
 def run_check_command(*, datasets: list[str] | None, scenarios: list[str] | None, seeds: int,
-                      learning_seeds: int, workers: int, out: Path, rows: int | None,
+                      learning_seeds: int | None, workers: int, out: Path, rows: int | None,
                       data_dir: Path | None, export_logs: bool, console: Console,
                       from_runs: Path | None = None) -> CheckResult:
     started = time.perf_counter()
     if from_runs is not None:
         _check_out(out)
         return summarise_runs(from_runs, out, console)
+    if learning_seeds is None:
+        learning_seeds = min(DEFAULT_LEARNING_SEEDS, seeds)
     if learning_seeds < 0 or learning_seeds > seeds:
         raise InvalidParameterError(
             f"--learning-seeds must be between 0 and --seeds ({seeds}), got {learning_seeds}")
     _check_out(out)
     loaded = _datasets(datasets, None, None, None, None, rows, data_dir, console)
     plan = [(data, default_settings(data.name, len(data))) for data in loaded]
+    for data, settings in plan:  # before any training, in terms of the options it has
+        if settings.chunk_size * 2 > len(data):
+            raise InvalidParameterError(
+                f"--rows {len(data):,} is too few for {data.name}: it is replayed in chunks of "
+                f"{settings.chunk_size:,} rows and needs at least two (--rows "
+                f"{settings.chunk_size * 2:,}; several releases need about "
+                f"{settings.chunk_size * 6:,})")
     console.print(f"Checking off-policy evaluation: loggers {', '.join(LOGGERS)}; targets "
                   f"{', '.join(TARGETS)}; {seeds} seeds (the learning walks on the first "
                   f"{learning_seeds}).", soft_wrap=True)
