@@ -493,3 +493,15 @@ def test_evaluate_check_says_how_many_rows_it_needs_before_training(data_dir, tm
     assert result.exit_code == 2, result.output
     assert "error: --rows 1,000 is too few for adult" in result.output
     assert "(--rows 4,000;" in result.output and "training" not in result.output
+
+
+def test_a_contextual_target_needs_the_features_it_names_in_the_log(tmp_path):
+    log = uniform_log({"a": 0.3, "b": 0.7}, n=50)
+    path = write_log(log.frame.assign(**{"feature:age": 30.0}), tmp_path / "log.csv")
+    result = run(str(path), "--policy", "linear-thompson", "--param", 'features=["agee"]')
+    assert result.exit_code == 2 and "feature 'agee' of the target is not in the log; its " \
+        "features: age" in result.output, result.output
+    assert run(str(path), "--policy", "linucb", "--param", 'features=["age"]').exit_code == 0
+    bare = write_log(log.frame, tmp_path / "bare.csv")
+    result = run(str(bare), "--policy", "linucb")
+    assert result.exit_code == 2 and "the log has no feature: columns" in result.output
