@@ -477,6 +477,7 @@ def test_evaluate_check_summarises_saved_runs_against_the_goals(tmp_path):
                                  "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "learning-path bias" in result.output
+    assert "note: 1 seed: a smoke test" in result.output
     summary = pd.read_csv(tmp_path / "out" / "ope_summary.csv")
     assert len(summary) == 3 * 2 * 4  # loggers x modes x estimators
     verdicts = json.loads((tmp_path / "out" / "ope_summary.json").read_text())["verdicts"]

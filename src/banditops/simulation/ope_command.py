@@ -76,8 +76,8 @@ def run_check_command(*, datasets: list[str] | None, scenarios: list[str] | None
                 f"{settings.chunk_size * 2:,}; several releases need about "
                 f"{settings.chunk_size * 6:,})")
     console.print(f"Checking off-policy evaluation: loggers {', '.join(LOGGERS)}; targets "
-                  f"{', '.join(TARGETS)}; {seeds} seeds (the learning walks on the first "
-                  f"{learning_seeds}).", soft_wrap=True)
+                  f"{', '.join(TARGETS)}; {seeds} seed{'s' if seeds != 1 else ''} (the learning "
+                  f"walks on the first {learning_seeds}).", soft_wrap=True)
     def checkpoint(runs: pd.DataFrame) -> None:
         out.mkdir(parents=True, exist_ok=True)
         runs.to_csv(out / "ope_runs_frozen.csv", index=False)
@@ -126,7 +126,13 @@ def print_check(result: CheckResult, console: Console) -> None:
     learning = "learning_path_bias" in summary.columns
     table = Table(title="Off-policy estimates against the targets' true replay value "
                   f"(goals: median relative error <= {GOAL_ERROR:.0%}, 95% interval covers "
-                  f">= {GOAL_COVERAGE:.0%})")
+                  f">= {GOAL_COVERAGE:.0%})",
+                  caption="rel. error: |estimate - true value| / true value, over every "
+                  "(stream, target, seed); coverage: share of 95% intervals holding the true "
+                  "value; worst cell, cells >= 90%: coverage per (stream, target), the lowest "
+                  "and the share at 90% or more; CI width: mean interval width; ESS share: "
+                  "effective sample size / rows with a reward; covers learning truth, "
+                  "learning-path bias: see the README, 'Validation in the replay'")
     for name in ("logger", "mode", "estimator", "seeds", "median rel. error", "p90 rel. error",
                  "coverage", "worst cell", "cells >= 90%", "CI width", "ESS share"):
         table.add_column(name, justify="left" if name in ("logger", "mode", "estimator")
@@ -145,6 +151,10 @@ def print_check(result: CheckResult, console: Console) -> None:
                       else f"{row.learning_path_bias:+.4f}"]
         table.add_row(*cells)
     console.print(table)
+    few = int(summary["seeds"].max()) if len(summary) else 0
+    if few < 10:  # a coverage over a handful of intervals proves nothing either way
+        console.print(f"[yellow]note: {few} seed{'s' if few != 1 else ''}: a smoke test; the "
+                      "verdicts below need many seeds (the README's run: --seeds 100)[/yellow]")
     for mode in summary["mode"].unique():
         for logger, verdict in goal_met(summary, mode).items():
             mark = "[green]met[/green]" if verdict["met"] else "[red]missed[/red]"
