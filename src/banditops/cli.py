@@ -138,7 +138,8 @@ def evaluate(
     deployment: Annotated[str | None, typer.Option(help="With --db: the deployment.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Estimate what another policy or guardrail would have earned on logged traffic:
+    """Estimate what another policy or guardrail would have earned on logged traffic.
+
     IPS, self-normalised IPS, doubly robust and switch-DR, each with a 95% interval and its
     effective sample size, and a warning where the log lacks support."""
     from banditops.ope.command import run_evaluate_command
@@ -178,9 +179,10 @@ def evaluate_check(
         "ope_runs_frozen.csv checkpoint).")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Validate the off-policy estimators in the replay: log traffic under uniform and
-    epsilon-greedy routing, estimate the other strategies from it, compare with their true
-    replay value."""
+    """Validate the off-policy estimators in the replay, against each target's true value.
+
+    Log traffic under uniform and epsilon-greedy routing, estimate the other strategies from
+    it, compare with their true replay value."""
     from banditops.simulation.ope_command import run_check_command
 
     try:
@@ -268,8 +270,9 @@ def export_log(
     limit: Annotated[int | None, typer.Option(
         min=1, help="At most this many decisions, oldest first (default: all).")] = None,
 ) -> None:
-    """Write a deployment's decision log, read from the service's database, as a file for
-    `banditops evaluate` (the same file as GET /v1/deployments/{name}/decisions/export)."""
+    """Write a deployment's decision log from the service's database, for banditops evaluate.
+
+    The same file as GET /v1/deployments/{name}/decisions/export."""
     import time
 
     from banditops.service.config import check_database_url
