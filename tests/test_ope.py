@@ -433,6 +433,17 @@ def test_evaluate_prints_every_estimator(tmp_path):
     assert found["feedbacks"] == 2000
 
 
+def test_evaluate_says_when_the_targets_guardrail_rolled_back_nothing(tmp_path):
+    same = write_log(uniform_log({"a": 0.7, "b": 0.7}).frame, tmp_path / "same.parquet")
+    result = run(str(same), "--policy", "thompson", "--guardrail", "margin=0.05")
+    assert "the target's guardrail rolled back nothing" in result.output, result.output
+    assert "rolled back nothing" not in run(str(same), "--policy", "thompson").output
+    apart = write_log(uniform_log({"a": 0.1, "b": 0.9}).frame, tmp_path / "apart.parquet")
+    result = run(str(apart), "--policy", "thompson", "--guardrail", "min_samples=30")
+    assert "the target's guardrail rolled back a" in result.output, result.output
+    assert "rolled back nothing" not in result.output
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["nowhere.parquet"], "no such file"),
     (["LOG", "--policy", "nonsense"], "unknown policy 'nonsense'"),
@@ -466,6 +477,7 @@ def test_evaluate_check_summarises_saved_runs_against_the_goals(tmp_path):
                                  "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "learning-path bias" in result.output
+    assert "note: 1 seed: a smoke test" in result.output
     summary = pd.read_csv(tmp_path / "out" / "ope_summary.csv")
     assert len(summary) == 3 * 2 * 4  # loggers x modes x estimators
     verdicts = json.loads((tmp_path / "out" / "ope_summary.json").read_text())["verdicts"]
@@ -473,3 +485,24 @@ def test_evaluate_check_summarises_saved_runs_against_the_goals(tmp_path):
     bad = runner.invoke(app, ["evaluate-check", "--from-runs", str(tmp_path / "none.csv"),
                               "--out", str(tmp_path / "out")])
     assert bad.exit_code == 2 and bad.output.startswith("error: --from-runs")
+
+
+def test_evaluate_check_says_how_many_rows_it_needs_before_training(data_dir, tmp_path):
+    result = runner.invoke(app, ["evaluate-check", "--dataset", "adult", "--rows", "1000",
+                                 "--seeds", "1", "--out", str(tmp_path / "out"),
+                                 "--data-dir", str(data_dir)])
+    assert result.exit_code == 2, result.output
+    assert "error: --rows 1,000 is too few for adult" in result.output
+    assert "(--rows 4,000;" in result.output and "training" not in result.output
+
+
+def test_a_contextual_target_needs_the_features_it_names_in_the_log(tmp_path):
+    log = uniform_log({"a": 0.3, "b": 0.7}, n=50)
+    path = write_log(log.frame.assign(**{"feature:age": 30.0}), tmp_path / "log.csv")
+    result = run(str(path), "--policy", "linear-thompson", "--param", 'features=["agee"]')
+    assert result.exit_code == 2 and "feature 'agee' of the target is not in the log; its " \
+        "features: age" in result.output, result.output
+    assert run(str(path), "--policy", "linucb", "--param", 'features=["age"]').exit_code == 0
+    bare = write_log(log.frame, tmp_path / "bare.csv")
+    result = run(str(bare), "--policy", "linucb")
+    assert result.exit_code == 2 and "the log has no feature: columns" in result.output

@@ -138,7 +138,8 @@ def evaluate(
     deployment: Annotated[str | None, typer.Option(help="With --db: the deployment.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Estimate what another policy or guardrail would have earned on logged traffic:
+    """Estimate what another policy or guardrail would have earned on logged traffic.
+
     IPS, self-normalised IPS, doubly robust and switch-DR, each with a 95% interval and its
     effective sample size, and a warning where the log lacks support."""
     from banditops.ope.command import run_evaluate_command
@@ -161,25 +162,27 @@ def evaluate_check(
     scenario: Annotated[list[str] | None, typer.Option(
         help="Scenarios (repeatable; default: all).")] = None,
     seeds: Annotated[int, typer.Option(min=1, max=1000, help="Seeds per stream.")] = 100,
-    learning_seeds: Annotated[int, typer.Option(
+    learning_seeds: Annotated[int | None, typer.Option(
         min=0, help="Seeds (the first ones) on which the targets also learn from the log, "
-        "as banditops evaluate does (a replay per target and logger each).")] = 10,
+        "as banditops evaluate does (a replay per target and logger each); default: 10, "
+        "or --seeds if fewer.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the CSV and JSON results.")
                    ] = Path("results/ope"),
     rows: Annotated[int | None, typer.Option(
         min=1000, help="Only the first ROWS rows of each dataset (quick runs).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes to use.")] = 2,
     export_logs: Annotated[bool, typer.Option(
-        help="Also write seed 0's decision log of every logger and stream (Parquet, with "
-        "features) under OUT/logs.")] = False,
+        "--export-logs", help="Also write seed 0's decision log of every logger and stream "
+        "(Parquet, with features) under OUT/logs.")] = False,
     from_runs: Annotated[Path | None, typer.Option(
         help="Replay nothing: the table and outputs again from a run's ope_runs.csv (or its "
         "ope_runs_frozen.csv checkpoint).")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Validate the off-policy estimators in the replay: log traffic under uniform and
-    epsilon-greedy routing, estimate the other strategies from it, compare with their true
-    replay value."""
+    """Validate the off-policy estimators in the replay, against each target's true value.
+
+    Log traffic under uniform and epsilon-greedy routing, estimate the other strategies from
+    it, compare with their true replay value."""
     from banditops.simulation.ope_command import run_check_command
 
     try:
@@ -267,8 +270,9 @@ def export_log(
     limit: Annotated[int | None, typer.Option(
         min=1, help="At most this many decisions, oldest first (default: all).")] = None,
 ) -> None:
-    """Write a deployment's decision log, read from the service's database, as a file for
-    `banditops evaluate` (the same file as GET /v1/deployments/{name}/decisions/export)."""
+    """Write a deployment's decision log from the service's database, for banditops evaluate.
+
+    The same file as GET /v1/deployments/{name}/decisions/export."""
     import time
 
     from banditops.service.config import check_database_url

@@ -53,7 +53,8 @@ def check_features(features: object) -> tuple[str, ...]:
     """A tuple of distinct, non-empty feature names (empty: use every feature that comes)."""
     if isinstance(features, str) or not isinstance(features, Sequence):
         raise InvalidParameterError(
-            f"features must be a list of feature names, got {features!r}")
+            f"features must be a list of feature names, e.g. [\"age\", \"plan\"] (on the "
+            f"command line: --param 'features=[\"age\",\"plan\"]'), got {features!r}")
     names = tuple(features)
     for name in names:
         if not isinstance(name, str) or not name or len(name) > 200:

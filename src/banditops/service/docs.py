@@ -134,7 +134,10 @@ class VersionState(Answer):
                                               "quarantined were taken down (reinstate puts "
                                               "them back); retired is gone for good.")
     traffic_share: float = Field(ge=0, le=1, description="The share of requests the policy "
-                                                         "sends it now.")
+                                                         "sends it now; for a contextual "
+                                                         "policy, its probability for an "
+                                                         "average request (the split served "
+                                                         "is in .../history).")
     decisions: int
     feedbacks: int
     reward_mean: float | None
