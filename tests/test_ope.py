@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -473,3 +474,15 @@ def test_evaluate_check_summarises_saved_runs_against_the_goals(tmp_path):
     bad = runner.invoke(app, ["evaluate-check", "--from-runs", str(tmp_path / "none.csv"),
                               "--out", str(tmp_path / "out")])
     assert bad.exit_code == 2 and bad.output.startswith("error: --from-runs")
+
+
+def test_a_csv_log_is_safe_to_open_in_a_spreadsheet_and_round_trips(tmp_path):
+    frame = sample_frame()
+    frame["feature:city"] = ["=cmd|' /C calc'!A0", "-2+3", "'@x", "\rsplit", "@SUM(A1)",
+                             "'plain"]
+    path = write_log(frame, tmp_path / "log.csv")
+    rows = list(csv.reader(path.open(newline="", encoding="utf-8")))[1:]
+    column = list(frame.columns).index("feature:city")
+    assert len(rows) == 6
+    assert all(row[column].startswith("'") for row in rows[:5])
+    assert read_log(path).frame["feature:city"].tolist() == frame["feature:city"].tolist()

@@ -25,12 +25,21 @@ propensity outside (0, 1], a non-finite number, a reward outside [0, 1], a dupli
 decision id or a version missing from its own ``live`` list is one
 :class:`LogFormatError` naming the column and the first row at fault (rows count from 1,
 the header excluded, in file order).
+
+**CSV is written safe to open in a spreadsheet.** Feature values come from clients: a text
+cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return would run as a
+formula in Excel or LibreOffice (CSV injection, OWASP), so :func:`csv_text` writes such a
+cell, and a cell already starting with ``'`` followed by one of them, with one more leading
+``'`` (the spreadsheet shows the text), and :func:`read_log` drops it again: the round trip
+is exact. Lines end with CRLF (RFC 4180), so a carriage return inside a value is quoted and
+cannot split a row.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +56,8 @@ FEATURE = "feature:"
 SHADOW = "reward:"
 SUFFIXES = (".parquet", ".csv")
 _NA = ["", "nan", "NaN", "NA", "null", "None"]
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")  # a cell a spreadsheet would evaluate (escaped)
+_ESCAPED = re.compile(r"'+[=+\-@\t\r]")
 
 
 class LogFormatError(InvalidParameterError):
@@ -286,7 +297,8 @@ def read_log(path: str | Path) -> DecisionLogFrame:
             header = pd.read_csv(path, nrows=0).columns
             text = {c: str for c in ("decision_id", "version", "live") if c in header}
             na = {c: _NA for c in header if c not in text}
-            frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=na)
+            frame = _unescape(pd.read_csv(path, dtype=text, keep_default_na=False,
+                                          na_values=na))
     except (OSError, ValueError, ImportError) as error:
         raise LogFormatError(f"{path}: cannot read it as {suffix[1:]}: "
                              f"{type(error).__name__}: {error}") from None
@@ -302,8 +314,39 @@ def write_log(frame: pd.DataFrame | DecisionLogFrame, path: str | Path) -> Path:
     if suffix == ".parquet":
         log.frame.to_parquet(path, index=False)
     else:
-        log.frame.to_csv(path, index=False, na_rep="")
+        path.write_text(csv_text(log.frame), encoding="utf-8", newline="")
     return path
+
+
+def _escape_cell(value: Any) -> Any:
+    return "'" + value if isinstance(value, str) and _FORMULA.match(value) else value
+
+
+def _unescape_cell(value: Any) -> Any:
+    return value[1:] if isinstance(value, str) and _ESCAPED.match(value) else value
+
+
+def _text_columns(frame: pd.DataFrame) -> list[Any]:
+    return [c for c in frame.columns
+            if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
+
+
+def csv_text(frame: pd.DataFrame, *, header: bool = True) -> str:
+    """``frame`` as CSV text, safe to open in a spreadsheet (see the module): text cells a
+    spreadsheet would evaluate get a leading ``'``, lines end with CRLF."""
+    texts = _text_columns(frame)
+    if texts:
+        frame = frame.copy()
+        for column in texts:
+            frame[column] = frame[column].map(_escape_cell, na_action="ignore")
+    return frame.to_csv(index=False, header=header, na_rep="", lineterminator="\r\n")
+
+
+def _unescape(frame: pd.DataFrame) -> pd.DataFrame:
+    """Undo :func:`csv_text`'s escaping of formula-like text cells."""
+    for column in _text_columns(frame):
+        frame[column] = frame[column].map(_unescape_cell, na_action="ignore")
+    return frame
 
 
 def live_json(versions: list[str] | tuple[str, ...]) -> str:

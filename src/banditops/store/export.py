@@ -57,6 +57,7 @@ from sqlalchemy import String, Text, any_, bindparam, cast, func, or_, select, t
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from banditops.errors import InvalidParameterError
+from banditops.ope.logfile import csv_text
 from banditops.store.schema import decisions, events, feedback, shadows, versions
 from banditops.store.sql import Store
 
@@ -394,10 +395,10 @@ def export_bytes(store: Store, plan: ExportPlan, fmt: Format, *,
         raise InvalidParameterError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "csv":
         header = io.StringIO()
-        csv.writer(header, lineterminator="\n").writerow(plan.columns)
+        csv.writer(header, lineterminator="\r\n").writerow(plan.columns)
         yield header.getvalue().encode()
         for frame in export_frames(store, plan, chunk_rows=chunk_rows):
-            yield frame.to_csv(index=False, header=False, lineterminator="\n").encode()
+            yield csv_text(frame, header=False).encode()  # safe to open in a spreadsheet
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
