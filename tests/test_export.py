@@ -245,3 +245,30 @@ def test_a_csv_export_of_hostile_feature_values_is_safe_and_reads_back_exactly(s
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
     log = read_log(path)
     assert [c["plan"] for c in log.contexts()] == HOSTILE
+
+
+def test_an_unknown_deployment_is_one_clear_error_naming_the_known_ones(store, tmp_path):
+    """banditops evaluate --db and export-log with a typo in --deployment (PostgreSQL
+    rejected the listing query, reported as 'database unavailable')."""
+    from banditops.ope.database import log_from_database
+    from banditops.store.export import check_deployment
+
+    _log_decisions(store)
+    check_deployment(store, "main")
+    for check in (lambda: check_deployment(store, "nope"),
+                  lambda: log_from_database(
+                      store.engine.url.render_as_string(hide_password=False), "nope")):
+        with pytest.raises(InvalidParameterError,
+                           match=r"'nope' has no decisions in this database; deployments "
+                                 r"with decisions: main, other$"):
+            check()
+    from typer.testing import CliRunner
+
+    from banditops.cli import app
+
+    url = store.engine.url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(app, ["export-log", "--db", url, "--deployment", "nope",
+                                      "--out", str(tmp_path / "nope.csv")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "error: deployment 'nope' has no decisions" in said, said
+    assert not (tmp_path / "nope.csv").exists()

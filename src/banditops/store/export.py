@@ -190,6 +190,21 @@ def _in_range(deployment: str, since: float | None, until: float | None) -> list
     return conditions
 
 
+def check_deployment(store: Store, deployment: str) -> None:
+    """InvalidParameterError naming the deployments that have decisions, when ``deployment``
+    has none (a typo would otherwise export an empty log)."""
+    with store._guard("listing deployments"), store.engine.connect() as connection:
+        if connection.execute(select(decisions.c.id).where(
+                decisions.c.deployment == deployment).limit(1)).first() is not None:
+            return
+        known = connection.execute(
+            select(decisions.c.deployment).group_by(decisions.c.deployment)
+            .order_by(decisions.c.deployment)).scalars().all()
+    raise InvalidParameterError(
+        f"deployment {deployment!r} has no decisions in this database; deployments with "
+        f"decisions: {', '.join(known) or 'none'}")
+
+
 def check_range(since: float | None, until: float | None, limit: int | None) -> None:
     for name, value in (("since", since), ("until", until)):
         if value is not None and not math.isfinite(value):
