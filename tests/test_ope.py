@@ -486,3 +486,15 @@ def test_a_csv_log_is_safe_to_open_in_a_spreadsheet_and_round_trips(tmp_path):
     assert len(rows) == 6
     assert all(row[column].startswith("'") for row in rows[:5])
     assert read_log(path).frame["feature:city"].tolist() == frame["feature:city"].tolist()
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("propensity", 5e-324, r"column 'propensity', row 2: 4.94066e-324 is below 1e-100"),
+    ("propensity", 1e-300, r"column 'propensity', row 2: 1e-300 is below 1e-100"),
+    ("live", "[" * 100_000, r"column 'live', row 2: '\[\[\[.* is not a JSON list")])
+def test_a_hostile_log_is_one_format_error_never_a_nan_estimate_or_a_crash(column, value,
+                                                                          message):
+    frame = sample_frame().astype({column: object})
+    frame.loc[1, column] = value
+    with pytest.raises(LogFormatError, match=message):
+        validate_log(frame)

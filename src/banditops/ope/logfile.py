@@ -21,8 +21,8 @@ column              type       meaning
 ==================  =========  ==========================================================
 
 :func:`read_log` and :func:`write_log` validate a log the same way: a missing column, a
-propensity outside (0, 1], a non-finite number, a reward outside [0, 1], a duplicate
-decision id or a version missing from its own ``live`` list is one
+propensity outside (0, 1] or below ``MIN_PROPENSITY``, a non-finite number, a reward
+outside [0, 1], a duplicate decision id or a version missing from its own ``live`` list is one
 :class:`LogFormatError` naming the column and the first row at fault (rows count from 1,
 the header excluded, in file order).
 
@@ -55,6 +55,7 @@ OPTIONAL = ("live", "feedback_time", "validation_score")
 FEATURE = "feature:"
 SHADOW = "reward:"
 SUFFIXES = (".parquet", ".csv")
+MIN_PROPENSITY = 1e-100  # smaller: 1/p squared overflows; no real decision is that unlikely
 _NA = ["", "nan", "NaN", "NA", "null", "None"]
 _FORMULA = re.compile(r"'*[=+\-@\t\r]")  # a cell a spreadsheet would evaluate (escaped)
 _ESCAPED = re.compile(r"'+[=+\-@\t\r]")
@@ -219,6 +220,10 @@ def _validate(frame: pd.DataFrame, source: str) -> DecisionLogFrame:
     outside = np.flatnonzero((propensity <= 0) | (propensity > 1))
     if len(outside):
         raise _fail("propensity", outside, f"{propensity[outside[0]]:g} is outside (0, 1]")
+    tiny = np.flatnonzero(propensity < MIN_PROPENSITY)
+    if len(tiny):  # its weight 1/p, squared in every variance, would overflow to inf / NaN
+        raise _fail("propensity", tiny, f"{propensity[tiny[0]]:g} is below {MIN_PROPENSITY:g}: "
+                    "no logger serves a version that unlikely; the log is broken")
     reward = frame["reward"] = _numbers(frame, "reward", allow_nan=True)
     outside = np.flatnonzero((reward < 0) | (reward > 1))
     if len(outside):
@@ -260,7 +265,7 @@ def _parse_live(texts: pd.Series) -> list[tuple[str, ...] | None]:
         if text not in parsed:
             try:
                 names = json.loads(text) if isinstance(text, str) else None
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: '[[[[...' nested deep
                 names = None
             ok = isinstance(names, list) and all(isinstance(n, str) and n for n in names)
             parsed[text] = tuple(names) if ok else None  # type: ignore[arg-type]
