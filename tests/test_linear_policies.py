@@ -167,6 +167,11 @@ def test_state_round_trips_through_json_and_continues_identically(make):
         broken = json.loads(json.dumps(state))
         broken["stats"]["models"]["a"]["a_inv"] = [[1.0]]
         Policy.from_state(broken)
+    for field in ("theta", "b"):  # finite but absurd: every score would be inf
+        broken = json.loads(json.dumps(state))
+        broken["stats"]["models"]["a"][field] = [1e308] * 16
+        with pytest.raises(InvalidStateError, match=f"{field} must be"):
+            Policy.from_state(broken)
 
 
 def test_sherman_morrison_keeps_the_inverse_and_theta_exact():

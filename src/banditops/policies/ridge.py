@@ -165,11 +165,16 @@ class RidgeModels:
             self.theta[-1] = _matrix(arm["theta"], (d,), "theta")
 
 
+MAX_STATE = 1e100  # a learned value is far smaller (A^-1 <= 2^100 / MIN_RIDGE): larger
+# ones (a corrupted snapshot) would overflow every score to inf and refuse every request
+
+
 def _matrix(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
     array = np.array(value, dtype=float)
-    if array.shape != shape or not np.isfinite(array).all():
-        raise InvalidStateError(f"{name} must be {shape} finite numbers, got shape "
-                                f"{array.shape}")
+    if array.shape != shape or not np.isfinite(array).all() \
+            or (array.size and np.abs(array).max() > MAX_STATE):
+        raise InvalidStateError(f"{name} must be {shape} finite numbers within "
+                                f"{MAX_STATE:g}, got shape {array.shape}")
     return array
 
 
