@@ -486,6 +486,9 @@ def test_a_csv_log_is_safe_to_open_in_a_spreadsheet_and_round_trips(tmp_path):
     assert len(rows) == 6
     assert all(row[column].startswith("'") for row in rows[:5])
     assert read_log(path).frame["feature:city"].tolist() == frame["feature:city"].tolist()
+    frame["feature:city"] = ["None", "null", "NA", "nan", None, "x"]  # texts, not nulls
+    cities = [c["city"] for c in read_log(write_log(frame, tmp_path / "na.csv")).contexts()]
+    assert cities == ["None", "null", "NA", "nan", None, "x"]
 
 
 @pytest.mark.parametrize(("column", "value", "message"), [

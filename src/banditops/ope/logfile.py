@@ -301,7 +301,9 @@ def read_log(path: str | Path) -> DecisionLogFrame:
         else:
             header = pd.read_csv(path, nrows=0).columns
             text = {c: str for c in ("decision_id", "version", "live") if c in header}
-            na = {c: _NA for c in header if c not in text}
+            # a feature is a client's text: only an empty cell is null ("None", "NA" and
+            # "null" are values, as in Parquet)
+            na = {c: [""] if c.startswith(FEATURE) else _NA for c in header if c not in text}
             frame = _unescape(pd.read_csv(path, dtype=text, keep_default_na=False,
                                           na_values=na))
     except (OSError, ValueError, ImportError) as error:
