@@ -3,6 +3,7 @@ live at each decision, chunking, ranges and limits, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 
@@ -223,3 +224,51 @@ def test_the_export_log_command_reads_the_database_directly(tmp_path):
                                  "--deployment", "main", "--out", str(tmp_path / "e.csv")])
     assert result.exit_code == 2 and "secret" not in result.output
     assert not (tmp_path / "e.csv").exists() and not (tmp_path / "x.csv").exists()
+
+
+HOSTILE = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rcr", "'=kept",
+           "a\r\nb,\"c\"", "'plain", "é𝕏\u202e", "ok"]
+
+
+def test_a_csv_export_of_hostile_feature_values_is_safe_and_reads_back_exactly(store, tmp_path):
+    """Feature values come from clients: no cell a spreadsheet would run as a formula, a
+    carriage return cannot split a row, and banditops evaluate reads every value back."""
+    _register(store, "v1", 0.0)
+    store.log("main", 10.0**12).record([
+        LoggedDecision(f"h{i:02d}", "v1", 0, 1.0, 1000.0 + i, None, (), {"plan": value})
+        for i, value in enumerate(HOSTILE)])
+    data = b"".join(export_bytes(store, plan_export(store, "main"), "csv"))
+    path = tmp_path / "hostile.csv"
+    path.write_bytes(data)
+    cells = [row[-1] for row in csv.reader(io.StringIO(data.decode(), newline=""))][1:]
+    assert len(cells) == len(HOSTILE)
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    log = read_log(path)
+    assert [c["plan"] for c in log.contexts()] == HOSTILE
+
+
+def test_an_unknown_deployment_is_one_clear_error_naming_the_known_ones(store, tmp_path):
+    """banditops evaluate --db and export-log with a typo in --deployment (PostgreSQL
+    rejected the listing query, reported as 'database unavailable')."""
+    from banditops.ope.database import log_from_database
+    from banditops.store.export import check_deployment
+
+    _log_decisions(store)
+    check_deployment(store, "main")
+    for check in (lambda: check_deployment(store, "nope"),
+                  lambda: log_from_database(
+                      store.engine.url.render_as_string(hide_password=False), "nope")):
+        with pytest.raises(InvalidParameterError,
+                           match=r"'nope' has no decisions in this database; deployments "
+                                 r"with decisions: main, other$"):
+            check()
+    from typer.testing import CliRunner
+
+    from banditops.cli import app
+
+    url = store.engine.url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(app, ["export-log", "--db", url, "--deployment", "nope",
+                                      "--out", str(tmp_path / "nope.csv")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "error: deployment 'nope' has no decisions" in said, said
+    assert not (tmp_path / "nope.csv").exists()

@@ -167,6 +167,11 @@ def test_state_round_trips_through_json_and_continues_identically(make):
         broken = json.loads(json.dumps(state))
         broken["stats"]["models"]["a"]["a_inv"] = [[1.0]]
         Policy.from_state(broken)
+    for field in ("theta", "b"):  # finite but absurd: every score would be inf
+        broken = json.loads(json.dumps(state))
+        broken["stats"]["models"]["a"][field] = [1e308] * 16
+        with pytest.raises(InvalidStateError, match=f"{field} must be"):
+            Policy.from_state(broken)
 
 
 def test_sherman_morrison_keeps_the_inverse_and_theta_exact():
@@ -285,3 +290,29 @@ def test_a_deployment_with_linear_thompson_learns_and_restores_its_learning():
     continued = serve(first, 50)
     rng.setstate(rng_state)
     assert serve(second, 50) == continued
+
+
+@pytest.mark.parametrize("cls", [LinUCB, LinearThompsonSampling])
+@pytest.mark.parametrize(("ridge", "gamma"), [(1e-300, 1.0), (1e-300, 0.5), (1.0, 1e-300),
+                                              (1e-7, 1.0), (1.0, 0.4)])
+def test_a_ridge_or_gamma_that_would_overflow_the_model_to_nan_is_refused(cls, ridge, gamma):
+    """ridge 1e-300 or gamma 1e-300 were accepted and the model's state went NaN (or every
+    choice raised) within a few hundred rewards."""
+    with pytest.raises(InvalidParameterError, match=r"(ridge|gamma) must be in"):
+        cls(dimension=8, ridge=ridge, gamma=gamma)
+
+
+@pytest.mark.parametrize("cls", [LinUCB, LinearThompsonSampling])
+@pytest.mark.parametrize(("ridge", "gamma"), [(1e-6, 1.0), (1e-6, 0.5), (1e6, 0.5)])
+def test_the_extreme_accepted_ridge_and_gamma_keep_the_model_finite(cls, ridge, gamma):
+    policy = cls(dimension=8, ridge=ridge, gamma=gamma, seed=0)
+    for arm in ("a", "b"):
+        policy.add_arm(arm)
+    rng = random.Random(0)
+    for i in range(600):
+        context = {"x": rng.choice([0.0, 1e30, -1e30, 3.0]), "c": str(i % 3), "y": rng.random()}
+        name, _ = policy.choose(context)
+        policy.update(name, float(rng.random() < 0.5), context)
+    text = json.dumps(policy.state())
+    assert "NaN" not in text and "Infinity" not in text
+    assert math.isclose(sum(policy.probabilities({"x": 1.0, "c": "1"}).values()), 1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -506,3 +507,30 @@ def test_a_contextual_target_needs_the_features_it_names_in_the_log(tmp_path):
     bare = write_log(log.frame, tmp_path / "bare.csv")
     result = run(str(bare), "--policy", "linucb")
     assert result.exit_code == 2 and "the log has no feature: columns" in result.output
+
+
+def test_a_csv_log_is_safe_to_open_in_a_spreadsheet_and_round_trips(tmp_path):
+    frame = sample_frame()
+    frame["feature:city"] = ["=cmd|' /C calc'!A0", "-2+3", "'@x", "\rsplit", "@SUM(A1)",
+                             "'plain"]
+    path = write_log(frame, tmp_path / "log.csv")
+    rows = list(csv.reader(path.open(newline="", encoding="utf-8")))[1:]
+    column = list(frame.columns).index("feature:city")
+    assert len(rows) == 6
+    assert all(row[column].startswith("'") for row in rows[:5])
+    assert read_log(path).frame["feature:city"].tolist() == frame["feature:city"].tolist()
+    frame["feature:city"] = ["None", "null", "NA", "nan", None, "x"]  # texts, not nulls
+    cities = [c["city"] for c in read_log(write_log(frame, tmp_path / "na.csv")).contexts()]
+    assert cities == ["None", "null", "NA", "nan", None, "x"]
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("propensity", 5e-324, r"column 'propensity', row 2: 4.94066e-324 is below 1e-100"),
+    ("propensity", 1e-300, r"column 'propensity', row 2: 1e-300 is below 1e-100"),
+    ("live", "[" * 100_000, r"column 'live', row 2: '\[\[\[.* is not a JSON list")])
+def test_a_hostile_log_is_one_format_error_never_a_nan_estimate_or_a_crash(column, value,
+                                                                          message):
+    frame = sample_frame().astype({column: object})
+    frame.loc[1, column] = value
+    with pytest.raises(LogFormatError, match=message):
+        validate_log(frame)

@@ -276,8 +276,8 @@ def export_log(
     import time
 
     from banditops.service.config import check_database_url
+    from banditops.store.export import check_deployment, format_of
     from banditops.store.export import export_log as write_log
-    from banditops.store.export import format_of
     from banditops.store.sql import Store
 
     started = time.perf_counter()
@@ -292,6 +292,7 @@ def export_log(
                 f"database {store.safe_url} has schema revision {found or 'none'}, not "
                 f"{head}: it is not a banditops database, or one of another banditops "
                 "version (start this version's service on it once: it migrates)")
+        check_deployment(store, deployment)
         plan = write_log(store, deployment, out, since=since, until=until, limit=limit)
     except (BanditOpsError, OSError) as error:
         fail(error)

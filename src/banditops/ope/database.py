@@ -9,7 +9,6 @@ for :func:`banditops.ope.logfile.validate_log`.
 from __future__ import annotations
 
 import pandas as pd
-from sqlalchemy import func, select
 
 from banditops.errors import BanditOpsError, InvalidParameterError
 
@@ -17,8 +16,7 @@ from banditops.errors import BanditOpsError, InvalidParameterError
 def log_from_database(url: str, deployment: str) -> pd.DataFrame:
     """The decision log of ``deployment`` (decisions with their feedback, time order)."""
     from banditops.service.config import check_database_url
-    from banditops.store.export import export_frames, plan_export
-    from banditops.store.schema import decisions
+    from banditops.store.export import check_deployment, export_frames, plan_export
     from banditops.store.sql import Store
 
     check_database_url(url)  # a clear error that never echoes a password
@@ -32,14 +30,7 @@ def log_from_database(url: str, deployment: str) -> pd.DataFrame:
                 "version (start this version's service on it once: it migrates)")
         plan = plan_export(store, deployment)
         if not plan.rows:
-            with store._guard("listing deployments"), store.engine.connect() as connection:
-                known = sorted(connection.execute(
-                    select(decisions.c.deployment).distinct()
-                    .order_by(func.min(decisions.c.deployment))
-                    .group_by(decisions.c.deployment)).scalars())
-            raise InvalidParameterError(
-                f"deployment {deployment!r} has no decisions in this database; "
-                f"deployments with decisions: {', '.join(known) or 'none'}")
+            check_deployment(store, deployment)
         frames = list(export_frames(store, plan))
     except BanditOpsError:
         raise

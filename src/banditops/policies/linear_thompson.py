@@ -46,8 +46,9 @@ class LinearThompsonParams:
     """Parameters of :class:`LinearThompsonSampling`, validated on creation.
 
     ``dimension`` and ``features``: the encoder's (see the module); ``v``: the scale of the
-    sampled scores' spread; ``ridge``: the prior's weight (lambda); ``gamma``: the evidence
-    kept per reward (1: never forget; 0.999: a half-life of ~700 rewards per arm);
+    sampled scores' spread; ``ridge``: the prior's weight (lambda, in [1e-6, 1e6]);
+    ``gamma``: the evidence kept per reward (in [0.5, 1]; 1: never forget; 0.999: a
+    half-life of ~700 rewards per arm);
     ``prior_mean``: a new arm's predicted reward when it has no validation score in [0, 1].
     """
 

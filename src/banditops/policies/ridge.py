@@ -43,6 +43,8 @@ from banditops.policies.base import ContextualPolicy, check_number, set_checked
 from banditops.rewards import validate_reward
 
 REFRESH = 100  # rewards between exact re-inversions of a discounting arm's matrix
+MIN_RIDGE = 1e-6  # smaller ridges (and gammas) overflow the model to NaN (check_linear_params)
+MIN_GAMMA = 0.5  # a reward's weight halves at most per reward: 2^100 between re-inversions
 
 
 class RidgeModels:
@@ -163,11 +165,16 @@ class RidgeModels:
             self.theta[-1] = _matrix(arm["theta"], (d,), "theta")
 
 
+MAX_STATE = 1e100  # a learned value is far smaller (A^-1 <= 2^100 / MIN_RIDGE): larger
+# ones (a corrupted snapshot) would overflow every score to inf and refuse every request
+
+
 def _matrix(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
     array = np.array(value, dtype=float)
-    if array.shape != shape or not np.isfinite(array).all():
-        raise InvalidStateError(f"{name} must be {shape} finite numbers, got shape "
-                                f"{array.shape}")
+    if array.shape != shape or not np.isfinite(array).all() \
+            or (array.size and np.abs(array).max() > MAX_STATE):
+        raise InvalidStateError(f"{name} must be {shape} finite numbers within "
+                                f"{MAX_STATE:g}, got shape {array.shape}")
     return array
 
 
@@ -183,10 +190,12 @@ def check_linear_params(params: Any) -> None:
     """The parameters every linear contextual bandit shares (validated, normalised)."""
     check_dimension(params.dimension)
     set_checked(params, "features", check_features(params.features))
-    set_checked(params, "ridge", check_number("ridge", params.ridge, low=0.0, high=1e6,
-                                              low_open=True))
-    set_checked(params, "gamma", check_number("gamma", params.gamma, low=0.0, high=1.0,
-                                              low_open=True))
+    # Bounded away from 0: a ridge of 1e-300 (A^-1 = 1e300 I) or a gamma of 1e-300
+    # (A^-1 / gamma each reward) overflows the Sherman-Morrison update to NaN at once.
+    set_checked(params, "ridge", check_number("ridge", params.ridge, low=MIN_RIDGE,
+                                              high=1e6))
+    set_checked(params, "gamma", check_number("gamma", params.gamma, low=MIN_GAMMA,
+                                              high=1.0))
     set_checked(params, "prior_mean", check_number("prior_mean", params.prior_mean,
                                                    low=0.0, high=1.0))
 

@@ -57,6 +57,7 @@ from sqlalchemy import String, Text, any_, bindparam, cast, func, or_, select, t
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from banditops.errors import InvalidParameterError
+from banditops.ope.logfile import csv_text
 from banditops.store.schema import decisions, events, feedback, shadows, versions
 from banditops.store.sql import Store
 
@@ -187,6 +188,21 @@ def _in_range(deployment: str, since: float | None, until: float | None) -> list
     if until is not None:
         conditions.append(decisions.c.created_at < until)
     return conditions
+
+
+def check_deployment(store: Store, deployment: str) -> None:
+    """InvalidParameterError naming the deployments that have decisions, when ``deployment``
+    has none (a typo would otherwise export an empty log)."""
+    with store._guard("listing deployments"), store.engine.connect() as connection:
+        if connection.execute(select(decisions.c.id).where(
+                decisions.c.deployment == deployment).limit(1)).first() is not None:
+            return
+        known = connection.execute(
+            select(decisions.c.deployment).group_by(decisions.c.deployment)
+            .order_by(decisions.c.deployment)).scalars().all()
+    raise InvalidParameterError(
+        f"deployment {deployment!r} has no decisions in this database; deployments with "
+        f"decisions: {', '.join(known) or 'none'}")
 
 
 def check_range(since: float | None, until: float | None, limit: int | None) -> None:
@@ -394,10 +410,10 @@ def export_bytes(store: Store, plan: ExportPlan, fmt: Format, *,
         raise InvalidParameterError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "csv":
         header = io.StringIO()
-        csv.writer(header, lineterminator="\n").writerow(plan.columns)
+        csv.writer(header, lineterminator="\r\n").writerow(plan.columns)
         yield header.getvalue().encode()
         for frame in export_frames(store, plan, chunk_rows=chunk_rows):
-            yield frame.to_csv(index=False, header=False, lineterminator="\n").encode()
+            yield csv_text(frame, header=False).encode()  # safe to open in a spreadsheet
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
