@@ -14,6 +14,11 @@ shows that floor too, and the overhead per row net of it: the policy's choice, t
 decision id, the logged decision and the returned Decision, per row. The rows where the
 policy routes everything to the fastest model measure the goal without the slower models.
 The old way, one ``predict`` per row, is timed on a subset.
+
+Features logged (issue 12): the even-split Thompson batch again with ``log_context=True``
+(each row's features kept with its decision, for off-policy evaluation), into the in-memory
+log and into a SQLite decision log (the service's ``SqlLog``: JSON in ``decisions.context``),
+against the same batch without; ``--no-features`` skips it.
 """
 
 from __future__ import annotations
@@ -83,8 +88,9 @@ def nothing() -> None:
     return None
 
 
-def deployment(policy: Policy, models: dict[str, Any], scores: dict[str, float]) -> Deployment:
-    d = Deployment(policy, max_pending=1_000_000)
+def deployment(policy: Policy, models: dict[str, Any], scores: dict[str, float],
+               **options: Any) -> Deployment:
+    d = Deployment(policy, max_pending=1_000_000, **options)
     for name, model in models.items():
         d.register(name, model, validation_score=scores[name])
     return d
@@ -97,6 +103,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="best of this many runs (5)")
     parser.add_argument("--loop-rows", type=int, default=200,
                         help="rows of the one-predict-per-row reference (200; 0: skip)")
+    parser.add_argument("--features", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the batch with its features logged, in memory and "
+                        "in a SQLite decision log (default: on)")
     parser.add_argument("--threads", type=int, default=1,
                         help="OpenMP/BLAS threads of the models (1: steadier on a shared machine)")
     args = parser.parse_args()
@@ -182,6 +191,48 @@ def main() -> None:
         verdict = "met" if ratio <= GOAL else "missed"
         console.print(f"goal (<= {GOAL:.1f}x the fastest model's predict per row): {verdict} "
                       f"for {label} ({ratio:.2f}x)")
+    if args.features:
+        logged = logged_features(models, rows, repeats)
+        result = Table(title="features logged (log_context=True: each row's features kept "
+                             f"with its decision), thompson, even split, best of {repeats}")
+        for column in ("decision log", "features", "seconds", "µs per row", "x not logged"):
+            result.add_column(column, justify="left" if column in ("decision log", "features")
+                              else "right")
+        for log_name in ("memory", "SQL (SQLite file)"):
+            off = logged[(log_name, False)]
+            for flag, seconds in (("not logged", off), ("logged", logged[(log_name, True)])):
+                result.add_row(log_name, flag, f"{seconds:.4f}", f"{seconds / n * 1e6:.2f}",
+                               f"{seconds / off:.2f}")
+        console.print(result)
+
+
+def logged_features(models: dict[str, Any], rows: pd.DataFrame, repeats: int
+                    ) -> dict[tuple[str, bool], float]:
+    """Best seconds of one predict_batch over ``rows`` with and without each row's features
+    logged, into the in-memory log and into a SQLite decision log (the service's)."""
+    import tempfile
+
+    from banditops.store.sql import Store
+
+    folder = tempfile.mkdtemp()
+    store = Store(f"sqlite:///{folder}/log.db")
+    store.migrate()
+    scores = dict.fromkeys(FAMILIES, 0.8)
+    timed: dict[str, Timed] = {}
+    for flag in (False, True):
+        timed[f"memory/{flag}"] = (
+            lambda flag=flag: deployment(ThompsonSampling(seed=0), models, scores,
+                                         log_context=flag),
+            lambda d: d.predict_batch(rows))
+        timed[f"sql/{flag}"] = (
+            lambda flag=flag: deployment(ThompsonSampling(seed=0), models, scores,
+                                         log_context=flag, log=store.log("bench", 1e9)),
+            lambda d: d.predict_batch(rows))
+    best = best_times(timed, repeats)
+    store.close()
+    return {(name, flag): best[f"{key}/{flag}"]
+            for key, name in (("memory", "memory"), ("sql", "SQL (SQLite file)"))
+            for flag in (False, True)}
 
 
 if __name__ == "__main__":

@@ -24,6 +24,13 @@ raw keep-alive sockets so that it costs little next to the servers. Reported:
 - banditops/plain ratios, and banditops's added p99 over the direct call (goal: <= 2 ms);
   throughput goal: >= 2,000 predictions/s per worker with the scikit-learn model.
 
+Features logged (issue 12), same run: two banditops servers of the scikit-learn model, one
+with ``log_features = true`` (each decision's ten features kept as JSON in the decisions table,
+for off-policy evaluation) and one without, measured alternately, paced and at full load.
+Reported: p50/p99, throughput, their ratios (goals: p99 <= 1.10x, throughput >= 0.90x) and the
+database bytes per decision of each; and, for reference, a third server routing with linear
+Thompson sampling on those features (contextual, so they are logged).
+
 Shadow scoring (issue 9), same run: two more banditops servers with three versions of the
 scikit-learn model, one with ``shadow = { mode = "all" }`` (every answered request has the two
 other versions predict it afterwards, off the request path) and one without, measured
@@ -64,6 +71,8 @@ CONNECTIONS = 4
 P99_GOAL_MS = 2.0
 THROUGHPUT_GOAL = 2000.0
 SHADOW_P99_GOAL = 1.10  # p99 with shadow scoring on / off
+FEATURES_P99_GOAL = 1.10  # p99 with every decision's features logged / not
+FEATURES_RATE_GOAL = 0.90  # throughput likewise
 KINDS = (("skops", "scikit-learn (skops)"), ("onnx", "ONNX export"))
 BANDITOPS_PATH = "/v1/deployments/bench/predict"
 PLAIN_PATH = "/predict"
@@ -120,7 +129,8 @@ def write_artifacts(folder: Path) -> None:
 
 
 def write_config(folder: Path, fmt: str, name: str | None = None,
-                 versions: tuple[str, ...] = ("v1", "v2"), shadow: str | None = None) -> Path:
+                 versions: tuple[str, ...] = ("v1", "v2"), shadow: str | None = None,
+                 log_features: bool = False, policy: str = "thompson") -> Path:
     name = name or f"bench-{fmt}"
     features = ", ".join(f'{f} = "number"' for f in FEATURES)
     path = folder / f"{name}.toml"
@@ -131,8 +141,9 @@ artifact_dirs = ["{folder}"]
 key = "{KEY}"
 scope = "client"
 [deployments.bench]
-policy = "thompson"
+policy = "{policy}"
 features = {{{features}}}
+log_features = {str(log_features).lower()}
 {f'shadow = {{ mode = "{shadow}" }}' if shadow else ""}
 ''' + "".join(f'''
 [[deployments.bench.versions]]
@@ -356,6 +367,44 @@ def measure_shadow(folder: Path, body: bytes, args: argparse.Namespace
     return figures, counters
 
 
+def measure_features(folder: Path, body: bytes, args: argparse.Namespace
+                     ) -> dict[str, Figures]:
+    """Paced latency and throughput of predict with each decision's features logged
+    (``log_features = true``: JSON in decisions.context) and without, measured alternately
+    (two versions, skops, Thompson sampling); and the database bytes per decision of each."""
+    configs = {"off": write_config(folder, "skops", "bench-features-off"),
+               "on": write_config(folder, "skops", "bench-features-on", log_features=True),
+               "contextual": write_config(folder, "skops", "bench-features-contextual",
+                                          log_features=True, policy="linear-thompson")}
+    ports = {target: free_port() for target in configs}
+    figures = {target: Figures() for target in configs}
+    with banditops_server(folder, "skops", ports["off"], configs["off"]), \
+            banditops_server(folder, "skops", ports["on"], configs["on"]), \
+            banditops_server(folder, "skops", ports["contextual"], configs["contextual"]):
+        for target in configs:
+            paced(ports[target], BANDITOPS_PATH, body, args.warmup)
+        for round_ in range(args.rounds):
+            order = (("off", "on", "contextual") if round_ % 2 == 0
+                     else ("contextual", "on", "off"))
+            for target in order:
+                figures[target].latencies.append(
+                    paced(ports[target], BANDITOPS_PATH, body, args.seconds))
+            for target in order:
+                figures[target].rates.append(
+                    throughput(ports[target], BANDITOPS_PATH, body, args.seconds))
+    return figures
+
+
+def decision_bytes(folder: Path, name: str) -> float:
+    """Bytes of the database file per logged decision (the WAL moved in first)."""
+    import sqlite3
+
+    with sqlite3.connect(folder / f"{name}.db") as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        count = connection.execute("SELECT count(*) FROM decisions").fetchone()[0]
+    return (folder / f"{name}.db").stat().st_size / max(count, 1)
+
+
 # ------------------------------------------------------------------ reporting
 def verdict(ok: bool) -> str:
     return "[green]met[/green]" if ok else "[bold red]MISSED[/bold red]"
@@ -413,6 +462,38 @@ def report_shadow(console: Console, figures: dict[str, Figures],
              f"x{ratio:.2f}", verdict(ratio <= SHADOW_P99_GOAL))]
 
 
+def report_features(console: Console, figures: dict[str, Figures],
+                    sizes: dict[str, float]) -> list[tuple]:
+    """Print the features logged on/off table; return its goal rows."""
+    off, on = figures["off"], figures["on"]
+    table = Table(title=f"predict with each decision's features logged ({len(FEATURES)} "
+                        "numbers), scikit-learn (skops)")
+    for column in ("target", "p50 ms", "p99 ms", "predictions/s", "database bytes/decision"):
+        table.add_column(column, justify="right" if column != "target" else "left")
+    table.add_row("log_features = false", f"{off.p50:.3f}", f"{off.p99:.3f}",
+                  f"{off.rate:,.0f}", f"{sizes['off']:,.0f}")
+    table.add_row("log_features = true", f"{on.p50:.3f}", f"{on.p99:.3f}", f"{on.rate:,.0f}",
+                  f"{sizes['on']:,.0f}")
+    table.add_row("[bold]on / off[/bold]", f"x{on.p50 / off.p50:.2f}",
+                  f"x{on.p99 / off.p99:.2f}", f"x{on.rate / off.rate:.2f}",
+                  f"x{sizes['on'] / sizes['off']:.2f}")
+    ctx = figures["contextual"]
+    table.add_row("linear-thompson (contextual), for reference", f"{ctx.p50:.3f}",
+                  f"{ctx.p99:.3f}", f"{ctx.rate:,.0f}", f"{sizes['contextual']:,.0f}")
+    console.print(table)
+    for name, f in (("off", off), ("on", on), ("contextual", ctx)):
+        console.print(f"  per round, features {name}: p99 "
+                      f"{', '.join(f'{np.percentile(t, 99) * 1e3:.2f}' for t in f.latencies)}"
+                      f" ms; predictions/s {', '.join(f'{r:,.0f}' for r in f.rates)}")
+    console.print()
+    p99, rate = on.p99 / off.p99, on.rate / off.rate
+    return [("scikit-learn (skops)", f"p99 features logged / not <= {FEATURES_P99_GOAL:.2f}",
+             f"x{p99:.2f}", verdict(p99 <= FEATURES_P99_GOAL)),
+            ("scikit-learn (skops)",
+             f"throughput features logged / not >= {FEATURES_RATE_GOAL:.2f}",
+             f"x{rate:.2f}", verdict(rate >= FEATURES_RATE_GOAL))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0,
@@ -424,6 +505,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--shadow-only", action="store_true",
                         help="only the shadow scoring on/off comparison")
+    parser.add_argument("--features-only", action="store_true",
+                        help="only the features logged on/off comparison")
     args = parser.parse_args()
     args.warmup, args.direct_seconds = 1.0, 2.0
     if args.quick:
@@ -439,14 +522,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_artifacts(folder)
-        for fmt, label in () if args.shadow_only else KINDS:
+        only = args.shadow_only or args.features_only
+        for fmt, label in () if only else KINDS:
             figures = measure_kind(folder, fmt, instance, body, args)
             goals += report(console, label, figures)
             results[fmt] = {name: f.summary() for name, f in figures.items()}
-        shadow, counters = measure_shadow(folder, body, args)
-        goals += report_shadow(console, shadow, counters)
-        results["shadow"] = {**{name: f.summary() for name, f in shadow.items()},
-                             "counters": counters}
+        if not args.features_only:
+            shadow, counters = measure_shadow(folder, body, args)
+            goals += report_shadow(console, shadow, counters)
+            results["shadow"] = {**{name: f.summary() for name, f in shadow.items()},
+                                 "counters": counters}
+        if not args.shadow_only:
+            logged = measure_features(folder, body, args)
+            sizes = {target: decision_bytes(folder, f"bench-features-{target}")
+                     for target in logged}
+            goals += report_features(console, logged, sizes)
+            results["features"] = {**{name: f.summary() for name, f in logged.items()},
+                                   "bytes_per_decision": sizes}
     table = Table(title=f"goals (paced {RATE:,.0f} req/s; {CONNECTIONS} busy connections)")
     for column in ("model", "goal", "measured", ""):
         table.add_column(column)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from banditops.cli import app
 from banditops.simulation.report import SUMMARY_COLUMNS
-from banditops.simulation.strategies import RECOMMENDED, STRATEGIES
+from banditops.simulation.strategies import CONTEXT_FREE, RECOMMENDED, STRATEGIES
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -100,10 +100,13 @@ def test_chunk_granularity_on_a_csv_with_bad_rows(tmp_path):
     assert ("warning: table has 2,998 rows: in chunks of 150 that is 20 chunks, 10 release(s)"
             in " ".join(result.output.split()))
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["dataset"]) == {"table"} and len(summary) == 2 * len(STRATEGIES)
+    # Contextual strategies have no chunk-granularity replay: left out, with a warning.
+    assert set(summary["dataset"]) == {"table"} and len(summary) == 2 * len(CONTEXT_FREE)
+    assert "contextual strategies left out at chunk granularity" in " ".join(
+        result.output.split())
     assert summary["mean_reward"].between(0.5, 1.0).all()
     shadow = summary[summary["feedback"] == "shadow"]
-    shadowed = [s for s in STRATEGIES.values() if s.feedback == "shadow"]
+    shadowed = [s for s in STRATEGIES.values() if s.feedback == "shadow" and not s.contextual]
     assert len(shadow) == 2 * len(shadowed) == 2 * 5
     assert (shadow["calls_per_request"] > 1.0).all()
     assert (summary[summary["feedback"] == "bandit"]["calls_per_request"] == 1.0).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -433,6 +434,17 @@ def test_evaluate_prints_every_estimator(tmp_path):
     assert found["feedbacks"] == 2000
 
 
+def test_evaluate_says_when_the_targets_guardrail_rolled_back_nothing(tmp_path):
+    same = write_log(uniform_log({"a": 0.7, "b": 0.7}).frame, tmp_path / "same.parquet")
+    result = run(str(same), "--policy", "thompson", "--guardrail", "margin=0.05")
+    assert "the target's guardrail rolled back nothing" in result.output, result.output
+    assert "rolled back nothing" not in run(str(same), "--policy", "thompson").output
+    apart = write_log(uniform_log({"a": 0.1, "b": 0.9}).frame, tmp_path / "apart.parquet")
+    result = run(str(apart), "--policy", "thompson", "--guardrail", "min_samples=30")
+    assert "the target's guardrail rolled back a" in result.output, result.output
+    assert "rolled back nothing" not in result.output
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["nowhere.parquet"], "no such file"),
     (["LOG", "--policy", "nonsense"], "unknown policy 'nonsense'"),
@@ -466,6 +478,7 @@ def test_evaluate_check_summarises_saved_runs_against_the_goals(tmp_path):
                                  "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "learning-path bias" in result.output
+    assert "note: 1 seed: a smoke test" in result.output
     summary = pd.read_csv(tmp_path / "out" / "ope_summary.csv")
     assert len(summary) == 3 * 2 * 4  # loggers x modes x estimators
     verdicts = json.loads((tmp_path / "out" / "ope_summary.json").read_text())["verdicts"]
@@ -473,3 +486,51 @@ def test_evaluate_check_summarises_saved_runs_against_the_goals(tmp_path):
     bad = runner.invoke(app, ["evaluate-check", "--from-runs", str(tmp_path / "none.csv"),
                               "--out", str(tmp_path / "out")])
     assert bad.exit_code == 2 and bad.output.startswith("error: --from-runs")
+
+
+def test_evaluate_check_says_how_many_rows_it_needs_before_training(data_dir, tmp_path):
+    result = runner.invoke(app, ["evaluate-check", "--dataset", "adult", "--rows", "1000",
+                                 "--seeds", "1", "--out", str(tmp_path / "out"),
+                                 "--data-dir", str(data_dir)])
+    assert result.exit_code == 2, result.output
+    assert "error: --rows 1,000 is too few for adult" in result.output
+    assert "(--rows 4,000;" in result.output and "training" not in result.output
+
+
+def test_a_contextual_target_needs_the_features_it_names_in_the_log(tmp_path):
+    log = uniform_log({"a": 0.3, "b": 0.7}, n=50)
+    path = write_log(log.frame.assign(**{"feature:age": 30.0}), tmp_path / "log.csv")
+    result = run(str(path), "--policy", "linear-thompson", "--param", 'features=["agee"]')
+    assert result.exit_code == 2 and "feature 'agee' of the target is not in the log; its " \
+        "features: age" in result.output, result.output
+    assert run(str(path), "--policy", "linucb", "--param", 'features=["age"]').exit_code == 0
+    bare = write_log(log.frame, tmp_path / "bare.csv")
+    result = run(str(bare), "--policy", "linucb")
+    assert result.exit_code == 2 and "the log has no feature: columns" in result.output
+
+
+def test_a_csv_log_is_safe_to_open_in_a_spreadsheet_and_round_trips(tmp_path):
+    frame = sample_frame()
+    frame["feature:city"] = ["=cmd|' /C calc'!A0", "-2+3", "'@x", "\rsplit", "@SUM(A1)",
+                             "'plain"]
+    path = write_log(frame, tmp_path / "log.csv")
+    rows = list(csv.reader(path.open(newline="", encoding="utf-8")))[1:]
+    column = list(frame.columns).index("feature:city")
+    assert len(rows) == 6
+    assert all(row[column].startswith("'") for row in rows[:5])
+    assert read_log(path).frame["feature:city"].tolist() == frame["feature:city"].tolist()
+    frame["feature:city"] = ["None", "null", "NA", "nan", None, "x"]  # texts, not nulls
+    cities = [c["city"] for c in read_log(write_log(frame, tmp_path / "na.csv")).contexts()]
+    assert cities == ["None", "null", "NA", "nan", None, "x"]
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("propensity", 5e-324, r"column 'propensity', row 2: 4.94066e-324 is below 1e-100"),
+    ("propensity", 1e-300, r"column 'propensity', row 2: 1e-300 is below 1e-100"),
+    ("live", "[" * 100_000, r"column 'live', row 2: '\[\[\[.* is not a JSON list")])
+def test_a_hostile_log_is_one_format_error_never_a_nan_estimate_or_a_crash(column, value,
+                                                                          message):
+    frame = sample_frame().astype({column: object})
+    frame.loc[1, column] = value
+    with pytest.raises(LogFormatError, match=message):
+        validate_log(frame)

@@ -30,9 +30,6 @@ def served_log(url: str, *, context: bool = False):
     label 1), "two" rolled back after 100; every fifth decision left without feedback."""
     store = Store(url)
     store.migrate()
-    if context:  # what migration 0007 adds (another helper's): a JSON column of features
-        with store.engine.begin() as connection:
-            connection.execute(text("ALTER TABLE decisions ADD COLUMN context JSON"))
     clock = [0.0]
     deployment = Deployment(Uniform(seed=4), log=store.log("main", 3600.0),
                             clock=lambda: clock[0])
@@ -99,7 +96,7 @@ def test_database_mistakes_are_one_error_line(tmp_path):
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     create_engine(empty).connect().close()
     result = runner.invoke(app, ["evaluate", "--db", empty, "--deployment", "main"])
-    assert result.exit_code == 2 and "no decisions, feedback table" in result.output
+    assert result.exit_code == 2 and "not a banditops database" in result.output
     ok = runner.invoke(app, ["evaluate", "--db", url, "--deployment", "main", "--policy",
                              "latest", "--json"])
     assert ok.exit_code == 0, ok.output

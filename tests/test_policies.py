@@ -131,17 +131,7 @@ def test_probabilities_sum_to_one_over_live_arms(factory):
             policy.add_arm("d")
 
 
-def test_probabilities_match_observed_selection_frequencies(factory):
-    """The logged propensity is what the policy actually does: check it empirically."""
-    policy = with_arms(factory(8))
-    play(policy, {"a": 0.45, "b": 0.5, "c": 0.55}, 120, random.Random(3))
-    expected = policy.probabilities()
-    draws = 4000
-    counts = Counter(policy.select() for _ in range(draws))
-    for arm, probability in expected.items():
-        assert counts[arm] / draws == pytest.approx(probability, abs=0.04), (arm, expected)
-    name, propensity = policy.choose()
-    assert propensity == pytest.approx(policy.probabilities()[name], abs=1e-12)
+# Logged propensity == what select() does: tests/test_propensities.py (every policy).
 
 
 def test_clear_errors(factory):
@@ -191,9 +181,17 @@ BAD_VALUES = {
     "epsilon": [-0.1, 1.5, "x", True, float("nan")], "decay": [0.0, 1.5, "x"],
     "prior_weight": [-1, float("inf"), "x", None], "cold_start_retry": [0, 2.5, True, None],
     "c": [-1, 1e7, "big"], "window": [0, -3, 10.5, None], "gamma": [0.0, 1.01, None],
-    "sigma2": [0.0, -1, None], "propensity_samples": [0, 1.5], "propensity_refresh": [0, "1"],
+    "sigma2": [0.0, -1, None],
     "min_samples": [0, 2.5, True], "alpha": [0.0, 1.0], "split": [0, 1], "test": ["chi2", None],
     "min_rewards": [0, 2.5, True, None],
+    "dimension": [1, 4097, 2.5, True, None], "features": ["age", ["a", "a"], [""], [3], None],
+    "v": [0.0, -1, 1e4, None], "ridge": [0.0, -1, None], "prior_mean": [-0.1, 1.5, None],
+    # the tree policies (contextual)
+    "refit_every": [0, 1.5, None], "max_depth": [0, 7, 2.5, True],
+    "min_samples_leaf": [0, -1, 2.5], "min_impurity_decrease": [-0.1, 1.5, "x"],
+    "holdout": [0.0, 0.95, "x"], "split_z": [-1, 11, None], "leaf_window": [0, 2.5, None],
+    "switch_z": [-1, "x"], "leader_window": [0, None], "propensity_floor": [0.0, 1.5, None],
+    "prior_weight_tree": [],
 }
 
 

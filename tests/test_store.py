@@ -478,3 +478,69 @@ def _store_at(database_url: str, revision: str) -> Store:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
     return store
+
+
+# ------------------------------------------------------------------ SQL contexts
+def test_sql_log_keeps_contexts_for_lookup_and_for_other_replicas(database_url):
+    """A decision's features come back with it on lookup (any replica) and with the feedback
+    another replica stored (catch-up); a context that is not a mapping is not kept, odd
+    values are made plain JSON, and decisions without one read as None."""
+    import numpy as np
+
+    store_a, store_b = Store(database_url), Store(database_url)
+    store_a.migrate()
+    log_a, log_b = store_a.log("main", 3600.0), store_b.log("main", 3600.0)
+    now = time.time()
+    features = {"age": 39, "income": 1234.5, "job": "clerk", "married": True, "note": None}
+    odd = {"x": np.float32(0.5), "n": np.int64(3), "gap": float("nan"), 7: "seven"}
+    log_a.record([
+        LoggedDecision("plain", "v1", 1, 0.5, now, None, (), features),
+        LoggedDecision("odd", "v2", 0, 0.25, now, None, (), odd),
+        LoggedDecision("vector", "v1", 1, 0.5, now, None, (), np.ones(4)),
+        LoggedDecision("none", "v2", 0, 0.5, now)])
+    log_a.record_one(LoggedDecision("one", "v1", 1, 0.5, now, None, (), {"age": 1}))
+    found = log_b.lookup_many(["plain", "odd", "vector", "none", "one"], now)
+    assert found["plain"].context == features
+    assert found["odd"].context == {"x": 0.5, "n": 3, "gap": None, "7": "seven"}
+    assert found["vector"].context is None and found["none"].context is None
+    assert found["one"].context == {"age": 1}
+    log_b.catch_up()  # nothing yet: the cursor starts here
+    assert log_a.close([Closing(found[i], 1, 1.0) for i in ("plain", "odd", "none")],
+                       now) != [None, None, None]
+    caught = log_b.catch_up()
+    assert [(c.version, c.context) for c in caught] == [
+        ("v1", features), ("v2", {"x": 0.5, "n": 3, "gap": None, "7": "seven"}), ("v2", None)]
+    assert log_a.catch_up() == []  # its own feedback
+    for store in (store_a, store_b):
+        store.close()
+
+
+def test_upgrading_a_database_of_revision_0006_adds_contexts(database_url):
+    """Migration 0007 adds decisions.context: decisions logged before it read as None and
+    still take their feedback; new ones keep their features."""
+    from sqlalchemy import text
+
+    store = _store_at(database_url, "0006")
+    now = time.time()
+    with store.engine.begin() as connection:  # rows as revision 0006's service wrote them
+        for i in range(3):
+            connection.execute(text(
+                "INSERT INTO decisions (id, deployment, version, prediction, propensity, "
+                "created_at, owner) VALUES (:id, 'main', 'zero', '0', 0.5, :t, NULL)"),
+                {"id": f"old{i}", "t": now})
+        connection.execute(text(
+            "INSERT INTO version_totals (deployment, version, replica, decisions) "
+            "VALUES ('main', 'zero', 'migrated', 3)"))
+    store.migrate()
+    with store.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM decisions WHERE context IS NULL")
+                                  ).scalar_one() == 3
+    log = store.log("main", 3600.0)
+    old = log.lookup("old0", now)
+    assert old.context is None and old.propensity == 0.5
+    log.record_one(LoggedDecision("new", "zero", 0, 0.5, now, None, (), {"x": 1.5}))
+    assert log.lookup("new", now).context == {"x": 1.5}
+    assert log.close([Closing(old, 0, 1.0)], now)[0] is not None
+    assert log.totals()["zero"].decisions == 4
+    store.migrate()  # at head already
+    store.close()

@@ -138,7 +138,8 @@ def evaluate(
     deployment: Annotated[str | None, typer.Option(help="With --db: the deployment.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Estimate what another policy or guardrail would have earned on logged traffic:
+    """Estimate what another policy or guardrail would have earned on logged traffic.
+
     IPS, self-normalised IPS, doubly robust and switch-DR, each with a 95% interval and its
     effective sample size, and a warning where the log lacks support."""
     from banditops.ope.command import run_evaluate_command
@@ -161,34 +162,37 @@ def evaluate_check(
     scenario: Annotated[list[str] | None, typer.Option(
         help="Scenarios (repeatable; default: all).")] = None,
     seeds: Annotated[int, typer.Option(min=1, max=1000, help="Seeds per stream.")] = 100,
-    learning_seeds: Annotated[int, typer.Option(
+    learning_seeds: Annotated[int | None, typer.Option(
         min=0, help="Seeds (the first ones) on which the targets also learn from the log, "
-        "as banditops evaluate does (a replay per target and logger each).")] = 10,
+        "as banditops evaluate does (a replay per target and logger each); default: 10, "
+        "or --seeds if fewer.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the CSV and JSON results.")
                    ] = Path("results/ope"),
     rows: Annotated[int | None, typer.Option(
         min=1000, help="Only the first ROWS rows of each dataset (quick runs).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes to use.")] = 2,
     export_logs: Annotated[bool, typer.Option(
-        help="Also write seed 0's decision log of every logger and stream (Parquet, with "
-        "features) under OUT/logs.")] = False,
-    frozen: Annotated[bool, typer.Option(
-        help="--no-frozen: only the learning walks (on --learning-seeds seeds).")] = True,
+        "--export-logs", help="Also write seed 0's decision log of every logger and stream "
+        "(Parquet, with features) under OUT/logs.")] = False,
+    learning_only: Annotated[bool, typer.Option(
+        "--learning-only", help="Only the learning walks (on --learning-seeds seeds), no "
+        "frozen phase.")] = False,
     from_runs: Annotated[Path | None, typer.Option(
         help="Replay nothing: the table and outputs again from a run's ope_runs.csv (or its "
         "ope_runs_frozen.csv checkpoint).")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Validate the off-policy estimators in the replay: log traffic under uniform and
-    epsilon-greedy routing, estimate the other strategies from it, compare with their true
-    replay value."""
+    """Validate the off-policy estimators in the replay, against each target's true value.
+
+    Log traffic under uniform and epsilon-greedy routing, estimate the other strategies from
+    it, compare with their true replay value."""
     from banditops.simulation.ope_command import run_check_command
 
     try:
         run_check_command(datasets=dataset, scenarios=scenario, seeds=seeds,
                           learning_seeds=learning_seeds, workers=workers, out=out, rows=rows,
                           data_dir=data_dir, export_logs=export_logs, console=console,
-                          from_runs=from_runs, frozen=frozen)
+                          from_runs=from_runs, frozen=not learning_only)
     except BanditOpsError as error:
         fail(error)
 
@@ -252,6 +256,57 @@ def serve(
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=settings.keep_alive_seconds))  # type: ignore[arg-type]
     server.run(sockets=[sock])
+
+
+@app.command("export-log", epilog=(
+    "Examples: banditops export-log --db sqlite:///banditops.db --deployment main "
+    "--out main.parquet  |  banditops export-log --db postgresql+psycopg://user@db/banditops "
+    "--deployment main --out june.csv --since 1748736000 --until 1751328000"))
+def export_log(
+    db: Annotated[str, typer.Option(help="The service's database URL (read only).")],
+    deployment: Annotated[str, typer.Option(help="The deployment whose decisions to write.")],
+    out: Annotated[Path, typer.Option(help="The file: .parquet or .csv.")],
+    since: Annotated[float | None, typer.Option(
+        help="Decisions made at or after this Unix time.")] = None,
+    until: Annotated[float | None, typer.Option(
+        help="Decisions made before this Unix time.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        min=1, help="At most this many decisions, oldest first (default: all).")] = None,
+) -> None:
+    """Write a deployment's decision log from the service's database, for banditops evaluate.
+
+    The same file as GET /v1/deployments/{name}/decisions/export."""
+    import time
+
+    from banditops.service.config import check_database_url
+    from banditops.store.export import check_deployment, format_of
+    from banditops.store.export import export_log as write_log
+    from banditops.store.sql import Store
+
+    started = time.perf_counter()
+    store = None
+    try:
+        check_database_url(db)
+        format_of(out)
+        store = Store(db)
+        found, head = store.revision()
+        if found != head:
+            raise BanditOpsError(
+                f"database {store.safe_url} has schema revision {found or 'none'}, not "
+                f"{head}: it is not a banditops database, or one of another banditops "
+                "version (start this version's service on it once: it migrates)")
+        check_deployment(store, deployment)
+        plan = write_log(store, deployment, out, since=since, until=until, limit=limit)
+    except (BanditOpsError, OSError) as error:
+        fail(error)
+    finally:
+        if store is not None:
+            store.close()
+    more = " (the range holds more: raise --limit)" if plan.truncated else ""
+    console.print(f"{plan.rows:,} decisions of {deployment} written to {out} "
+                  f"({out.stat().st_size:,} bytes, {len(plan.features)} features, "
+                  f"{time.perf_counter() - started:.1f} s){more}", soft_wrap=True,
+                  markup=False)
 
 
 def _serve_config(config: Path | None, db: str | None, data_dir: Path | None):

@@ -82,7 +82,11 @@ class Client:
     def feedback_many(self, deployment: str, items: list[tuple[str, Any]]
                       ) -> list[dict[str, Any]]:
         """One result per item, each with its own status (several requests past
-        ``max_batch``)."""
+        ``max_batch``). ``items``: ``(decision_id, label)`` pairs."""
+        for item in items:  # a dict would unpack into its two keys and be sent as an id
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise TypeError("feedback_many takes (decision_id, label) pairs, got "
+                                f"{item!r}: e.g. [(d['decision_id'], label), ...]")
         results: list[dict[str, Any]] = []
         for batch in self._batches(items):
             body = [{"decision_id": d, "label": label} for d, label in batch]

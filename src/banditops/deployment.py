@@ -11,6 +11,14 @@ it with an in-memory log (bounded pending decisions with a TTL; see
 :class:`~banditops.store.memory.MemoryLog`), the service with the SQL log its replicas share.
 Rewards another replica computed reach this one through :meth:`Deployment.catch_up`, which
 reads them from the log.
+
+A contextual policy (:class:`~banditops.policies.base.ContextualPolicy`) routes on each
+request's features, its *context*: by default the instance itself when it is a mapping of
+features (the service's instances are), else what the caller passes as ``context``. The
+decision keeps its context in the log (``LoggedDecision.context``) until the label comes, so
+the reward, and every shadow reward, is learned on the request it was earned on. A
+context-free policy's path is unchanged: it never sees a context, and nothing is logged
+unless ``log_context=True``.
 """
 
 from __future__ import annotations
@@ -198,6 +206,10 @@ class Deployment:
     defer_shadows
         Log decisions without shadow predictions; the caller computes them after answering
         with :meth:`shadow_later` (the service does, off the request path).
+    log_context
+        Keep each decision's context (the request's features) in the log, for a policy that
+        does not route on it (e.g. to evaluate a contextual one off-policy later). Always on
+        for a contextual policy.
     clock
         Seconds as a float; injectable so replays and tests control time.
 
@@ -219,6 +231,7 @@ class Deployment:
                  log: DecisionLog | None = None, max_pending: int = 100_000,
                  pending_ttl: float | None = None, shadow: ShadowParams | None = None,
                  release: ReleaseParams | None = None, defer_shadows: bool = False,
+                 log_context: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         if not isinstance(policy, Policy):
             raise InvalidParameterError(
@@ -233,6 +246,8 @@ class Deployment:
             raise InvalidParameterError(
                 f"log must be a DecisionLog or None, got {type(log).__name__}")
         self.policy = policy
+        self._contextual = bool(policy.contextual)
+        self.log_context = bool(log_context) or self._contextual
         self.reward = resolve_reward(reward)
         self.guardrail = guardrail
         if labels is None:
@@ -401,28 +416,36 @@ class Deployment:
         return self._require_version(name).model
 
     # ------------------------------------------------------------ decisions
-    def predict(self, x: Any, *, owner: str | None = None) -> Decision:
+    def predict(self, x: Any, *, owner: str | None = None, context: Any = None) -> Decision:
         """Route one instance: a mapping of features, a feature row, or whatever the models take.
 
         ``owner`` (e.g. a digest of the caller's key) is logged with the decision; feedback
-        that names another owner is refused as unknown."""
+        that names another owner is refused as unknown. ``context``: the request's features
+        for a contextual policy (a mapping, or a vector its encoder made); default: ``x``
+        when it is a mapping, else none (the policy routes as for an average request)."""
         if getattr(x, "ndim", 1) > 1:  # an array or frame of rows, not one instance
             raise InvalidParameterError(
                 f"predict() routes one instance; got {type(x).__name__} of shape "
                 f"{getattr(x, 'shape', '?')}: use predict_batch() for several rows (or pass "
                 "one row, e.g. X[0])")
         now = self._clock()
-        name, propensity = self.policy.choose()
+        if self.log_context:
+            if context is None and isinstance(x, Mapping):
+                context = x
+            name, propensity = (self.policy.choose(context) if self._contextual  # type: ignore[call-arg]
+                                else self.policy.choose())
+        else:
+            name, propensity = self.policy.choose()
         version = self._versions[name]
         try:
             prediction = version.predict_one(x)
         except Exception as error:  # a broken model must not fail the request
-            name, prediction, propensity = self._serve_elsewhere(x, name, error)
+            name, prediction, propensity = self._serve_elsewhere(x, name, error, context)
         decision_id = self._new_id()
         shadows = () if self._shadowing is None or self.defer_shadows \
             else self._shadow_one(x, name)
         self.log.record_one(LoggedDecision(decision_id, name, prediction, propensity, now, owner,
-                                           shadows))
+                                           shadows, context if self.log_context else None))
         return Decision(decision_id, name, prediction, propensity)
 
     def _shadow_one(self, x: Any, served: str) -> tuple[tuple[str, Any], ...]:
@@ -532,7 +555,8 @@ class Deployment:
 
     def predict_batch(self, instances: Iterable[Any], *,
                       owners: Sequence[str | None] | None = None,
-                      errors: str = "raise") -> list[Any]:
+                      errors: str = "raise", contexts: Sequence[Any] | None = None
+                      ) -> list[Any]:
         """Route each instance of a batch (rows of a DataFrame or 2-D array, or a list).
 
         Each version predicts its share of the batch in one model call (a slice of the frame
@@ -540,6 +564,8 @@ class Deployment:
         :meth:`predict` calls would. An instance on which every live version fails raises
         :class:`ModelError` (``errors="raise"``; nothing of the batch is logged) or gets
         the error in its place (``errors="return"``; the service answers it 503).
+        ``contexts``: one per instance, as :meth:`predict`'s ``context``; default: each
+        instance that is a mapping, or each row of a DataFrame (as a mapping).
         """
         if errors not in ("raise", "return"):
             raise InvalidParameterError(f'errors must be "raise" or "return", got {errors!r}')
@@ -547,11 +573,23 @@ class Deployment:
         n = len(rows)
         if owners is not None and len(owners) != n:
             raise InvalidParameterError(f"{len(owners)} owners for {n} instances")
+        if contexts is not None and len(contexts) != n:
+            raise InvalidParameterError(f"{len(contexts)} contexts for {n} instances")
         if not n:
             return []
         now = self._clock()
-        choose = self.policy.choose
-        choices = [choose() for _ in range(n)]
+        logged_contexts: list[Any] | None = None
+        if self.log_context:
+            logged_contexts, choice_contexts = self._batch_contexts(rows, contexts)
+            if self._contextual:
+                choose = self.policy.choose
+                choices = [choose(context) for context in choice_contexts]  # type: ignore[call-arg]
+            else:
+                choose = self.policy.choose
+                choices = [choose() for _ in range(n)]
+        else:
+            choose = self.policy.choose
+            choices = [choose() for _ in range(n)]
         served, propensities = (list(column) for column in zip(*choices, strict=True))
         groups: dict[str, list[int]] = {}
         for index, name in enumerate(served):
@@ -572,7 +610,7 @@ class Deployment:
                     predicted = None
             if predicted is None:
                 self._serve_one_by_one(rows, version, indexes, served, predictions,
-                                       propensities, failures, errors)
+                                       propensities, failures, errors, logged_contexts)
             elif len(indexes) == n:
                 predictions = predicted
             else:
@@ -585,6 +623,8 @@ class Deployment:
         columns = [ids, served, predictions, propensities, repeat(now, n),
                    repeat(None, n) if owners is None else owners,
                    repeat((), n) if shadows is None else shadows]
+        if logged_contexts is not None:
+            columns.append(logged_contexts)
         logged = list(map(LoggedDecision, *columns))
         results: list[Any] = list(map(Decision, ids, served, predictions, propensities))
         if failures:
@@ -595,9 +635,32 @@ class Deployment:
             self.log.record(logged)
         return results
 
+    def _batch_contexts(self, rows: Rows, contexts: Sequence[Any] | None
+                        ) -> tuple[list[Any], Sequence[Any]]:
+        """(the context logged for each row, what the policy chooses on for each row).
+
+        A DataFrame's rows are turned into mappings in one call (``to_dict("records")``, a
+        few microseconds a row; ``iloc`` row by row costs fifty), and a contextual policy
+        chooses on the frame encoded column by column (``encode_frame``), which gives the
+        vectors ``encode`` would give each row's mapping, at a fraction of the cost."""
+        frame = rows.frame
+        if contexts is not None:
+            logged = list(contexts)
+            return logged, logged
+        if frame is not None:
+            logged = frame.to_dict("records")
+            if self._contextual:
+                return logged, list(self.policy.encoder.encode_frame(frame))
+            return logged, logged
+        if rows.array is not None:
+            return [None] * len(rows), [None] * len(rows)
+        logged = [x if isinstance(x, Mapping) else None for x in rows.instances]
+        return logged, logged
+
     def _serve_one_by_one(self, rows: Rows, version: _Version, indexes: list[int],
                           served: list[str], predictions: list[Any], propensities: list[float],
-                          failures: dict[int, ModelError], errors: str) -> None:
+                          failures: dict[int, ModelError], errors: str,
+                          contexts: list[Any] | None = None) -> None:
         """A version's share of a batch whose one call failed, served as :meth:`predict`
         would serve each row: by the version, else by another live one."""
         name = version.name
@@ -610,7 +673,8 @@ class Deployment:
             except Exception as error:
                 try:
                     served[index], predictions[index], propensities[index] = \
-                        self._serve_elsewhere(row, name, error)
+                        self._serve_elsewhere(row, name, error,
+                                              None if contexts is None else contexts[index])
                 except ModelError as failure:
                     if errors == "raise":
                         raise
@@ -629,11 +693,15 @@ class Deployment:
                    for index, name in enumerate(served)]
         return self._shadow_rows(rows, targets)
 
-    def _serve_elsewhere(self, x: Any, failed: str, error: Exception) -> tuple[str, Any, float]:
+    def _serve_elsewhere(self, x: Any, failed: str, error: Exception, context: Any = None
+                         ) -> tuple[str, Any, float]:
         """Serve with another live version; the failed ones are judged by :meth:`_model_failed`
-        once one succeeds (if none does, the input may be at fault: nothing is quarantined)."""
+        once one succeeds (if none does, the input may be at fault: nothing is quarantined).
+        The logged propensity is the chance the policy gave the version that served (for a
+        contextual policy, on this request's context)."""
         failures = {failed: error}
-        shares = self.policy.probabilities()
+        shares = (self.policy.probabilities(context) if self._contextual  # type: ignore[call-arg]
+                  else self.policy.probabilities())
         for name in sorted(self._live, key=lambda n: -shares.get(n, 0.0)):
             if name in failures:
                 continue
@@ -644,7 +712,9 @@ class Deployment:
                 continue
             for bad, bad_error in failures.items():
                 self._model_failed(self._versions[bad], bad_error, "model")
-            return name, prediction, self.policy.propensity(name)
+            return name, prediction, (
+                self.policy.propensity(name, context) if self._contextual  # type: ignore[call-arg]
+                else self.policy.propensity(name))
         details = "; ".join(f"{n}: {type(e).__name__}: {_short(str(e))}"
                             for n, e in failures.items())
         raise ModelError(f"every live version failed on this input ({details})") from error
@@ -663,7 +733,7 @@ class Deployment:
         if self.log.close_one(decision, label, reward, now, shadow_rewards) is None:
             raise DuplicateFeedbackError(f"decision {decision_id} already has feedback; "
                                          "counted once")
-        self._learn_decision(decision.version, reward, shadow_rewards)
+        self._learn_decision(decision.version, reward, shadow_rewards, decision.context)
         return reward
 
     def feedback_many(self, items: Sequence[tuple[str, Any]], *, owner: str | None = None
@@ -702,7 +772,7 @@ class Deployment:
                     f"decision {closing.decision.id} already has feedback; counted once")
             else:
                 self._learn_decision(closing.decision.version, closing.reward,
-                                     closing.shadow_rewards)
+                                     closing.shadow_rewards, closing.decision.context)
         return results
 
     def _reward_for(self, decision: LoggedDecision, label: Any, owner: str | None) -> float:
@@ -747,19 +817,22 @@ class Deployment:
     def catch_up(self) -> int:
         """Learn the rewards other writers of a shared log stored since the last call."""
         rows = self.log.catch_up()
-        for name, reward, shadow_rewards in rows:
-            self._learn_decision(name, validate_reward(reward), tuple(
-                (n, validate_reward(r)) for n, r in shadow_rewards))
+        for row in rows:
+            context = row[3] if len(row) > 3 else None  # a log written before contexts
+            self._learn_decision(row[0], validate_reward(row[1]), tuple(
+                (n, validate_reward(r)) for n, r in row[2]), context)
         return len(rows)
 
     def _learn_decision(self, served: str, reward: float,
-                        shadow_rewards: tuple[tuple[str, float], ...]) -> None:
+                        shadow_rewards: tuple[tuple[str, float], ...],
+                        context: Any = None) -> None:
         """One labelled request: the served reward updates the policy; each shadow reward is
         a side observation for the policy and evidence for the guardrail (a version no
-        longer live only counts it); dark candidates gather their paired evidence."""
+        longer live only counts it); dark candidates gather their paired evidence. A
+        contextual policy learns each of them on the request's context."""
         version = self._versions.get(served)
         if version is not None:
-            self._learn(version, reward)
+            self._learn(version, reward, context)
         if not shadow_rewards:
             return
         for name, shadow_reward in shadow_rewards:
@@ -769,7 +842,10 @@ class Deployment:
             version.shadow_learned += 1
             version.shadow_sum += shadow_reward
             if version.status is Status.LIVE:
-                self.policy.observe(name, shadow_reward)
+                if self._contextual:
+                    self.policy.observe(name, shadow_reward, context)  # type: ignore[call-arg]
+                else:
+                    self.policy.observe(name, shadow_reward)
                 self._guard(name, shadow_reward)
         if self._dark:
             rewards = dict(shadow_rewards)
@@ -783,13 +859,16 @@ class Deployment:
                 else:
                     self._take_down(name, Status.ROLLED_BACK, verdict.reason, verdict.evidence)
 
-    def _learn(self, version: _Version, reward: float) -> None:
+    def _learn(self, version: _Version, reward: float, context: Any = None) -> None:
         name = version.name
         version.learned += 1
         version.learned_sum += reward
         if version.status is Status.LIVE:
             policy = self.policy
-            policy.update(name, reward)
+            if self._contextual:
+                policy.update(name, reward, context)  # type: ignore[call-arg]
+            else:
+                policy.update(name, reward)
             for notice in policy.take_notices():
                 self._emit("policy", notice.get("challenger") or notice.get("champion"),
                            notice["kind"].replace("_", " "), notice)
@@ -868,7 +947,8 @@ class Deployment:
 
     # ------------------------------------------------------------ reporting
     def versions(self) -> list[VersionReport]:
-        """Every registered version with status, traffic share and reward (95% CI)."""
+        """Every registered version with status, traffic share and reward (95% CI). A
+        contextual policy's share is its choice for a request of unknown features."""
         shares = self.policy.probabilities()
         totals = self.log.totals()
         return [self._report(v, shares.get(v.name, 0.0), totals.get(v.name) or VersionTotals(),

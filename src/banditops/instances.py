@@ -68,6 +68,21 @@ class Rows:
         else:
             self._list = list(instances)
 
+    @property
+    def frame(self) -> Any:
+        """The DataFrame the batch came as, or None."""
+        return self._frame
+
+    @property
+    def array(self) -> np.ndarray | None:
+        """The 2-D array the batch came as, or None."""
+        return self._array
+
+    @property
+    def instances(self) -> list[Any] | None:
+        """The list of instances the batch came as (frame and array batches: None)."""
+        return self._list
+
     def __len__(self) -> int:
         if self._frame is not None:
             return len(self._frame)

@@ -108,3 +108,17 @@ def mixed_onnx(pipeline, frame) -> bytes:
 
     sample = frame[:1].astype({"age": np.float32, "income": np.float32})
     return to_onnx(pipeline, sample, options={"zipmap": False}).SerializeToString()
+
+
+class RightWhere:
+    """Right where ``sign * x2 > 0``, wrong elsewhere: two of them are each the better
+    version for half of the requests, so only a policy that routes on the features can be
+    right on nearly all of them (contextual routing, issue 12)."""
+
+    def __init__(self, sign: float) -> None:
+        self.sign = sign
+
+    def predict(self, rows):
+        rows = np.asarray(rows, dtype=float)
+        truth = (rows[:, 0] + 0.5 * rows[:, 1] > 0).astype(int)
+        return np.where(self.sign * rows[:, 2] > 0, truth, 1 - truth)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import re
 import time
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 from jsonschema import Draft202012Validator
 
@@ -227,6 +229,20 @@ def test_every_answer_of_a_real_server_is_documented(server, description, artifa
     events = call("GET", f"{d}/main/events", 200).json()["events"]
     assert {e["kind"] for e in events} >= {"registered", "promoted", "rolled_back",
                                            "reinstated", "retired"}
+    # the decision log as a file
+    x = f"{d}/main/decisions/export"
+    exported = call("GET", x, 200, key=ADMIN_KEY)
+    frame = pd.read_parquet(io.BytesIO(exported.content))
+    assert len(frame) == int(exported.headers["x-banditops-rows"]) >= 6
+    assert exported.headers["x-banditops-truncated"] == "false"
+    assert decision["decision_id"] in set(frame["decision_id"])
+    csv = call("GET", x, 200, key=ADMIN_KEY, params={"format": "csv", "limit": 2})
+    assert csv.text.count("\n") == 3 and csv.headers["x-banditops-truncated"] == "true"
+    call("GET", x, 403)
+    call("GET", f"{d}/nope/decisions/export", 404, key=ADMIN_KEY)
+    call("GET", x, 422, key=ADMIN_KEY, params={"format": "xml"})
+    call("GET", x, 422, key=ADMIN_KEY, params={"since": 20, "until": 10})
+    call("GET", x, 422, key=ADMIN_KEY, params={"limit": 10**9})
     # every operation answered its success at least once, and most documented errors too
     operations = {(m, p): set(o["responses"]) for p, item in description["paths"].items()
                   for m, o in item.items()}

@@ -45,7 +45,7 @@ artifact = "ARTIFACTS/good.skops"
 name = "bad"
 artifact = "ARTIFACTS/bad.skops"
 """
-MAX_EXAMPLES = 120  # per operation and mode: 15 operations, conformance checked on each
+MAX_EXAMPLES = 120  # per operation and mode: 16 operations, conformance checked on each
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 
@@ -77,7 +77,8 @@ def api_schema(fuzzed_server):
 def fuzz_operation(operation, mode: GenerationMode, url: str, failures: list[str]) -> None:
     """A seeded hypothesis run over one operation; each answer >= 500, or not as described,
     is recorded."""
-    key = ADMIN_KEY if "/versions" in operation.path else CLIENT_KEY
+    key = ADMIN_KEY if "/versions" in operation.path or "/decisions" in operation.path \
+        else CLIENT_KEY
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -87,7 +87,7 @@ def run_evaluate_command(*, log_path: Path | None, db: str | None, deployment: s
         console.print_json(json.dumps({"log": log.source, **result.as_dict()},
                                       default=_json_safe))
     else:
-        print_evaluation(log, result, console)
+        print_evaluation(log, result, console, guarded=rail is not None)
     return result
 
 
@@ -95,7 +95,8 @@ def _json_safe(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else str(value)
 
 
-def print_evaluation(log: DecisionLogFrame, result: Evaluation, console: Console) -> None:
+def print_evaluation(log: DecisionLogFrame, result: Evaluation, console: Console, *,
+                     guarded: bool = False) -> None:
     console.print(f"[bold]{escape(result.target)}[/bold] on {escape(log.source)}: "
                   f"{result.decisions:,} decisions, {result.feedbacks:,} with feedback; the "
                   f"logged traffic earned {result.logged_mean:.4f} on average; versions "
@@ -114,5 +115,7 @@ def print_evaluation(log: DecisionLogFrame, result: Evaluation, console: Console
         console.print(f"the target's guardrail rolled back {escape(str(rollback['version']))} "
                       f"at time {rollback['time']:g}: {escape(rollback['reason'])}",
                       soft_wrap=True)
+    if guarded and not result.rollbacks:  # say so: silence reads like a guardrail left out
+        console.print("the target's guardrail rolled back nothing on this traffic")
     for warning in result.warnings:
         console.print(f"[yellow]warning: {escape(warning)}[/yellow]", soft_wrap=True)

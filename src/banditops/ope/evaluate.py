@@ -112,6 +112,8 @@ def target_path(log: DecisionLogFrame, policy: Policy, *, guardrail: Guardrail |
     pending = [row for row in np.argsort(feedback_key, kind="stable").tolist()
                if not math.isnan(rewards[row])] if learn == "log" else []
     contextual = bool(getattr(policy, "contextual", False))
+    if contextual:  # else it would route on nothing but its bias slot, silently
+        _check_target_features(log, getattr(getattr(policy, "encoder", None), "features", ()))
     contexts = log.contexts() if contextual else None
     with_context = "context" in LoggedDecision._fields
     clock = [0.0]
@@ -234,6 +236,20 @@ def describe_target(name: str, params: Mapping[str, Any],
         text += " +guardrail(" + ", ".join(
             f"{k}={v}" for k, v in dataclasses.asdict(guardrail).items()) + ")"
     return text
+
+
+def _check_target_features(log: DecisionLogFrame, wanted: tuple[str, ...]) -> None:
+    """A contextual target needs the log's features: the ones it names, or some at all."""
+    logged = log.features
+    if not logged:
+        raise InvalidParameterError(
+            "a contextual target needs the requests' features, and the log has no feature: "
+            "columns (a deployment with log_features = false keeps them out)")
+    missing = [name for name in wanted if name not in logged]
+    if missing:
+        raise InvalidParameterError(
+            f"feature {missing[0]!r} of the target is not in the log; its features: "
+            f"{', '.join(logged)}")
 
 
 def evaluate(log: DecisionLogFrame, policy: str, params: Mapping[str, Any] | None = None, *,

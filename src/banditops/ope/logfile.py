@@ -21,16 +21,25 @@ column              type       meaning
 ==================  =========  ==========================================================
 
 :func:`read_log` and :func:`write_log` validate a log the same way: a missing column, a
-propensity outside (0, 1], a non-finite number, a reward outside [0, 1], a duplicate
-decision id or a version missing from its own ``live`` list is one
+propensity outside (0, 1] or below ``MIN_PROPENSITY``, a non-finite number, a reward
+outside [0, 1], a duplicate decision id or a version missing from its own ``live`` list is one
 :class:`LogFormatError` naming the column and the first row at fault (rows count from 1,
 the header excluded, in file order).
+
+**CSV is written safe to open in a spreadsheet.** Feature values come from clients: a text
+cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return would run as a
+formula in Excel or LibreOffice (CSV injection, OWASP), so :func:`csv_text` writes such a
+cell, and a cell already starting with ``'`` followed by one of them, with one more leading
+``'`` (the spreadsheet shows the text), and :func:`read_log` drops it again: the round trip
+is exact. Lines end with CRLF (RFC 4180), so a carriage return inside a value is quoted and
+cannot split a row.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -46,7 +55,10 @@ OPTIONAL = ("live", "feedback_time", "validation_score")
 FEATURE = "feature:"
 SHADOW = "reward:"
 SUFFIXES = (".parquet", ".csv")
+MIN_PROPENSITY = 1e-100  # smaller: 1/p squared overflows; no real decision is that unlikely
 _NA = ["", "nan", "NaN", "NA", "null", "None"]
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")  # a cell a spreadsheet would evaluate (escaped)
+_ESCAPED = re.compile(r"'+[=+\-@\t\r]")
 
 
 class LogFormatError(InvalidParameterError):
@@ -208,6 +220,10 @@ def _validate(frame: pd.DataFrame, source: str) -> DecisionLogFrame:
     outside = np.flatnonzero((propensity <= 0) | (propensity > 1))
     if len(outside):
         raise _fail("propensity", outside, f"{propensity[outside[0]]:g} is outside (0, 1]")
+    tiny = np.flatnonzero(propensity < MIN_PROPENSITY)
+    if len(tiny):  # its weight 1/p, squared in every variance, would overflow to inf / NaN
+        raise _fail("propensity", tiny, f"{propensity[tiny[0]]:g} is below {MIN_PROPENSITY:g}: "
+                    "no logger serves a version that unlikely; the log is broken")
     reward = frame["reward"] = _numbers(frame, "reward", allow_nan=True)
     outside = np.flatnonzero((reward < 0) | (reward > 1))
     if len(outside):
@@ -249,7 +265,7 @@ def _parse_live(texts: pd.Series) -> list[tuple[str, ...] | None]:
         if text not in parsed:
             try:
                 names = json.loads(text) if isinstance(text, str) else None
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: '[[[[...' nested deep
                 names = None
             ok = isinstance(names, list) and all(isinstance(n, str) and n for n in names)
             parsed[text] = tuple(names) if ok else None  # type: ignore[arg-type]
@@ -285,8 +301,11 @@ def read_log(path: str | Path) -> DecisionLogFrame:
         else:
             header = pd.read_csv(path, nrows=0).columns
             text = {c: str for c in ("decision_id", "version", "live") if c in header}
-            na = {c: _NA for c in header if c not in text}
-            frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=na)
+            # a feature is a client's text: only an empty cell is null ("None", "NA" and
+            # "null" are values, as in Parquet)
+            na = {c: [""] if c.startswith(FEATURE) else _NA for c in header if c not in text}
+            frame = _unescape(pd.read_csv(path, dtype=text, keep_default_na=False,
+                                          na_values=na))
     except (OSError, ValueError, ImportError) as error:
         raise LogFormatError(f"{path}: cannot read it as {suffix[1:]}: "
                              f"{type(error).__name__}: {error}") from None
@@ -302,8 +321,39 @@ def write_log(frame: pd.DataFrame | DecisionLogFrame, path: str | Path) -> Path:
     if suffix == ".parquet":
         log.frame.to_parquet(path, index=False)
     else:
-        log.frame.to_csv(path, index=False, na_rep="")
+        path.write_text(csv_text(log.frame), encoding="utf-8", newline="")
     return path
+
+
+def _escape_cell(value: Any) -> Any:
+    return "'" + value if isinstance(value, str) and _FORMULA.match(value) else value
+
+
+def _unescape_cell(value: Any) -> Any:
+    return value[1:] if isinstance(value, str) and _ESCAPED.match(value) else value
+
+
+def _text_columns(frame: pd.DataFrame) -> list[Any]:
+    return [c for c in frame.columns
+            if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
+
+
+def csv_text(frame: pd.DataFrame, *, header: bool = True) -> str:
+    """``frame`` as CSV text, safe to open in a spreadsheet (see the module): text cells a
+    spreadsheet would evaluate get a leading ``'``, lines end with CRLF."""
+    texts = _text_columns(frame)
+    if texts:
+        frame = frame.copy()
+        for column in texts:
+            frame[column] = frame[column].map(_escape_cell, na_action="ignore")
+    return frame.to_csv(index=False, header=header, na_rep="", lineterminator="\r\n")
+
+
+def _unescape(frame: pd.DataFrame) -> pd.DataFrame:
+    """Undo :func:`csv_text`'s escaping of formula-like text cells."""
+    for column in _text_columns(frame):
+        frame[column] = frame[column].map(_unescape_cell, na_action="ignore")
+    return frame
 
 
 def live_json(versions: list[str] | tuple[str, ...]) -> str:

@@ -4,13 +4,17 @@ The study's six strategies — :class:`Latest`, :class:`ValidationChampion`, :cl
 :class:`EpsilonGreedy`, :class:`UCB1`, :class:`ThompsonSampling` — and, for drifting
 production data, :class:`SlidingWindowUCB` and :class:`DiscountedThompsonSampling`, plus
 :class:`GaussianThompsonSampling`, :class:`FollowTheLeader` for full information (shadow
-scoring), and :class:`Uniform` (propensity exactly 1/k: the logging policy of off-policy
-evaluation). All share the :class:`Policy` interface; each has a
+scoring), :class:`Uniform` (propensity exactly 1/k: the logging policy of off-policy
+evaluation), the linear contextual bandits :class:`LinearThompsonSampling` and
+:class:`LinUCB`, and the learned partitions :class:`TreeLeader` and :class:`TreeThompson`
+(a shallow tree with a leader or Thompson sampling per leaf), which route on each request's
+features (:class:`ContextualPolicy`). All share the :class:`Policy` interface; each has a
 frozen, validated parameter dataclass (``EpsilonGreedyParams``, ...; ``Policy.Params``).
 """
 
 from banditops.policies.ab_test import ABTest, ABTestParams
 from banditops.policies.base import (
+    ContextualPolicy,
     NoParams,
     Policy,
     make_policy,
@@ -21,6 +25,8 @@ from banditops.policies.base import (
 )
 from banditops.policies.epsilon_greedy import EpsilonGreedy, EpsilonGreedyParams
 from banditops.policies.leader import FollowTheLeader, FollowTheLeaderParams
+from banditops.policies.linear_thompson import LinearThompsonParams, LinearThompsonSampling
+from banditops.policies.linucb import LinUCB, LinUCBParams
 from banditops.policies.static import Latest, ValidationChampion
 from banditops.policies.thompson import (
     DiscountedThompsonParams,
@@ -30,6 +36,7 @@ from banditops.policies.thompson import (
     ThompsonParams,
     ThompsonSampling,
 )
+from banditops.policies.tree import TreeLeader, TreeLeaderParams, TreeThompson, TreeThompsonParams
 from banditops.policies.ucb import UCB1, SlidingWindowUCB, SlidingWindowUCBParams, UCB1Params
 from banditops.policies.uniform import Uniform
 
@@ -37,6 +44,7 @@ __all__ = [
     "UCB1",
     "ABTest",
     "ABTestParams",
+    "ContextualPolicy",
     "DiscountedThompsonParams",
     "DiscountedThompsonSampling",
     "EpsilonGreedy",
@@ -46,12 +54,20 @@ __all__ = [
     "GaussianThompsonParams",
     "GaussianThompsonSampling",
     "Latest",
+    "LinUCB",
+    "LinUCBParams",
+    "LinearThompsonParams",
+    "LinearThompsonSampling",
     "NoParams",
     "Policy",
     "SlidingWindowUCB",
     "SlidingWindowUCBParams",
     "ThompsonParams",
     "ThompsonSampling",
+    "TreeLeader",
+    "TreeLeaderParams",
+    "TreeThompson",
+    "TreeThompsonParams",
     "UCB1Params",
     "Uniform",
     "ValidationChampion",

@@ -54,6 +54,7 @@ import dataclasses
 import functools
 import math
 import random
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -191,6 +192,8 @@ class Policy(ABC):
     #: False for a policy that never draws from its generator: its choices are a function of
     #: the arms and rewards alone, so its seed changes nothing (replays run it once).
     uses_randomness: ClassVar[bool] = True
+    #: True for a :class:`ContextualPolicy`: its decisions take the request's features.
+    contextual: ClassVar[bool] = False
     _registry: ClassVar[dict[str, type[Policy]]] = {}
     p: Any  # an instance of Params: the policy's validated, immutable parameters
 
@@ -415,6 +418,8 @@ def parse_policy_params(name: str, params: dict[str, Any]) -> Any:
     """Validate ``params`` (without ``seed``) for policy ``name``; return its Params object.
 
     Unknown names and bad values raise :class:`InvalidParameterError` naming the field.
+    Names in the Params class's ``DEPRECATED`` mapping (name -> why) are accepted with a
+    ``DeprecationWarning`` and dropped, so old configs and saved states still load.
 
     >>> parse_policy_params("ucb1", {"c": 0.5})
     UCB1Params(c=0.5, prior_weight=0.0, cold_start_retry=100)
@@ -428,12 +433,16 @@ def parse_policy_params(name: str, params: dict[str, Any]) -> Any:
         raise InvalidParameterError(
             f"parameters of policy {name!r} must be a mapping, got {type(params).__name__}")
     known = [f.name for f in dataclasses.fields(cls)]
+    deprecated: dict[str, str] = getattr(cls, "DEPRECATED", {})
     for field in params:
-        if field not in known:
+        if field in deprecated:
+            warnings.warn(f"policy {name!r}: parameter {field!r} is deprecated and ignored; "
+                          f"{deprecated[field]}", DeprecationWarning, stacklevel=2)
+        elif field not in known:
             raise InvalidParameterError(
                 f"bad parameters for policy {name!r}: unknown parameter {field!r}; "
                 f"known: {', '.join(known) or 'none'}")
-    return cls(**params)
+    return cls(**{k: v for k, v in params.items() if k not in deprecated})
 
 
 def make_policy(name: str, /, **params: Any) -> Policy:
@@ -481,3 +490,47 @@ class IndexPolicy(Policy):
 
     def choose(self) -> tuple[str, float]:
         return self.select(), 1.0  # deterministic: the chosen arm always had probability 1
+
+
+class ContextualPolicy(Policy):
+    """A policy that routes on the request's features (its *context*).
+
+    The context is a mapping of features (encoded by the policy's
+    :class:`~banditops.context.ContextEncoder`, whose ``dimension`` and ``features`` are
+    parameters of every contextual policy) or an already-encoded vector. The decision
+    methods take it: ``select(context)``, ``probabilities(context)``, ``choose(context)``;
+    ``update`` and ``observe`` take the context of the request the reward was earned on
+    (None when it is unknown, e.g. a decision logged before the policy was contextual: then
+    only the arm's overall statistics learn). A :class:`~banditops.Deployment` keeps each
+    decision's context in its log until the feedback comes.
+    """
+
+    contextual: ClassVar[bool] = True
+    encoder: Any  # a banditops.context.ContextEncoder
+
+    @abstractmethod
+    def select(self, context: Any = None) -> str:  # type: ignore[override]
+        """Name of the arm that serves a request with this context."""
+
+    @abstractmethod
+    def probabilities(self, context: Any = None) -> dict[str, float]:  # type: ignore[override]
+        """Chance that each live arm is chosen for a request with this context."""
+
+    @abstractmethod
+    def update(self, name: str, reward: float,  # type: ignore[override]
+               context: Any = None) -> None:
+        """Learn from a reward arm ``name`` earned on a request with this context."""
+
+    @abstractmethod
+    def observe(self, name: str, reward: float,  # type: ignore[override]
+                context: Any = None) -> None:
+        """A side observation (shadow reward) on a request with this context."""
+
+    def propensity(self, name: str, context: Any = None) -> float:  # type: ignore[override]
+        self._require_arm(name)
+        return self.probabilities(context)[name]
+
+    def choose(self, context: Any = None) -> tuple[str, float]:  # type: ignore[override]
+        probabilities = self.probabilities(context)
+        name = self.select(context)
+        return name, probabilities[name]

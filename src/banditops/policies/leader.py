@@ -126,6 +126,11 @@ class FollowTheLeader(IndexPolicy):
         self._leader = best
         return best
 
+    def is_warm(self, name: str) -> bool:
+        """Whether ``name`` has the ``min_rewards`` it needs to compete on its mean."""
+        self._require_arm(name)
+        return len(self._windows[name]) >= self.p.min_rewards
+
     def update(self, name: str, reward: float) -> None:
         if type(reward) is not float or not 0.0 <= reward <= 1.0:
             reward = validate_reward(reward)

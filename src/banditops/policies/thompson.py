@@ -7,44 +7,57 @@ naturally 0/1. ``DiscountedThompsonSampling`` (Raj & Kalyani, 2017) multiplies e
 evidence by ``gamma`` at each reward, so old evidence fades and a degraded version loses its
 traffic quickly.
 
-Propensities have no closed form here. They are estimated by Monte Carlo from
-``propensity_samples`` joint posterior draws, smoothed as ``(wins + 0.5) / (draws + 0.5 k)`` so
-that a chosen arm never gets propensity 0, and cached: the estimate is refreshed after
-``propensity_refresh`` rewards (for the converging posteriors of ``ThompsonSampling`` and
-``GaussianThompsonSampling``: after the larger of that and 5% of all rewards so far) or any
-change of the arm set, so its cost is amortised.
+Propensities are exact: the probability that the chosen arm's posterior draw is the largest,
+computed for the current posterior by :mod:`banditops.policies.maxprob` (deterministic
+integration; a closed form for two Gaussian arms), with no smoothing floor. They are cached
+until the next change of the posterior or of the arm set; ``choose`` computes only the chosen
+arm's. ``propensity_samples`` and ``propensity_refresh`` (the Monte Carlo estimate that this
+replaced) are deprecated: accepted in configs and saved states, ignored.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from banditops.policies.base import Policy, check_number, check_window, set_checked
+from banditops.policies import maxprob
+from banditops.policies.base import Policy, check_number, set_checked
 from banditops.rewards import validate_reward
 
 _FIRST_BATCH = 16  # a posterior that stays put this long is worth drawing from in batches
 _MAX_BATCH = 256
+#: Parameters of the Monte Carlo propensity estimate that exact propensities replaced: still
+#: accepted (configs and saved states name them), ignored.
+_DEPRECATED = {
+    "propensity_samples": "propensities are exact now (banditops.policies.maxprob)",
+    "propensity_refresh": "propensities are exact now (banditops.policies.maxprob)",
+}
 
 
 def _check_common(params: Any) -> None:
     """The parameters every posterior-sampling policy shares."""
     set_checked(params, "prior_weight",
                 check_number("prior_weight", params.prior_weight, low=0.0, high=1e9))
-    check_window("propensity_samples", params.propensity_samples)
-    check_window("propensity_refresh", params.propensity_refresh)
+
+
+def _ignore_deprecated(policy: str, **given: int | None) -> None:
+    """Warn about deprecated constructor arguments that were actually passed."""
+    for name, value in given.items():
+        if value is not None:
+            warnings.warn(f"{policy}: {name} is deprecated and ignored; {_DEPRECATED[name]}",
+                          DeprecationWarning, stacklevel=3)
 
 
 @dataclass(frozen=True, slots=True)
 class ThompsonParams:
     """Parameters of :class:`ThompsonSampling` (documented there), validated on creation."""
 
+    DEPRECATED: ClassVar[dict[str, str]] = _DEPRECATED
     prior_weight: float = 0.0
-    propensity_samples: int = 2000
-    propensity_refresh: int = 50
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -54,10 +67,9 @@ class ThompsonParams:
 class DiscountedThompsonParams:
     """Parameters of :class:`DiscountedThompsonSampling`, validated on creation."""
 
+    DEPRECATED: ClassVar[dict[str, str]] = _DEPRECATED
     gamma: float = 0.99
     prior_weight: float = 0.0
-    propensity_samples: int = 2000
-    propensity_refresh: int = 50
 
     def __post_init__(self) -> None:
         set_checked(self, "gamma",
@@ -69,10 +81,9 @@ class DiscountedThompsonParams:
 class GaussianThompsonParams:
     """Parameters of :class:`GaussianThompsonSampling`, validated on creation."""
 
+    DEPRECATED: ClassVar[dict[str, str]] = _DEPRECATED
     sigma2: float = 0.25
     prior_weight: float = 0.0
-    propensity_samples: int = 2000
-    propensity_refresh: int = 50
 
     def __post_init__(self) -> None:
         set_checked(self, "sigma2",
@@ -86,23 +97,25 @@ _GTS = GaussianThompsonParams()
 
 
 class _PosteriorSampling(Policy):
-    """Shared machinery: per-arm sampling and the cached Monte-Carlo propensity."""
+    """Shared machinery: per-arm sampling and the exact, cached propensities."""
 
-    _converges = True  # a posterior that only accumulates changes ever more slowly
+    _family = "beta"  # of the posteriors, for maxprob
 
     def __init__(self, params: Any, *, seed: int | None) -> None:
         super().__init__(seed=seed)
         self.p = params
         self._updates = 0
-        self._cached: dict[str, float] | None = None
-        self._cached_at = 0
+        # The current posterior's probabilities, as far as computed; emptied by every change.
+        self._known: dict[str, float] = {}
+        self._tracker = maxprob.MaxProbabilities(self._family)
 
     def _draw_one(self, name: str) -> float:
         """One draw of arm ``name``'s mean from its posterior."""
         raise NotImplementedError
 
-    def _draw_matrix(self, size: int, rng: np.random.Generator) -> np.ndarray:
-        """Posterior draws, shape (n_arms, size), arms in ``self._arms`` order."""
+    def _exact(self, index: int | None) -> Any:
+        """The probability that arm number ``index`` (in ``self._arms`` order) is served next,
+        or (``index=None``) every arm's, as an array."""
         raise NotImplementedError
 
     def select(self) -> str:
@@ -116,42 +129,35 @@ class _PosteriorSampling(Policy):
                 best, best_value = name, value
         return best
 
-    def _invalidate(self) -> None:
-        self._updates += 1
-        if self._cached is not None:
-            age = self._updates - self._cached_at
-            if age >= self.p.propensity_refresh and (
-                    not self._converges or age * 20 >= self._cached_at):
-                self._cached = None
+    def _changed(self) -> None:
+        """The posterior or the arm set changed: forget its probabilities."""
+        self._known.clear()
 
     def probabilities(self) -> dict[str, float]:
-        if self._cached is None:
-            names = list(self._arms)
-            if not names:
-                return {}
-            # Seeded by (seed, updates): the estimate is a pure function of the state, and it
-            # never consumes the generator that drives selections.
-            rng = np.random.default_rng([self.seed or 0, self._updates])
-            samples = self.p.propensity_samples
-            winners = self._draw_matrix(samples, rng).argmax(axis=0)
-            wins = np.bincount(winners, minlength=len(names))
-            smoothed = (wins + 0.5) / (samples + 0.5 * len(names))
-            self._cached = dict(zip(names, smoothed.tolist(), strict=True))
-            self._cached_at = self._updates
-        return self._cached
+        known = self._known
+        if len(known) < len(self._arms):
+            for name, value in zip(self._arms, self._exact(None).tolist(), strict=True):
+                known.setdefault(name, value)  # keep any value choose() logged already
+        return {name: known[name] for name in self._arms}
 
     def propensity(self, name: str) -> float:
-        cached = self._cached if self._cached is not None else self.probabilities()
-        try:
-            return cached[name]
-        except KeyError:
+        value = self._known.get(name)
+        if value is None:
             self._require_arm(name)
-            raise
+            value = self._known[name] = self._exact(list(self._arms).index(name))
+        return value
 
     def choose(self) -> tuple[str, float]:
+        """``select`` and the exact probability it had: only the chosen arm's is computed.
+
+        An arm whose probability underflows (below 2.2e-308) but was served nonetheless is
+        logged with :data:`~banditops.policies.maxprob.FLOOR` (2.2e-308), never 0.
+        """
         name = self.select()
-        cached = self._cached  # the chosen arm is live: it has a propensity
-        return name, (cached if cached is not None else self.probabilities())[name]
+        value = self._known.get(name)
+        if value is None:
+            value = self._known[name] = self._exact(list(self._arms).index(name))
+        return name, maxprob.chosen_probability(value)
 
     def observe(self, name: str, reward: float) -> None:
         """Exactly :meth:`update`: a posterior does not care who chose the arm."""
@@ -184,11 +190,12 @@ class ThompsonSampling(_PosteriorSampling):
     Params: ClassVar[type] = ThompsonParams
 
     def __init__(self, *, prior_weight: float = _TS.prior_weight,
-                 propensity_samples: int = _TS.propensity_samples,
-                 propensity_refresh: int = _TS.propensity_refresh,
-                 seed: int | None = None) -> None:
-        super().__init__(ThompsonParams(prior_weight, propensity_samples, propensity_refresh),
-                         seed=seed)
+                 seed: int | None = None,
+                 propensity_samples: int | None = None,
+                 propensity_refresh: int | None = None) -> None:
+        _ignore_deprecated(self.key, propensity_samples=propensity_samples,
+                           propensity_refresh=propensity_refresh)
+        super().__init__(ThompsonParams(prior_weight), seed=seed)
         self._np_rng = np.random.default_rng(seed)
         self._alpha: dict[str, float] = {}
         self._beta: dict[str, float] = {}
@@ -201,11 +208,11 @@ class ThompsonSampling(_PosteriorSampling):
         self._beta[name] = 1.0 + count - total
         self._buffers[name] = []
         self._batch[name] = 1
-        self._cached = None
+        self._changed()
 
     def _on_remove(self, name: str) -> None:
         del self._alpha[name], self._beta[name], self._buffers[name], self._batch[name]
-        self._cached = None
+        self._changed()
 
     def select(self) -> str:
         """As the base class's, with the buffered draws taken inline (the common case)."""
@@ -232,10 +239,11 @@ class ThompsonSampling(_PosteriorSampling):
         self._batch[name] = min(2 * size, _MAX_BATCH)
         return buffer.pop()
 
-    def _draw_matrix(self, size: int, rng: np.random.Generator) -> np.ndarray:
-        alpha = np.fromiter(self._alpha.values(), float, len(self._alpha))
-        beta = np.fromiter(self._beta.values(), float, len(self._beta))
-        return rng.beta(alpha[:, None], beta[:, None], (len(alpha), size))
+    def _exact(self, index: int | None) -> Any:
+        alpha, beta = list(self._alpha.values()), list(self._beta.values())
+        if index is None:
+            return self._tracker.probabilities(alpha, beta)
+        return self._tracker.probability(index, alpha, beta)
 
     def update(self, name: str, reward: float) -> None:
         if type(reward) is not float or not 0.0 <= reward <= 1.0:
@@ -250,7 +258,8 @@ class ThompsonSampling(_PosteriorSampling):
             self._beta[name] += 1.0
         self._buffers[name].clear()
         self._batch[name] = 1
-        self._invalidate()
+        self._updates += 1
+        self._changed()
 
     def _stats_state(self) -> dict[str, Any]:
         return {"alpha": dict(self._alpha), "beta": dict(self._beta),
@@ -265,6 +274,7 @@ class ThompsonSampling(_PosteriorSampling):
             self._buffers[name] = [float(x) for x in stats["buffers"][name]]
             self._batch[name] = int(stats["batch"][name])
         self._updates = int(stats["updates"])
+        self._changed()
         self._np_rng.bit_generator.state = stats["np_rng"]
 
 
@@ -288,14 +298,14 @@ class DiscountedThompsonSampling(_PosteriorSampling):
 
     key = "discounted-thompson"
     Params: ClassVar[type] = DiscountedThompsonParams
-    _converges = False
 
     def __init__(self, gamma: float = _DTS.gamma, *, prior_weight: float = _DTS.prior_weight,
-                 propensity_samples: int = _DTS.propensity_samples,
-                 propensity_refresh: int = _DTS.propensity_refresh,
-                 seed: int | None = None) -> None:
-        super().__init__(DiscountedThompsonParams(gamma, prior_weight, propensity_samples,
-                                                  propensity_refresh), seed=seed)
+                 seed: int | None = None,
+                 propensity_samples: int | None = None,
+                 propensity_refresh: int | None = None) -> None:
+        _ignore_deprecated(self.key, propensity_samples=propensity_samples,
+                           propensity_refresh=propensity_refresh)
+        super().__init__(DiscountedThompsonParams(gamma, prior_weight), seed=seed)
         self._successes: dict[str, float] = {}
         self._failures: dict[str, float] = {}
 
@@ -303,19 +313,21 @@ class DiscountedThompsonSampling(_PosteriorSampling):
         count, total = self._prior(name, self.p.prior_weight)
         self._successes[name] = total
         self._failures[name] = count - total
-        self._cached = None
+        self._changed()
 
     def _on_remove(self, name: str) -> None:
         del self._successes[name], self._failures[name]
-        self._cached = None
+        self._changed()
 
     def _draw_one(self, name: str) -> float:
         return self._rng.betavariate(1.0 + self._successes[name], 1.0 + self._failures[name])
 
-    def _draw_matrix(self, size: int, rng: np.random.Generator) -> np.ndarray:
-        alpha = 1.0 + np.fromiter(self._successes.values(), float, len(self._successes))
-        beta = 1.0 + np.fromiter(self._failures.values(), float, len(self._failures))
-        return rng.beta(alpha[:, None], beta[:, None], (len(alpha), size))
+    def _exact(self, index: int | None) -> Any:
+        alpha = [1.0 + s for s in self._successes.values()]
+        beta = [1.0 + f for f in self._failures.values()]
+        if index is None:
+            return self._tracker.probabilities(alpha, beta)
+        return self._tracker.probability(index, alpha, beta)
 
     def update(self, name: str, reward: float) -> None:
         if type(reward) is not float or not 0.0 <= reward <= 1.0:
@@ -332,7 +344,8 @@ class DiscountedThompsonSampling(_PosteriorSampling):
             successes[name] += 1.0
         else:
             failures[name] += 1.0
-        self._invalidate()
+        self._updates += 1
+        self._changed()
 
     def _stats_state(self) -> dict[str, Any]:
         return {"successes": dict(self._successes), "failures": dict(self._failures),
@@ -343,6 +356,7 @@ class DiscountedThompsonSampling(_PosteriorSampling):
             self._successes[name] = float(stats["successes"][name])
             self._failures[name] = float(stats["failures"][name])
         self._updates = int(stats["updates"])
+        self._changed()
 
 
 class GaussianThompsonSampling(_PosteriorSampling):
@@ -363,13 +377,15 @@ class GaussianThompsonSampling(_PosteriorSampling):
 
     key = "gaussian-thompson"
     Params: ClassVar[type] = GaussianThompsonParams
+    _family = "normal"
 
     def __init__(self, *, sigma2: float = _GTS.sigma2, prior_weight: float = _GTS.prior_weight,
-                 propensity_samples: int = _GTS.propensity_samples,
-                 propensity_refresh: int = _GTS.propensity_refresh,
-                 seed: int | None = None) -> None:
-        super().__init__(GaussianThompsonParams(sigma2, prior_weight, propensity_samples,
-                                                propensity_refresh), seed=seed)
+                 seed: int | None = None,
+                 propensity_samples: int | None = None,
+                 propensity_refresh: int | None = None) -> None:
+        _ignore_deprecated(self.key, propensity_samples=propensity_samples,
+                           propensity_refresh=propensity_refresh)
+        super().__init__(GaussianThompsonParams(sigma2, prior_weight), seed=seed)
         self._counts: dict[str, float] = {}
         self._sums: dict[str, float] = {}
 
@@ -378,21 +394,23 @@ class GaussianThompsonSampling(_PosteriorSampling):
         if not count:
             count, total = 1.0, 0.5
         self._counts[name], self._sums[name] = count, total
-        self._cached = None
+        self._changed()
 
     def _on_remove(self, name: str) -> None:
         del self._counts[name], self._sums[name]
-        self._cached = None
+        self._changed()
 
     def _draw_one(self, name: str) -> float:
         count = self._counts[name]
         return self._rng.gauss(self._sums[name] / count, math.sqrt(self.p.sigma2 / count))
 
-    def _draw_matrix(self, size: int, rng: np.random.Generator) -> np.ndarray:
-        counts = np.fromiter(self._counts.values(), float, len(self._counts))
-        sums = np.fromiter(self._sums.values(), float, len(self._sums))
-        return rng.normal((sums / counts)[:, None], np.sqrt(self.p.sigma2 / counts)[:, None],
-                          (len(counts), size))
+    def _exact(self, index: int | None) -> Any:
+        sigma2, sums = self.p.sigma2, self._sums
+        mean = [sums[name] / count for name, count in self._counts.items()]
+        sd = [math.sqrt(sigma2 / count) for count in self._counts.values()]
+        if index is None:
+            return self._tracker.probabilities(mean, sd)
+        return self._tracker.probability(index, mean, sd)
 
     def update(self, name: str, reward: float) -> None:
         reward = validate_reward(reward)
@@ -400,7 +418,8 @@ class GaussianThompsonSampling(_PosteriorSampling):
             self._require_arm(name)
         self._counts[name] += 1.0
         self._sums[name] += reward
-        self._invalidate()
+        self._updates += 1
+        self._changed()
 
     def _stats_state(self) -> dict[str, Any]:
         return {"counts": dict(self._counts), "sums": dict(self._sums), "updates": self._updates}
@@ -410,3 +429,4 @@ class GaussianThompsonSampling(_PosteriorSampling):
             self._counts[name] = float(stats["counts"][name])
             self._sums[name] = float(stats["sums"][name])
         self._updates = int(stats["updates"])
+        self._changed()

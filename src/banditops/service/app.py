@@ -123,6 +123,7 @@ def create_app(config: ServiceConfig, store: Store | None = None) -> Guard:
         (f"{D}/{{name}}", "GET", endpoints.show, "client", {}),
         (f"{D}/{{name}}/events", "GET", endpoints.events, "client", {}),
         (f"{D}/{{name}}/history", "GET", endpoints.history, "client", {}),
+        (f"{D}/{{name}}/decisions/export", "GET", endpoints.export, "admin", {}),
         (f"{D}/{{name}}/versions", "POST", endpoints.register, "admin",
          {"openapi_extra": body_schema(VersionBody)}),
         (UPLOAD, "POST", endpoints.upload, "admin", {"openapi_extra": UPLOAD_SCHEMA}),

@@ -38,7 +38,7 @@ from pydantic import (
 from banditops.errors import BanditOpsError, InvalidParameterError
 from banditops.guardrails import GuardrailParams
 from banditops.policies import parse_policy_params, policy_names
-from banditops.policies.base import check_seed
+from banditops.policies.base import check_seed, policy_class
 from banditops.release import ReleaseParams
 from banditops.rewards import Label, RewardFunction, accuracy, check_label, cost_matrix
 from banditops.service.features import Kind as FeatureKind
@@ -51,6 +51,9 @@ _GUARDRAIL = GuardrailParams()
 _SHADOW = ShadowParams()
 _RELEASE = ReleaseParams()
 BACKENDS = ("sqlite", "postgresql")
+# A contextual policy's encoded feature vector length, at most, in a served deployment (its
+# state grows with the square: see DeploymentConfig._contextual_params).
+MAX_SERVICE_DIMENSION = 256
 
 
 class ConfigError(BanditOpsError):
@@ -227,11 +230,14 @@ class DeploymentConfig(_Strict):
 
     policy: str = Field(default="thompson",
                         description="The bandit policy: any name from "
-                        "`banditops.policies.policy_names()`.")
+                        "`banditops.policies.policy_names()`; a contextual one "
+                        "(`linear-thompson`, `linucb`, ...) routes each request on its "
+                        "features.")
     policy_params: dict[str, Any] = Field(
         default_factory=dict,
         description="The policy's parameters (checked against its Params at load), and "
-        "`seed`.")
+        "`seed`; a contextual policy's `features` (default: all) must be features of the "
+        "deployment, and its `dimension` at most 256.")
     reward: Literal["accuracy"] | CostMatrixConfig = Field(
         default="accuracy",
         description="`accuracy` (1 if the prediction equals the label), or a cost matrix "
@@ -260,6 +266,13 @@ class DeploymentConfig(_Strict):
     feedback_same_key: bool = Field(
         default=False,
         description="Only the API key that made a decision may give its feedback.")
+    log_features: bool = Field(
+        default=True,
+        description="Keep every decision's features in the decision log, so that another "
+        "policy, contextual ones included, can be evaluated on this traffic (`banditops "
+        "evaluate` on `GET .../decisions/export`); `false` keeps them out of the database "
+        "(personal data). A contextual policy logs them whatever this says: it learns each "
+        "feedback on them.")
     features: dict[str, FeatureKind] = Field(
         min_length=1,
         description="The feature schema, name -> `number` or `string`, with `?` (`number?`, "
@@ -330,6 +343,8 @@ class DeploymentConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentConfig:
+        if policy_class(self.policy).contextual:
+            self._contextual_params()
         names = [v.name for v in self.versions]
         if len(names) != len(set(names)):
             raise ValueError(f"version names repeat: {names}")
@@ -344,6 +359,23 @@ class DeploymentConfig(_Strict):
         else:
             self._binary_classes()
         return self
+
+    def _contextual_params(self) -> None:
+        """A contextual policy routes on features this deployment has, with a model small
+        enough to snapshot between two requests (``MAX_SERVICE_DIMENSION``)."""
+        routed_on = self.policy_params.get("features")
+        if isinstance(routed_on, list):
+            unknown = [name for name in routed_on if name not in self.features]
+            if unknown:
+                raise ValueError(f"policy_params.features: {unknown} are not features of "
+                                 f"this deployment; it has {list(self.features)}")
+        dimension = self.policy_params.get("dimension")
+        if isinstance(dimension, int) and dimension > MAX_SERVICE_DIMENSION:
+            raise ValueError(
+                f"policy_params.dimension: at most {MAX_SERVICE_DIMENSION} in the service, got "
+                f"{dimension}: the policy keeps a dimension x dimension matrix per version, "
+                "stored with every snapshot, which is taken between two requests (3 versions "
+                f"at {MAX_SERVICE_DIMENSION}: 2 MB, about 0.1 s; at 1024: 32 MB, seconds)")
 
     @property
     def dark_launch(self) -> bool:

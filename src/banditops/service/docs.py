@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from banditops.service.config import ServiceConfig
+from banditops.service.exports import MAX_EXPORT_ROWS, MAX_EXPORTS
 from banditops.service.features import Kind as FeatureKind
 from banditops.service.features import base
 
@@ -133,7 +134,10 @@ class VersionState(Answer):
                                               "quarantined were taken down (reinstate puts "
                                               "them back); retired is gone for good.")
     traffic_share: float = Field(ge=0, le=1, description="The share of requests the policy "
-                                                         "sends it now.")
+                                                         "sends it now; for a contextual "
+                                                         "policy, its probability for an "
+                                                         "average request (the split served "
+                                                         "is in .../history).")
     decisions: int
     feedbacks: int
     reward_mean: float | None
@@ -173,6 +177,10 @@ class DeploymentState(Answer):
     guardrail_min_samples: int | None = Field(
         description="Rewards a live version needs before the guardrail judges it; null: "
                     "no guardrail.")
+    contextual: bool = Field(description="Whether the policy routes each request on its "
+                                         "features.")
+    log_features: bool = Field(description="Whether each decision's features are kept in "
+                                           "the decision log (for off-policy evaluation).")
     versions: list[VersionState]
     restored_snapshot_feedback_seq: int | None
 
@@ -260,12 +268,21 @@ TAGS = [
     {"name": "predictions", "description": "Route requests to model versions and send back "
                                            "the ground truth."},
     {"name": "deployments", "description": "What each deployment serves and what happened."},
-    {"name": "admin", "description": "Change versions (admin keys only)."},
+    {"name": "admin", "description": "Change versions, export the decision log (admin keys "
+                                     "only)."},
     {"name": "operations", "description": "Health, readiness and Prometheus metrics (no key)."},
 ]
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying; sent when the "
                                               "server is overloaded or its database does not "
                                               "answer.", "schema": {"type": "integer"}}}
+EXPORT_HEADERS = {
+    "X-Banditops-Rows": {"description": "Decisions in the file.",
+                         "schema": {"type": "integer"}},
+    "X-Banditops-Truncated": {"description": "`true` when the range holds more decisions "
+                                             "than `limit`.",
+                              "schema": {"type": "string", "enum": ["true", "false"]}},
+    "Content-Disposition": {"description": "`attachment; filename=\"<name>-decisions.<format>\"`",
+                            "schema": {"type": "string"}}}
 KEYED = {401: "No API key, a malformed or unknown one, or more than one key header."}
 ADMIN = {**KEYED, 403: "The key has the client scope; this route needs an admin key."}
 BODY = {400: "The body is not valid JSON (or a malformed Content-Length).",
@@ -428,6 +445,38 @@ def _routes(config: ServiceConfig) -> dict[str, dict[str, Any]]:
                                   422: "`minutes` or `buckets` out of range.", **BUSY},
                                  {422: "minutes: Input should be less than or equal to "
                                        "1440"})}),
+        "export": dict(
+            tags=["admin"], summary="Export the decision log",
+            description=(
+                "The deployment's decisions (every replica's), oldest first, as a Parquet or "
+                "CSV file in the decision-log format that `banditops evaluate` reads: "
+                "`decision_id`, `time`, `version`, `propensity` (the chance the policy gave "
+                "that version), `reward` (empty until feedback came), `live` (a JSON list of "
+                "the versions live then), `feature:<name>` for each request feature logged "
+                "(the deployment's `log_features`, or a contextual policy), and "
+                "`reward:<version>` for each shadow-scored version.\n\nDecisions with "
+                f"`since` <= time < `until`, at most `limit` (at most {MAX_EXPORT_ROWS:,}); "
+                "`X-Banditops-Truncated: true` says the range holds more: ask again with "
+                "`since` = the last row's `time` and drop the ids already read (a batch's "
+                f"decisions share their time). At most {MAX_EXPORTS} exports run at once. "
+                "The answer is streamed; a failure in the middle ends the transfer "
+                "incomplete, never as a short file."),
+            responses={200: {"description": "The file (`Content-Disposition: attachment`).",
+                             "content": {
+                                 "application/vnd.apache.parquet": {
+                                     "schema": {"type": "string", "format": "binary"}},
+                                 "text/csv": {"schema": {"type": "string"}}},
+                             "headers": EXPORT_HEADERS},
+                       **errors({**ADMIN, 404: NO_DEPLOYMENT,
+                                 422: "`format`, `since`, `until` or `limit` out of range, "
+                                      "or `since` after `until`.",
+                                 503: f"{MAX_EXPORTS} exports are under way, or the database "
+                                      "does not answer: retry after Retry-After seconds."},
+                                {422: "since (20.0) is after until (10.0); the export holds "
+                                      "decisions with since <= time < until",
+                                 503: f"{MAX_EXPORTS} decision-log exports are under way; at "
+                                      f"most {MAX_EXPORTS} at once: retry when one has "
+                                      "finished"})}),
         "register": dict(
             tags=["admin"], summary="Register a model version", status_code=201,
             description=(

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Query, Request
 from fastapi.responses import Response
@@ -50,6 +50,7 @@ from banditops.errors import (
     UnknownDecisionError,
 )
 from banditops.service.config import ServiceConfig, describe_errors
+from banditops.service.exports import DEFAULT_EXPORT_ROWS, MAX_EXPORT_ROWS, MAX_TIME, Exports
 from banditops.service.history import MAX_BUCKETS, MAX_MINUTES, History
 from banditops.service.metrics import Metrics
 from banditops.service.runtime import ServiceDeployment, json_safe
@@ -275,6 +276,14 @@ Minutes = Annotated[int, Query(ge=1, le=MAX_MINUTES, description="How far back t
 BucketCount = Annotated[int, Query(ge=1, le=MAX_BUCKETS, description="Equal time buckets")]
 MaxAge = Annotated[float, Query(ge=0, le=10, description=(
     "Accept a report computed at most this many seconds ago (0: a fresh one)"))]
+ExportFormat = Annotated[Literal["parquet", "csv"], Query(description=(
+    "`parquet` (typed columns, compressed) or `csv`"))]
+ExportSince = Annotated[float | None, Query(ge=0, le=MAX_TIME, description=(
+    "Decisions made at or after this Unix time (seconds)"))]
+ExportUntil = Annotated[float | None, Query(ge=0, le=MAX_TIME, description=(
+    "Decisions made before this Unix time (seconds)"))]
+ExportLimit = Annotated[int, Query(ge=1, le=MAX_EXPORT_ROWS, description=(
+    f"Most decisions in the file, oldest first (at most {MAX_EXPORT_ROWS:,})"))]
 
 
 class Endpoints:
@@ -293,6 +302,7 @@ class Endpoints:
         self._pinger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-ping")
         self._ping: asyncio.Future | None = None
         self.history_cache = History(store)
+        self.exports = Exports(store)
         # name -> (monotonic time, report future): shared by readers that accept an age
         self._reports: dict[str, tuple[float, asyncio.Future]] = {}
         self.uploads = 0  # uploads being received or registered
@@ -418,6 +428,14 @@ class Endpoints:
         return respond(await self.history_cache.get(name, minutes, buckets))
 
     # ------------------------------------------------------------ admin
+    async def export(self, name: str, format: ExportFormat = "parquet",
+                     since: ExportSince = None, until: ExportUntil = None,
+                     limit: ExportLimit = DEFAULT_EXPORT_ROWS) -> Response:
+        """The decision log as a file (see ``exports.py``): read from the database in
+        threads of its own, streamed."""
+        self._find(name)
+        return await self.exports.answer(name, format, since, until, limit)
+
     async def register(self, name: str, request: Request) -> Response:
         _, worker = self._find(name)
         raw = await request.body()

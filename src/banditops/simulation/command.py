@@ -31,7 +31,13 @@ from banditops.simulation.experiment import (
     run_experiment,
 )
 from banditops.simulation.pipeline import release_rows
-from banditops.simulation.report import OUTPUTS, shadow_verdicts, verdicts, write_outputs
+from banditops.simulation.report import (
+    OUTPUTS,
+    contextual_verdicts,
+    shadow_verdicts,
+    verdicts,
+    write_outputs,
+)
 from banditops.simulation.settings import (
     IMBALANCED,
     RewardChoice,
@@ -141,10 +147,12 @@ def run_experiment_command(*, datasets: list[str] | None, csv: Path | None, targ
     for (dataset, scenario), reason in result.skipped.items():
         console.print(f"[yellow]skipped {escape(dataset)} / {scenario}: "
                       f"{escape(reason)}[/yellow]")
+    for warning in result.warnings:  # the run's own (strategies it left out)
+        console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
     for warning in _faulty_warnings(result):
         warnings.append(warning)
         console.print(f"[yellow]warning: {escape(warning)}[/yellow]")
-    result.warnings = warnings
+    result.warnings = [*warnings, *result.warnings]
     print_results(result, console)
     try:
         paths = write_outputs(result, out)
@@ -311,19 +319,24 @@ def print_results(result: ExperimentResult, console: Console) -> None:
                                                               sort=False):
         seeds = int(group["seeds"].iloc[0])
         table = Table(title=f"{escape(dataset)} / {scenario} ({seeds} seed{'s' * (seeds != 1)}, "
-                            f"oracle reward {group['oracle_reward'].iloc[0]:.4f})",
+                            f"oracle reward {group['oracle_reward'].iloc[0]:.4f}, per-request "
+                            f"oracle {group['request_oracle_reward'].iloc[0]:.4f})",
                       title_justify="left", caption_justify="left",
                       caption="calls: model calls per request (served + shadow predictions); "
-                      "regret: share of the per-chunk oracle's reward missed; faulty: share of "
+                      "regret: share of the per-chunk oracle's reward missed; gap: share of the "
+                      "gap between the per-chunk and the per-request oracle closed; faulty: "
+                      "share of "
                       "traffic to faulty versions; rb delay: requests each faulty version "
                       "served; rollbacks (false alarms): versions taken down (of them, healthy "
                       "ones); switches: how often the version serving most of a chunk "
-                      "changes; cost/1,000: cost of 1,000 requests in false alarms; [shadow] "
+                      "changes; cost/1,000: cost of 1,000 requests in false alarms; \\[shadow] "
                       "strategies (magenta on a terminal) learn from shadow "
                       "scoring, valid only when the label does not depend on the served "
-                      "prediction; means over seeds")
+                      "prediction; contextual strategies (green) route on the request's "
+                      "features; means over seeds")
         cost = bool(group["cost_per_1000"].notna().any())
-        for column in ("strategy", "reward ±95% CI", "calls", "regret", "faulty", "rb delay",
+        for column in ("strategy", "reward ±95% CI", "calls", "regret", "gap", "faulty",
+                       "rb delay",
                        "rollbacks (false alarms)", "switches", "accuracy", "F1",
                        *(["cost/1,000"] if cost else [])):
             table.add_column(column, justify="left" if column == "strategy" else "right",
@@ -331,12 +344,13 @@ def print_results(result: ExperimentResult, console: Console) -> None:
         for _, row in group.sort_values("mean_reward", ascending=False).iterrows():
             delay = row["rollback_delay"]
             style = ("bold cyan" if row["strategy"] == RECOMMENDED
+                     else "green" if row["group"] == "contextual"
                      else "magenta" if row["feedback"] == "shadow" else None)
             table.add_row(
                 escape(row["strategy"]),  # "leader[shadow]" is not markup
                 f"{row['mean_reward']:.4f} ± {(row['ci_high'] - row['ci_low']) / 2:.4f}",
                 f"{row['calls_per_request']:.2f}",
-                _pct(row["regret"]),
+                _pct(row["regret"]), _pct(row["gap_closed"]),
                 _pct(row["faulty_traffic_share"]),
                 "-" if math.isnan(delay) else f"{delay:,.0f}",
                 f"{row['rollbacks']:.1f} ({row['healthy_rollbacks']:.1f})",
@@ -345,6 +359,31 @@ def print_results(result: ExperimentResult, console: Console) -> None:
         console.print(table)
     _print_verdict(result, console)
     _print_shadow_verdict(result, console)
+    _print_contextual_verdict(result, console)
+
+
+def _print_contextual_verdict(result: ExperimentResult, console: Console) -> None:
+    verdict = contextual_verdicts(result)
+    if verdict.empty:
+        return
+    table = Table(title="Contextual routing: the best contextual strategy against the "
+                        "per-chunk oracle and the best context-free strategy",
+                  title_justify="left", caption_justify="left",
+                  caption="regret < 0: above the per-chunk oracle; gap: share of the gap "
+                  "between the per-chunk and the per-request oracle closed")
+    for column in ("dataset", "scenario", "best contextual", "reward", "regret", "gap",
+                   "best context-free", "its reward", "its gap", ">= it"):
+        table.add_column(column, no_wrap=column not in ("dataset", "scenario",
+                                                         "best contextual",
+                                                         "best context-free"))
+    for _, row in verdict.iterrows():
+        table.add_row(escape(row["dataset"]), row["scenario"],
+                      escape(row["best contextual strategy"]), f"{row['reward']:.4f}",
+                      _pct(row["regret"], 2), _pct(row["gap closed"]),
+                      escape(row["best context-free strategy"]), f"{row['its reward']:.4f}",
+                      _pct(row["its gap closed"]),
+                      "yes" if row["at least the best context-free"] else "[red]no[/red]")
+    console.print(table)
 
 
 def _print_verdict(result: ExperimentResult, console: Console) -> None:

@@ -69,13 +69,20 @@ class StreamInfo:
     segment: str | None = None
     drift_at: int | None = None
     faulty_every: int | None = None
+    request_oracle_reward: float = float("nan")  # per request, the per-request oracle's
+    features: dict[str, str] = field(default_factory=dict)  # name -> "numeric" | "categorical"
 
     @classmethod
     def of(cls, stream: Stream) -> StreamInfo:
+        features = {} if stream.features is None else {
+            str(name): ("numeric" if pd.api.types.is_numeric_dtype(column)
+                        and not pd.api.types.is_bool_dtype(column) else "categorical")
+            for name, column in stream.features.items()}
         return cls(stream.dataset, stream.scenario, stream.description,
                    stream.settings.reward_name, stream.n, stream.start, stream.chunk_bounds(),
                    stream.versions, stream.oracle_chunk_rewards(), stream.settings,
-                   stream.driver, stream.segment, stream.drift_at, stream.faulty_every)
+                   stream.driver, stream.segment, stream.drift_at, stream.faulty_every,
+                   float(stream.oracle_request_rewards().mean()), features)
 
 
 @dataclass(frozen=True)
@@ -289,7 +296,17 @@ def check_choices(scenarios: list[str] | None, strategies: list[str] | None,
             f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     if not isinstance(seeds, int) or seeds < 1:
         raise InvalidParameterError(f"seeds must be a positive integer, got {seeds}")
-    return scenarios, [s.name for s in resolve_strategies(strategies)]
+    chosen = resolve_strategies(strategies)
+    if granularity == "chunk" and all(s.contextual for s in chosen):
+        raise InvalidParameterError(
+            "contextual strategies route each request on its features: they need "
+            "--granularity request (a chunk is one decision)")
+    return scenarios, [s.name for s in chosen]
+
+
+def contextual_left_out(chosen: list[str], granularity: str) -> list[str]:
+    """The contextual strategies a run at this granularity leaves out (chunk: all)."""
+    return [n for n in chosen if STRATEGIES[n].contextual] if granularity == "chunk" else []
 
 
 def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
@@ -303,6 +320,11 @@ def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
     at ``address`` (all its CPUs)."""
     scenarios, chosen = check_choices(scenarios, strategies, granularity, seeds)
     check_engine(engine, address)
+    left_out = contextual_left_out(chosen, granularity)
+    chosen = [n for n in chosen if n not in left_out]
+    warnings = ([f"contextual strategies left out at chunk granularity ({', '.join(left_out)}): "
+                 "they route each request on its features, and a chunk is one decision"]
+                if left_out else [])
     if not datasets:
         raise InvalidParameterError("no dataset to replay")
     if plot_strategy not in chosen:
@@ -355,12 +377,13 @@ def run_experiment(datasets: list[tuple[Dataset, StreamSettings]], *,
         streams={key: StreamInfo.of(stream) for key, stream in streams.items()},
         reward_chunks={k: np.mean(v, axis=0) for k, v in reward_chunks.items()},
         traffic=traffic, plot_strategy=plot_strategy, granularity=granularity,
-        seconds=seconds, skipped=skipped,
+        seconds=seconds, skipped=skipped, warnings=warnings,
         datasets={data.name: DatasetInfo.of(data, settings) for data, settings in datasets})
 
 
 MEAN_COLUMNS = ["calls_per_request", "accuracy", "precision", "recall", "f1", "cost_per_1000",
-                "oracle_reward", "regret", "faulty_traffic_share", "rollback_delay", "rollbacks",
+                "oracle_reward", "regret", "request_oracle_reward", "request_regret",
+                "gap_closed", "faulty_traffic_share", "rollback_delay", "rollbacks",
                 "healthy_rollbacks", "switches"]
 
 

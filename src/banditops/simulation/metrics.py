@@ -9,7 +9,15 @@ Per run, over the served rows (from the first release on):
 - ``oracle_reward`` and ``regret``: the per-chunk oracle serves each chunk with the
   pipeline-live version that did best on it in hindsight; ``regret`` is
   ``(oracle_reward - mean_reward) / oracle_reward``, a fraction of the oracle's reward
-  (a strategy that mixes versions inside a chunk can, by luck, do slightly better).
+  (a strategy that mixes versions inside a chunk can do better: by luck, or by routing
+  each request to the version that is right for it, as a contextual strategy tries to).
+- ``request_oracle_reward`` and ``request_regret``: the same against the per-request oracle,
+  which serves each row with the best pipeline-live version on that row in hindsight (an
+  upper bound for any router; regret against it is never negative).
+- ``gap_closed``: the share of the gap between the two oracles a strategy closes,
+  ``(mean_reward - oracle_reward) / (request_oracle_reward - oracle_reward)``: 0 at the
+  per-chunk oracle, 1 at the per-request oracle, negative below the per-chunk oracle (NaN
+  if the oracles tie).
 - ``faulty_traffic_share``: share of requests served by faulty versions;
   ``rollback_delay``: requests a faulty version served after its release, averaged over the
   faulty versions (NaN in scenarios without faulty releases).
@@ -49,6 +57,9 @@ class RunMetrics:
     cost_per_1000: float
     oracle_reward: float
     regret: float
+    request_oracle_reward: float
+    request_regret: float
+    gap_closed: float
     faulty_traffic_share: float
     rollback_delay: float
     rollbacks: int
@@ -98,6 +109,7 @@ def evaluate(stream: Stream, run: Replay) -> tuple[RunMetrics, RunSeries]:
                                  for s, e in bounds]), counts)
     main = counts.argmax(axis=0)
     oracle_reward = float(oracle.sum() / len(rows))
+    request_oracle = float(stream.oracle_request_rewards().mean())
     mean_reward = float(rewards.mean())
     metrics = RunMetrics(
         mean_reward=mean_reward,
@@ -106,6 +118,10 @@ def evaluate(stream: Stream, run: Replay) -> tuple[RunMetrics, RunSeries]:
         cost_per_1000=cost,
         oracle_reward=oracle_reward,
         regret=(oracle_reward - mean_reward) / oracle_reward if oracle_reward > 0 else math.nan,
+        request_oracle_reward=request_oracle,
+        request_regret=((request_oracle - mean_reward) / request_oracle if request_oracle > 0
+                        else math.nan),
+        gap_closed=gap_closed(mean_reward, oracle_reward, request_oracle),
         faulty_traffic_share=float(faulty[served].mean()) if any_faulty else math.nan,
         rollback_delay=(float(counts[faulty].sum(axis=1).mean()) if any_faulty else math.nan),
         rollbacks=len(run.rollbacks),
@@ -115,6 +131,19 @@ def evaluate(stream: Stream, run: Replay) -> tuple[RunMetrics, RunSeries]:
                            else run.model_calls / len(rows)),
     )
     return metrics, series
+
+
+def gap_closed(reward: float, chunk_oracle: float, request_oracle: float) -> float:
+    """Share of the gap between the per-chunk and the per-request oracle that ``reward``
+    closes (negative below the per-chunk oracle; NaN when the oracles tie).
+
+    >>> [round(gap_closed(r, 0.85, 0.95), 3) for r in (0.85, 0.86, 0.84, 0.95)]
+    [0.0, 0.1, -0.1, 1.0]
+    >>> gap_closed(0.9, 0.9, 0.9)
+    nan
+    """
+    gap = request_oracle - chunk_oracle
+    return (reward - chunk_oracle) / gap if gap > 1e-12 else math.nan
 
 
 def mean_interval(values: list[float] | np.ndarray, level: float = 0.95

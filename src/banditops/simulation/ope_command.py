@@ -49,23 +49,35 @@ def summarise_runs(path: Path, out: Path, console: Console) -> CheckResult:
     return result
 
 
+DEFAULT_LEARNING_SEEDS = 10  # a replay per target and logger each: the costly mode
+
+
 def run_check_command(*, datasets: list[str] | None, scenarios: list[str] | None, seeds: int,
-                      learning_seeds: int, workers: int, out: Path, rows: int | None,
+                      learning_seeds: int | None, workers: int, out: Path, rows: int | None,
                       data_dir: Path | None, export_logs: bool, console: Console,
                       from_runs: Path | None = None, frozen: bool = True) -> CheckResult:
     started = time.perf_counter()
     if from_runs is not None:
         _check_out(out)
         return summarise_runs(from_runs, out, console)
+    if learning_seeds is None:
+        learning_seeds = min(DEFAULT_LEARNING_SEEDS, seeds)
     if learning_seeds < 0 or learning_seeds > seeds:
         raise InvalidParameterError(
             f"--learning-seeds must be between 0 and --seeds ({seeds}), got {learning_seeds}")
     _check_out(out)
     loaded = _datasets(datasets, None, None, None, None, rows, data_dir, console)
     plan = [(data, default_settings(data.name, len(data))) for data in loaded]
+    for data, settings in plan:  # before any training, in terms of the options it has
+        if settings.chunk_size * 2 > len(data):
+            raise InvalidParameterError(
+                f"--rows {len(data):,} is too few for {data.name}: it is replayed in chunks of "
+                f"{settings.chunk_size:,} rows and needs at least two (--rows "
+                f"{settings.chunk_size * 2:,}; several releases need about "
+                f"{settings.chunk_size * 6:,})")
     console.print(f"Checking off-policy evaluation: loggers {', '.join(LOGGERS)}; targets "
-                  f"{', '.join(TARGETS)}; {seeds} seeds (the learning walks on the first "
-                  f"{learning_seeds}).", soft_wrap=True)
+                  f"{', '.join(TARGETS)}; {seeds} seed{'s' if seeds != 1 else ''} (the learning "
+                  f"walks on the first {learning_seeds}).", soft_wrap=True)
     def checkpoint(runs: pd.DataFrame) -> None:
         out.mkdir(parents=True, exist_ok=True)
         runs.to_csv(out / "ope_runs_frozen.csv", index=False)
@@ -114,7 +126,13 @@ def print_check(result: CheckResult, console: Console) -> None:
     learning = "learning_path_bias" in summary.columns
     table = Table(title="Off-policy estimates against the targets' true replay value "
                   f"(goals: median relative error <= {GOAL_ERROR:.0%}, 95% interval covers "
-                  f">= {GOAL_COVERAGE:.0%})")
+                  f">= {GOAL_COVERAGE:.0%})",
+                  caption="rel. error: |estimate - true value| / true value, over every "
+                  "(stream, target, seed); coverage: share of 95% intervals holding the true "
+                  "value; worst cell, cells >= 90%: coverage per (stream, target), the lowest "
+                  "and the share at 90% or more; CI width: mean interval width; ESS share: "
+                  "effective sample size / rows with a reward; covers learning truth, "
+                  "learning-path bias: see the README, 'Validation in the replay'")
     for name in ("logger", "mode", "estimator", "seeds", "median rel. error", "p90 rel. error",
                  "coverage", "worst cell", "cells >= 90%", "CI width", "ESS share"):
         table.add_column(name, justify="left" if name in ("logger", "mode", "estimator")
@@ -133,6 +151,10 @@ def print_check(result: CheckResult, console: Console) -> None:
                       else f"{row.learning_path_bias:+.4f}"]
         table.add_row(*cells)
     console.print(table)
+    few = int(summary["seeds"].max()) if len(summary) else 0
+    if few < 10:  # a coverage over a handful of intervals proves nothing either way
+        console.print(f"[yellow]note: {few} seed{'s' if few != 1 else ''}: a smoke test; the "
+                      "verdicts below need many seeds (the README's run: --seeds 100)[/yellow]")
     for mode in summary["mode"].unique():
         for logger, verdict in goal_met(summary, mode).items():
             mark = "[green]met[/green]" if verdict["met"] else "[red]missed[/red]"

@@ -47,7 +47,10 @@ def protocol_html(result: ExperimentResult) -> str:
         "predicts every row once, and all strategies and seeds replay those same "
         f"predictions; seeds ({seeds} here) drive the strategies' randomness. The "
         "<b>oracle</b> serves each chunk with the live version that did best on it in "
-        "hindsight; <b>regret</b> is the share of the oracle's reward a strategy missed. "
+        "hindsight; <b>regret</b> is the share of the oracle's reward a strategy missed. The "
+        "<b>per-request oracle</b> serves each request with a live version that got it right; "
+        "the <b>gap closed</b> is the share of the distance between the two oracles a "
+        "strategy covers. "
         "Intervals are Student-t 95% intervals across seeds.</p>")
     return "".join(parts)
 

@@ -18,15 +18,24 @@ A shadow strategy goes through the same path: its Deployment shadow-scores, and 
 prediction is a lookup in the version's precomputed predictions, as a served one is. In
 chunk mode a version's "prediction" for a chunk is scored as its mean reward on the chunk,
 whether it served the chunk or shadowed it.
+
+A contextual strategy (its policy a :class:`~banditops.policies.base.ContextualPolicy`) gets
+each request's features as its context: the stream's feature table is encoded once per
+encoder configuration (``ContextEncoder.encode_frame``, cached per process) and row ``i``'s
+vector is passed with its prediction, so the decision, its feedback and its shadow rewards
+all learn on it, as in the service. Contextual strategies run at request granularity only:
+one decision per chunk routes no request on its own features.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from banditops.context import ContextEncoder
 from banditops.deployment import Deployment, Event
 from banditops.simulation.strategies import GRANULARITIES, RunSetup, Strategy
 from banditops.simulation.stream import Stream
@@ -77,6 +86,9 @@ def replay(stream: Stream, strategy: Strategy, seed: int,
     """Run ``strategy`` with ``seed`` over ``stream`` (see the module docstring)."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if strategy.contextual and granularity == "chunk":
+        raise ValueError(f"{strategy.name} routes each request on its features: it has no "
+                         "chunk-granularity replay (one decision per chunk)")
     setup = strategy.build(seed, granularity=granularity,
                            margin=stream.settings.guardrail_margin)
     if granularity == "chunk":
@@ -117,6 +129,28 @@ def _best_dark(deployment: Deployment) -> str:
         if reports[name].shadow_learned else -1.0))
 
 
+# The last streams encoded in this process: (features table, encoder params) -> matrix. A
+# worker replays one stream's strategies and seeds in a row, so two entries suffice.
+_ENCODED: list[tuple[Any, dict[str, Any], np.ndarray]] = []
+_ENCODED_KEEP = 2
+
+
+def context_matrix(stream: Stream, encoder: ContextEncoder) -> np.ndarray:
+    """Every row's encoded features, shape (n, dimension), computed once per stream and
+    encoder configuration in a process."""
+    if stream.features is None:
+        raise ValueError(f"the {stream.dataset} / {stream.scenario} stream carries no "
+                         "request features, which a contextual strategy routes on")
+    params = encoder.params()
+    for features, known, matrix in _ENCODED:
+        if features is stream.features and known == params:
+            return matrix
+    matrix = encoder.encode_frame(stream.features)
+    _ENCODED.insert(0, (stream.features, params, matrix))
+    del _ENCODED[_ENCODED_KEEP:]
+    return matrix
+
+
 def _replay_requests(stream: Stream, setup: RunSetup) -> Replay:
     n, delay = stream.n, stream.settings.delay
     labels = stream.labels.tolist()
@@ -129,6 +163,8 @@ def _replay_requests(stream: Stream, setup: RunSetup) -> Replay:
     served = np.full(n, -1, dtype=np.int16)
     releases = {v.row: i for i, v in enumerate(stream.versions)}
     predict, feedback = deployment.predict, deployment.feedback
+    contexts = (context_matrix(stream, setup.policy.encoder)  # type: ignore[attr-defined]
+                if setup.policy.contextual else None)
     in_flight: deque[tuple[str, int]] = deque()
     pop, push = in_flight.popleft, in_flight.append
     choices = []
@@ -139,7 +175,7 @@ def _replay_requests(stream: Stream, setup: RunSetup) -> Replay:
             r = releases[row]
             models.append(_RowModel(stream.predictions[r]))
             _release(deployment, stream, r, models[-1])
-        decision = predict(row)
+        decision = predict(row) if contexts is None else predict(row, context=contexts[row])
         choices.append(decision.version)
         push((decision.id, row))
         if len(in_flight) > delay:

@@ -34,6 +34,17 @@ seed, so every run starts from nothing.
   worst-case regret, also on streams trained with two other pipeline seeds; the data's
   order, which drives it, is the same in all three).
 
+- ``contextual`` (:data:`CONTEXTUAL`): policies that route each request on its features
+  (:class:`~banditops.policies.base.ContextualPolicy`): linear Thompson sampling and LinUCB
+  over all the request's features hashed into 64 slots
+  (:class:`~banditops.context.ContextEncoder`), each with bandit feedback and ``[shadow]``.
+  Forgetting with gamma 0.999 (per arm, a half-life of ~700 rewards): on these replays,
+  with every request shadow-scored, it added 0.003-0.005 of reward on the concept-drift
+  rows and changed the others by at most 0.004 either way; gamma 0.99 forgot too fast
+  (0.001-0.026 less in every row). Exploration (v 0.05, c 0.1 with bandit feedback; 0.02 and 0 with
+  shadows) was chosen on these replays (seed 0) among v 0.02-0.2 and c 0-0.2. Request
+  granularity only (a chunk-granularity run leaves them out, and says so).
+
 - dark launch (``leader[shadow]+dark``): a new release serves nobody until its paired shadow
   rewards show it is not worse than the best live version by 0.01
   (:mod:`banditops.release`); a faulty release is rolled back before it serves. (With bandit
@@ -84,7 +95,7 @@ class RunSetup:
 @dataclass(frozen=True)
 class Strategy:
     name: str
-    group: str  # "study" | "drift-aware" | "guarded" | "recommended" | "shadow"
+    group: str  # "study" | "drift-aware" | "guarded" | "recommended" | "shadow" | "contextual"
     policy: str  # a registry name, see banditops.policies.policy_names()
     params: dict[str, Any] = field(default_factory=dict)
     guarded: bool = False
@@ -97,6 +108,11 @@ class Strategy:
         of a strategy that is not gives the same run for every seed."""
         return (policy_class(self.policy).uses_randomness
                 or (self.shadow is not None and self.shadow.mode == "rate"))
+
+    @property
+    def contextual(self) -> bool:
+        """Whether its policy routes each request on the request's features."""
+        return policy_class(self.policy).contextual
 
     @property
     def feedback(self) -> str:
@@ -156,6 +172,26 @@ _SHADOWED = [
     ("thompson", "thompson", {}),
 ]
 
+# The learned partitions' settings, chosen on these replays (see the module docstring).
+TREE_LEADER: dict[str, Any] = {}
+TREE_THOMPSON: dict[str, Any] = {}
+
+# Contextual routing (issue 12): policies that route each request on its features (the
+# replay passes each row's encoded features as the context; request granularity only).
+# Another contextual strategy joins the comparison with one row here: (strategy name,
+# registry key, parameters, shadow settings or None for bandit feedback).
+CONTEXTUAL: list[tuple[str, str, dict[str, Any], ShadowParams | None]] = [
+    ("linear-thompson", "linear-thompson", {"v": 0.05, "gamma": 0.999}, None),
+    ("linucb", "linucb", {"c": 0.1, "gamma": 0.999}, None),
+    # Full information: nothing needs exploring (LinUCB with c = 0 is greedy ridge regression).
+    ("linear-thompson[shadow]", "linear-thompson", {"v": 0.02, "gamma": 0.999}, SHADOW_ALL),
+    ("linucb[shadow]", "linucb", {"c": 0.0, "gamma": 0.999}, SHADOW_ALL),
+    # Learned partitions (banditops.policies.tree): a shallow tree on the versions' reward
+    # differences, a leader (full information) or Thompson sampling (bandit feedback) per leaf.
+    ("tree-leader[shadow]", "tree-leader", TREE_LEADER, SHADOW_ALL),
+    ("tree-thompson", "tree-thompson", TREE_THOMPSON, None),
+]
+
 _BANDITS = [
     ("epsilon-greedy", "epsilon-greedy", {"epsilon": 0.1}),
     ("ucb1", "ucb1", {}),
@@ -181,7 +217,10 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     # than the best live version.
     Strategy("leader[shadow]+dark", "shadow", "follow-the-leader", {"window": 1000},
              shadow=SHADOW_ALL, release=DARK),
+    *(Strategy(name, "contextual", policy, params, shadow=shadow)
+      for name, policy, params, shadow in CONTEXTUAL),
 ]}
+CONTEXT_FREE = [name for name, s in STRATEGIES.items() if not s.contextual]
 STUDY = [name for name, s in STRATEGIES.items() if s.group == "study"]
 RECOMMENDED = "thompson-prior+guardrail"
 

@@ -30,6 +30,7 @@ class LoggedDecision(NamedTuple):
     created_at: float
     owner: str | None = None
     shadows: tuple[tuple[str, Any], ...] = ()  # (version, prediction) scored on the label too
+    context: Any = None  # the request's features, kept for a contextual policy's update
 
 
 class Closing(NamedTuple):
@@ -48,6 +49,7 @@ class CaughtUp(NamedTuple):
     version: str
     reward: float
     shadow_rewards: tuple[tuple[str, float], ...] = ()
+    context: Any = None  # the decision's request features (see LoggedDecision.context)
 
 
 @dataclass(slots=True)

@@ -49,6 +49,9 @@ decisions = Table(
     Column("propensity", Float, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("owner", String(64)),  # digest of the key that made it, when feedback must match
+    # the request's features, for a contextual policy's update and off-policy evaluation
+    # (null when the deployment neither routes on them nor logs them; migration 0007)
+    Column("context", JSON),
     Index("ix_decisions_deployment_version", "deployment", "version"),
     Index("ix_decisions_deployment_created", "deployment", "created_at", "version"),  # 0006
 )

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import secrets
 import threading
@@ -29,7 +30,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy import (
+    JSON,
+    TypeDecorator,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
@@ -63,6 +74,16 @@ from banditops.store.schema import (
 )
 
 ARTIFACT_CHUNK_BYTES = 1 << 20  # one row of artifact_chunks
+
+
+class _RawJson(TypeDecorator):
+    """JSON text bound as it is (encoded once by the caller, not again by SQLAlchemy)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Any) -> Any:
+        return None
 MIGRATION_LOCK = 724_007  # PostgreSQL advisory lock id: one replica migrates at a time
 GAP_SECONDS = 30.0  # how long a skipped feedback sequence number is looked for again
 
@@ -190,6 +211,19 @@ class Store:
                                    {"id": MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    def revision(self) -> tuple[str | None, str]:
+        """(the schema's Alembic revision, or None for an empty database; the newest one
+        this banditops knows): a reader that does not migrate checks them first."""
+        from alembic.script import ScriptDirectory
+
+        location = resources.files("banditops.store") / "migrations"
+        head = ScriptDirectory(str(location)).get_current_head() or ""
+        with self._guard("reading the schema revision"), self.engine.connect() as connection:
+            if not self.engine.dialect.has_table(connection, "alembic_version"):
+                return None, head
+            found = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+        return (None if found is None else str(found[0])), head
 
     def ping(self) -> bool:
         try:
@@ -351,10 +385,12 @@ class Store:
             return "changed"
 
     # ---------------------------------------------------------- snapshots
-    def save_snapshot(self, deployment: str, state: dict[str, Any]) -> None:
-        """Upsert what a replica has learned (the state holds its log position)."""
+    def save_snapshot(self, deployment: str, state: dict[str, Any] | str) -> None:
+        """Upsert what a replica has learned (the state holds its log position); ``state``
+        may come encoded as JSON text already (then it is stored as it is)."""
+        stored: Any = state if not isinstance(state, str) else type_coerce(state, _RawJson())
         values = {"deployment": deployment, "taken_at": time.time(), "high_water": 0,
-                  "applied": {}, "state": state}
+                  "applied": {}, "state": stored}
         statement = self.insert(policy_snapshots).values(**values)
         statement = statement.on_conflict_do_update(
             index_elements=["deployment"],
@@ -390,6 +426,11 @@ class SqlLog(DecisionLog):
     attachments go through one held connection as driver SQL, which keeps the hot path to
     one round trip and no statement compilation.
 
+    A decision's context (the request's features, ``LoggedDecision.context``) is stored with
+    it when it is a mapping, and read back by :meth:`lookup_many` and :meth:`catch_up`, so a
+    contextual policy learns a feedback on the features it was earned on, whichever replica
+    gets the feedback.
+
     Shadow predictions live in the ``shadows`` table, one row per decision and version.
     The rewards they earned are written in the transaction that stores the decision's
     feedback, so a replica that reads a feedback row (catch-up) reads its shadow rewards
@@ -409,7 +450,7 @@ class SqlLog(DecisionLog):
         marker = "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
         self._insert_decisions = (
             "INSERT INTO decisions (id, deployment, version, prediction, propensity, "
-            f"created_at, owner) VALUES ({', '.join([marker] * 7)})")
+            f"created_at, owner, context) VALUES ({', '.join([marker] * 8)})")
         self._insert_shadows = (
             "INSERT INTO shadows (decision_id, version, deployment, prediction) "
             f"VALUES ({', '.join([marker] * 4)})")
@@ -465,7 +506,8 @@ class SqlLog(DecisionLog):
         if not decisions_:
             return
         params = [(d.id, self.deployment, d.version, json.dumps(d.prediction), d.propensity,
-                   d.created_at, d.owner) for d in decisions_]
+                   d.created_at, d.owner, None if d.context is None else context_json(d.context))
+                  for d in decisions_]
         counts: dict[str, int] = {}
         for d in decisions_:
             counts[d.version] = counts.get(d.version, 0) + 1
@@ -541,7 +583,7 @@ class SqlLog(DecisionLog):
         wanted = unique_ids(ids)
         query = (select(decisions.c.id, decisions.c.deployment, decisions.c.version,
                         decisions.c.prediction, decisions.c.propensity, decisions.c.created_at,
-                        decisions.c.owner, feedback.c.seq,
+                        decisions.c.owner, decisions.c.context, feedback.c.seq,
                         shadows.c.version.label("shadow_version"),
                         shadows.c.prediction.label("shadow_prediction"))
                  .select_from(decisions)
@@ -573,7 +615,7 @@ class SqlLog(DecisionLog):
                 found[decision_id] = LoggedDecision(
                     row.id, row.version, row.prediction, row.propensity, row.created_at,
                     row.owner, tuple(sorted(predictions.get(decision_id, ()),
-                                            key=lambda p: p[0])))
+                                            key=lambda p: p[0])), row.context)
         return found
 
     def close(self, closings: Sequence[Closing], now: float) -> list[int | None]:
@@ -614,8 +656,8 @@ class SqlLog(DecisionLog):
         return seqs
 
     def catch_up(self) -> list[CaughtUp]:
-        """Feedback other replicas wrote, with its shadow rewards: rows above the cursor or
-        in its gaps.
+        """Feedback other replicas wrote, with its shadow rewards and its decision's context:
+        rows above the cursor or in its gaps.
 
         Rows of other deployments are read too (sequence numbers are shared), so that their
         numbers settle instead of lingering as gaps; only this deployment's are learned.
@@ -627,9 +669,11 @@ class SqlLog(DecisionLog):
         if gaps:
             condition = condition | feedback.c.seq.in_(gaps)
         query = (select(feedback.c.seq, feedback.c.deployment, feedback.c.version,
-                        feedback.c.reward, shadows.c.version.label("shadow_version"),
+                        feedback.c.reward, decisions.c.context,
+                        shadows.c.version.label("shadow_version"),
                         shadows.c.reward.label("shadow_reward"))
                  .select_from(feedback)
+                 .join(decisions, decisions.c.id == feedback.c.decision_id)
                  .outerjoin(shadows, (shadows.c.decision_id == feedback.c.decision_id)
                             & shadows.c.reward.is_not(None))
                  .where(condition).order_by(feedback.c.seq, shadows.c.version))
@@ -644,7 +688,7 @@ class SqlLog(DecisionLog):
             if row.shadow_version is not None:
                 rewards.setdefault(row.seq, []).append((row.shadow_version, row.shadow_reward))
         learn = set(cursor.advance(list(first), now))
-        return [CaughtUp(row.version, row.reward, tuple(rewards.get(seq, ())))
+        return [CaughtUp(row.version, row.reward, tuple(rewards.get(seq, ())), row.context)
                 for seq, row in first.items()
                 if seq in learn and row.deployment == self.deployment]
 
@@ -665,6 +709,43 @@ class SqlLog(DecisionLog):
             return {version: VersionTotals(int(n or 0), int(f or 0), 0, float(s or 0.0),
                                            float(sq or 0.0))
                     for version, n, f, s, sq in connection.execute(query)}
+
+
+# One encoder for every context: json.dumps with options builds a new one per call (a third
+# of the cost of encoding a request's features).
+_encode_context = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+def context_json(context: Any) -> str | None:
+    """A decision's context as the log stores it: a mapping of features as JSON; None for
+    anything else (an encoded vector means nothing without its encoder, so none is kept).
+
+    The service's contexts are its validated instances (names to finite numbers, strings,
+    booleans or null), which ``json.dumps`` takes as they are; other values (numpy scalars,
+    NaN from a frame) are made plain: NaN and infinities null, as the encoder reads NaN."""
+    if type(context) is not dict:
+        if not isinstance(context, Mapping):
+            return None
+        context = dict(context)
+    try:
+        return _encode_context(context)
+    except (TypeError, ValueError):
+        return json.dumps({str(k): _plain(v) for k, v in context.items()},
+                          separators=(",", ":"))
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item) and not isinstance(value, str | int | float | bool):
+        try:
+            value = item()
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
 
 def _sqlite_pragmas(connection, _record) -> None:

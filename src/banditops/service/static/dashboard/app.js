@@ -272,6 +272,9 @@
   function renderVersions(report) {
     const parts = ["policy " + report.policy, "release " + report.release,
       "shadow " + (report.shadow || "off")];
+    // A contextual policy's share is its choice for an average request, not the real split.
+    if (report.contextual) parts.push("contextual: traffic share below is for an average " +
+      "request; the chart shows the split served");
     $("summary").textContent = "· " + parts.join(" · ");
     const body = $("versions").tBodies[0];
     clear(body);
