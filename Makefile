@@ -11,7 +11,7 @@ export BANDITOPS_DATA_DIR ?= $(abspath ../shared/data)
 CHROMIUM := /usr/bin/chromium
 APT_GET := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: demo live-demo test lint bench bench-ray install clean
+.PHONY: demo demo-contextual live-demo test lint bench bench-ray install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -26,6 +26,10 @@ install: $(STAMP)
 # The main job: the replay experiment on both real datasets (results/ holds the report).
 demo: $(STAMP)
 	$(BIN)/banditops experiment --out results
+
+# The same grid with the contextual strategies too (several times longer: tens of minutes).
+demo-contextual: $(STAMP)
+	$(BIN)/banditops experiment --contextual --out results-contextual
 
 live-demo: $(STAMP)
 	$(BIN)/banditops demo

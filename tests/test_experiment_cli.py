@@ -100,10 +100,15 @@ def test_chunk_granularity_on_a_csv_with_bad_rows(tmp_path):
     assert ("warning: table has 2,998 rows: in chunks of 150 that is 20 chunks, 10 release(s)"
             in " ".join(result.output.split()))
     summary = pd.read_csv(out / "summary.csv")
-    # Contextual strategies have no chunk-granularity replay: left out, with a warning.
+    # The default strategies are the context-free ones (the contextual ones run only with
+    # --contextual, and at request granularity: a chunk run leaves them out, with a warning).
     assert set(summary["dataset"]) == {"table"} and len(summary) == 2 * len(CONTEXT_FREE)
+    chunked = run("--csv", str(path), "--target", "label", "--positive", "hit", "--order-by",
+                  "t", "--granularity", "chunk", "--contextual", "--seeds", "1", "--scenario",
+                  "natural", "--workers", "1", "--out", str(out / "c"))
+    assert chunked.exit_code == 0, chunked.output
     assert "contextual strategies left out at chunk granularity" in " ".join(
-        result.output.split())
+        chunked.output.split())
     assert summary["mean_reward"].between(0.5, 1.0).all()
     shadow = summary[summary["feedback"] == "shadow"]
     shadowed = [s for s in STRATEGIES.values() if s.feedback == "shadow" and not s.contextual]

@@ -63,7 +63,10 @@ def experiment(
         help="natural, covariate-shift, concept-drift, faulty-release (repeatable; default: "
         "all).")] = None,
     strategy: Annotated[list[str] | None, typer.Option(
-        help="Strategies to compare (repeatable; default: all).")] = None,
+        help="Strategies to compare (repeatable; default: every context-free one).")] = None,
+    contextual: Annotated[bool, typer.Option(
+        "--contextual", help="Also the contextual strategies (linear and tree routers on the "
+        "request's features; several times slower).")] = False,
     granularity: Annotated[str, typer.Option(
         help="request: route every request; chunk: one decision per chunk (the study's).")
     ] = "request",
@@ -96,7 +99,11 @@ def experiment(
 ) -> None:
     """Replay the study: every strategy over real data, scenarios and seeds; write a report."""
     from banditops.simulation.command import run_experiment_command
+    from banditops.simulation.strategies import CONTEXT_FREE, STRATEGIES
 
+    if contextual:
+        strategy = list(strategy or CONTEXT_FREE) + [
+            name for name, s in STRATEGIES.items() if s.contextual]
     try:
         run_experiment_command(
             datasets=dataset, csv=csv, target=target, positive=positive, order_by=order_by,
