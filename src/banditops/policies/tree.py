@@ -104,14 +104,8 @@ def min_fit_rows(p: Any) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class TreeLeaderParams:
-    """Parameters of :class:`TreeLeader` (documented there), validated on creation.
-
-    >>> TreeLeaderParams(window=500, min_samples_leaf=300)
-    Traceback (most recent call last):
-    ...
-    banditops.errors.InvalidParameterError: window (500) must hold at least 801 rows: two leaves of min_samples_leaf (300) in the fitted share (1 - holdout) and one held-out row
-    """  # noqa: E501
+class _TreeParams:
+    """The tree's parameters, shared by both learned-partition policies (defaults here only)."""
 
     dimension: int = 256
     features: tuple[str, ...] = ()
@@ -123,6 +117,18 @@ class TreeLeaderParams:
     holdout: float = 0.25
     split_z: float = 0.0
     leaf_window: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TreeLeaderParams(_TreeParams):
+    """Parameters of :class:`TreeLeader` (documented there), validated on creation.
+
+    >>> TreeLeaderParams(window=500, min_samples_leaf=300)
+    Traceback (most recent call last):
+    ...
+    banditops.errors.InvalidParameterError: window (500) must hold at least 801 rows: two leaves of min_samples_leaf (300) in the fitted share (1 - holdout) and one held-out row
+    """  # noqa: E501
+
     switch_z: float = 1.5
     leader_window: int = 1000
     min_rewards: int = 30
@@ -141,19 +147,9 @@ class TreeLeaderParams:
 
 
 @dataclass(frozen=True, slots=True)
-class TreeThompsonParams:
+class TreeThompsonParams(_TreeParams):
     """Parameters of :class:`TreeThompson` (documented there), validated on creation."""
 
-    dimension: int = 256
-    features: tuple[str, ...] = ()
-    window: int = 4000
-    refit_every: int = 250
-    max_depth: int = 2
-    min_samples_leaf: int = 300
-    min_impurity_decrease: float = 0.0
-    holdout: float = 0.25
-    split_z: float = 0.0
-    leaf_window: int = 500
     prior_weight: float = 20.0
     propensity_floor: float = 0.05
 
