@@ -103,7 +103,9 @@ def client(server):
 def post(server, path, body=None, *, key=CLIENT_KEY, raw: str | None = None):
     kwargs = {"content": raw, "headers": {**headers(key), "content-type": "application/json"}} \
         if raw is not None else {"json": body, "headers": headers(key)}
-    return httpx.post(f"{server.url}{path}", timeout=10, **kwargs)
+    # A generous bound: a registration loads and checks the model in a child process, which
+    # took over 10 s on 2 cores under CI's load.
+    return httpx.post(f"{server.url}{path}", timeout=120, **kwargs)
 
 
 def test_predict_feedback_and_report(server, client):
