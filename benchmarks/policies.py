@@ -446,7 +446,8 @@ def tree_table(n: int, console: Console) -> None:
                         f"256 slots, {len(tree_vectors):,} requests (best of 3)")
     for column in ("policy", "feedback", "choose µs", "x baseline", "learn µs", "x baseline",
                    "refits"):
-        trees.add_column(column, justify="right" if column != "policy" else "left")
+        trees.add_column(column, justify="right" if column != "policy" else "left",
+                         no_wrap=column in ("policy", "feedback"))
     for name, make, full, baseline_name, baseline in (
             ("tree-leader", lambda: TreeLeader(), True, "follow-the-leader",
              lambda: FollowTheLeader(window=1000)),
