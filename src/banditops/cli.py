@@ -285,23 +285,15 @@ def export_log(
     The same file as GET /v1/deployments/{name}/decisions/export."""
     import time
 
-    from banditops.service.config import check_database_url
+    from banditops.ope.database import open_log_database
     from banditops.store.export import check_deployment, format_of
     from banditops.store.export import export_log as write_log
-    from banditops.store.sql import Store
 
     started = time.perf_counter()
     store = None
     try:
-        check_database_url(db)
         format_of(out)
-        store = Store(db)
-        found, head = store.revision()
-        if found != head:
-            raise BanditOpsError(
-                f"database {store.safe_url} has schema revision {found or 'none'}, not "
-                f"{head}: it is not a banditops database, or one of another banditops "
-                "version (start this version's service on it once: it migrates)")
+        store = open_log_database(db)
         check_deployment(store, deployment)
         plan = write_log(store, deployment, out, since=since, until=until, limit=limit)
     except (BanditOpsError, OSError) as error:

@@ -8,32 +8,44 @@ for :func:`banditops.ope.logfile.validate_log`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
-from banditops.errors import BanditOpsError, InvalidParameterError
+from banditops.errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    from banditops.store.sql import Store
+
+
+def open_log_database(url: str) -> Store:
+    """The service's database at ``url``, read only, once its URL and schema revision are
+    checked (one clear error, never the password); the caller closes it."""
+    from banditops.service.config import check_database_url
+    from banditops.store.sql import Store
+
+    check_database_url(url)
+    store = Store(url)
+    found, head = store.revision()
+    if found != head:
+        store.close()
+        raise InvalidParameterError(
+            f"database {store.safe_url} has schema revision {found or 'none'}, not "
+            f"{head}: it is not a banditops database, or one of another banditops "
+            "version (start this version's service on it once: it migrates)")
+    return store
 
 
 def log_from_database(url: str, deployment: str) -> pd.DataFrame:
     """The decision log of ``deployment`` (decisions with their feedback, time order)."""
-    from banditops.service.config import check_database_url
     from banditops.store.export import check_deployment, export_frames, plan_export
-    from banditops.store.sql import Store
 
-    check_database_url(url)  # a clear error that never echoes a password
-    store = Store(url)
+    store = open_log_database(url)
     try:
-        found, head = store.revision()
-        if found != head:
-            raise InvalidParameterError(
-                f"database {store.safe_url} has schema revision {found or 'none'}, not "
-                f"{head}: it is not a banditops database, or one of another banditops "
-                "version (start this version's service on it once: it migrates)")
         plan = plan_export(store, deployment)
         if not plan.rows:
             check_deployment(store, deployment)
         frames = list(export_frames(store, plan))
-    except BanditOpsError:
-        raise
     finally:
         store.close()
     return pd.concat(frames, ignore_index=True)
